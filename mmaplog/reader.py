@@ -1,0 +1,417 @@
+"""Reading ring files: validate every slot, assemble records, order and merge them.
+
+The reader never maps a file: it reads with ``pread`` on a read-only descriptor,
+so a file that shrinks or disappears under it cannot raise SIGBUS, and it never
+touches bytes past the file's current size.  Bad input raises
+:class:`mmaplog.FormatError` and nothing else; any other exception escaping
+from here on any input is a bug.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from . import _codec
+from . import layout as L
+from ._errors import FormatError
+
+__all__ = [
+    "LEVEL_NAMES",
+    "RECORD_DTYPE",
+    "ReadStats",
+    "Record",
+    "RingFile",
+    "Scan",
+    "level_name",
+    "level_number",
+    "read",
+    "read_array",
+    "scan",
+]
+
+PathArg = Union[str, "os.PathLike[str]"]
+Paths = Union[PathArg, Sequence[PathArg]]
+
+LEVEL_NAMES: dict[int, str] = {0: "NOTSET", 5: "TRACE", 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+_LEVEL_NUMBERS = {name: number for number, name in LEVEL_NAMES.items()} | {"WARN": 30, "FATAL": 50}
+
+#: One row per record, as returned by :func:`read_array`.
+RECORD_DTYPE = np.dtype(
+    [
+        ("seq", "<u8"),
+        ("time_ns", "<i8"),
+        ("level", "u1"),
+        ("thread", "<u8"),
+        ("pid", "<u4"),
+        ("flags", "u1"),
+        ("file", "<u4"),
+        ("logger", "O"),
+        ("message", "O"),
+        ("fields", "O"),
+        ("exception", "O"),
+    ]
+)
+
+
+def level_name(level: int) -> str:
+    """The name of a numeric level ("INFO"), or "LEVEL<n>" for a custom number."""
+    return LEVEL_NAMES.get(level) or f"LEVEL{level}"
+
+
+def level_number(level: int | str) -> int:
+    """Turn a level name ("info", "WARNING") or number into its number; ValueError names the value."""
+    if isinstance(level, bool):
+        raise ValueError(f"unknown level {level!r}")
+    if isinstance(level, int):
+        if 0 <= level <= 255:
+            return level
+        raise ValueError(f"level {level} is out of range 0..255")
+    text = str(level).strip().upper()
+    if text in _LEVEL_NUMBERS:
+        return _LEVEL_NUMBERS[text]
+    if text.isdigit():
+        return level_number(int(text))
+    raise ValueError(f"unknown level {level!r} (expected one of {', '.join(n for n in _LEVEL_NUMBERS if n != 'NOTSET')})")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One log record as read back from a ring file."""
+
+    seq: int
+    time_ns: int
+    level: int
+    logger: str
+    thread: int
+    pid: int
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    exception: str | None = None
+    host: str = ""
+    process: str = ""
+    source: str = ""
+    flags: int = 0
+
+    @property
+    def level_name(self) -> str:
+        """The level as a name ("INFO")."""
+        return level_name(self.level)
+
+    @property
+    def time(self) -> _dt.datetime:
+        """The wall-clock time as an aware UTC datetime (microsecond precision)."""
+        return _dt.datetime.fromtimestamp(self.time_ns / 1e9, tz=_dt.timezone.utc)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the writer cut the message to the maximum record size."""
+        return bool(self.flags & L.FLAG_TRUNCATED)
+
+
+@dataclass
+class ReadStats:
+    """What a read found besides records: loss and damage are counted, never hidden."""
+
+    files: int = 0
+    slots: int = 0
+    empty: int = 0
+    #: Non-empty slots that failed validation: torn, uncommitted (in flight or dead) or corrupt.
+    invalid: int = 0
+    records: int = 0
+    #: Records some of whose slots were overwritten or invalid.
+    incomplete: int = 0
+    #: Records older than the oldest one kept (overwritten by the ring or rotated away).
+    overwritten: int = 0
+    #: Records missing between the oldest and newest kept.
+    gaps: int = 0
+    duplicates: int = 0
+    truncated: int = 0
+
+    def add(self, other: ReadStats) -> None:
+        """Add another file's or series' counts to these."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def lost(self) -> int:
+        """Records that existed once and cannot be returned."""
+        return self.overwritten + self.gaps
+
+
+class RingFile:
+    """One ring file opened read-only: its header, name table and slots.
+
+    Opening validates the header; :meth:`slots` reads a range of slots with
+    ``pread``, so the file may be written, truncated or replaced meanwhile.
+    """
+
+    def __init__(self, path: PathArg) -> None:
+        self.path = Path(os.fspath(path))
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FormatError(self.path, exc.strerror or str(exc)) from None
+        try:
+            st = os.fstat(self._fd)
+            if not _is_regular(st.st_mode):
+                raise FormatError(self.path, "not a regular file")
+            self.inode = (st.st_dev, st.st_ino)
+            raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
+            try:
+                self.header = L.decode_header(raw, st.st_size)
+            except L.HeaderError as exc:
+                raise FormatError(self.path, exc.reason) from None
+            self.dtype = L.slot_dtype(self.header.slot_size)
+            self.names = self.read_names()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise FormatError(self.path, f"read failed: {exc.strerror or exc}") from None
+
+    def size(self) -> int:
+        """The file's current size in bytes."""
+        return os.fstat(self._fd).st_size
+
+    def read_names(self) -> dict[int, str]:
+        """Read the logger-name table again (it grows while the writer runs)."""
+        h = self.header
+        table = self._pread(h.name_entries * L.NAME_ENTRY_SIZE, h.name_offset)
+        return _codec.decode_names(table, h.name_entries)
+
+    def sealed(self) -> bool:
+        """True when the writer sealed this file (it was rotated into a segment)."""
+        raw = self._pread(L.STATE_STRUCT.size, L.STATE_OFFSET)
+        if len(raw) < L.STATE_STRUCT.size:
+            return False
+        pos, check = L.STATE_STRUCT.unpack(raw)
+        return pos != 0 and check == ~pos & 0xFFFFFFFFFFFFFFFF
+
+    def slots(self, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Read ``count`` slots from ring index ``start`` (a copy); slots past the file's end are empty."""
+        h = self.header
+        if count is None:
+            count = h.slot_count - start
+        count = max(0, min(count, h.slot_count - start))
+        size = h.slot_size
+        raw = self._pread(count * size, h.data_offset + start * size)
+        have = len(raw) // size
+        out = np.zeros(count, dtype=self.dtype)
+        if have:
+            out[:have] = np.frombuffer(raw, dtype=self.dtype, count=have)
+        return out
+
+    def close(self) -> None:
+        """Close the descriptor; idempotent."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RingFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+@dataclass
+class Scan:
+    """The result of :func:`scan`: records (one array row each) and what else was found."""
+
+    records: np.ndarray
+    stats: ReadStats
+    files: list[RingFile]
+
+    def iter_records(self) -> Iterator[Record]:
+        """Yield the rows as :class:`Record` objects."""
+        headers = [f.header for f in self.files]
+        paths = [str(f.path) for f in self.files]
+        for row in self.records:
+            h = headers[row["file"]]
+            yield Record(
+                seq=int(row["seq"]),
+                time_ns=int(row["time_ns"]),
+                level=int(row["level"]),
+                logger=row["logger"],
+                thread=int(row["thread"]),
+                pid=int(row["pid"]),
+                message=row["message"],
+                fields=row["fields"] or {},
+                exception=row["exception"],
+                host=h.hostname,
+                process=h.process_name,
+                source=paths[row["file"]],
+                flags=int(row["flags"]),
+            )
+
+
+def expand_paths(paths: Paths, segments: bool = True) -> list[Path]:
+    """The given paths plus, with ``segments``, the sealed segments beside each (``app.mmlog.000003``)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for p in paths:
+        path = Path(os.fspath(p))
+        found = []
+        if segments:
+            pattern = glob.escape(str(path)) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"
+            found = sorted(Path(s) for s in glob.glob(pattern))
+        for candidate in [*found, path]:
+            if candidate not in seen:
+                seen.add(candidate)
+                out.append(candidate)
+    return out
+
+
+def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, np.ndarray]:
+    """Decode one file: its records as RECORD_DTYPE rows, its stats, and seqs of incomplete records."""
+    h = ring.header
+    stats = ReadStats(files=1, slots=h.slot_count)
+    slots = ring.slots()
+    valid = _codec.valid_slots(slots, h.slot_count)
+    empty = slots["pos"] == 0
+    stats.empty = int(empty.sum())
+    stats.invalid = int((~valid & ~empty).sum())
+    names = ring.read_names()
+    asm = _codec.assemble(slots[valid], names)
+    n = len(asm.seq)
+    rows = np.empty(n, dtype=RECORD_DTYPE)
+    rows["seq"] = asm.seq
+    rows["time_ns"] = asm.time_ns
+    rows["level"] = asm.level
+    rows["thread"] = asm.thread
+    rows["pid"] = h.pid
+    rows["flags"] = asm.flags
+    rows["file"] = index
+    rows["logger"] = asm.logger
+    rows["message"] = asm.message
+    rows["fields"] = asm.fields
+    rows["exception"] = asm.exception
+    stats.duplicates = asm.duplicates
+    return rows, stats, np.asarray(asm.incomplete_seqs, dtype=np.uint64)
+
+
+def scan(paths: Paths, *, segments: bool = True) -> Scan:
+    """Read every record of ``paths`` (and their sealed segments) with the counts of what was lost.
+
+    Records of one series (one writer, its rotated segments) are ordered by seq;
+    several series (one file per process, say) are merged by time.
+    """
+    files: list[RingFile] = []
+    try:
+        for path in expand_paths(paths, segments):
+            files.append(RingFile(path))
+        series: dict[bytes, list[int]] = {}
+        for i, ring in enumerate(files):
+            series.setdefault(ring.header.series_id, []).append(i)
+        total = ReadStats()
+        parts: list[np.ndarray] = []
+        for members in series.values():
+            rows_list, incomplete_list = [], []
+            for i in members:
+                rows, stats, incomplete = _read_file(files[i], i)
+                rows_list.append(rows)
+                incomplete_list.append(incomplete)
+                total.add(stats)
+            rows = np.concatenate(rows_list) if rows_list else np.empty(0, RECORD_DTYPE)
+            rows = rows[np.argsort(rows["seq"], kind="stable")]
+            if len(rows) > 1:
+                keep = np.ones(len(rows), dtype=bool)
+                keep[1:] = rows["seq"][1:] != rows["seq"][:-1]
+                total.duplicates += int(len(rows) - keep.sum())
+                rows = rows[keep]
+            incomplete = np.setdiff1d(np.concatenate(incomplete_list), rows["seq"])
+            total.incomplete += len(incomplete)
+            if len(rows):
+                first, last = int(rows["seq"][0]), int(rows["seq"][-1])
+                total.overwritten += first - 1
+                total.gaps += (last - first + 1) - len(rows)
+            parts.append(rows)
+        records = np.concatenate(parts) if parts else np.empty(0, RECORD_DTYPE)
+        if len(series) > 1:
+            records = records[np.argsort(records["time_ns"], kind="stable")]
+        total.records = len(records)
+        total.truncated = int(((records["flags"] & L.FLAG_TRUNCATED) != 0).sum())
+        return Scan(records, total, files)
+    finally:
+        for ring in files:
+            ring.close()
+
+
+def read_array(paths: Paths, *, segments: bool = True) -> np.ndarray:
+    """Every record of ``paths`` as a numpy structured array of :data:`RECORD_DTYPE`, in order."""
+    return scan(paths, segments=segments).records
+
+
+def read(
+    paths: Paths,
+    *,
+    segments: bool = True,
+    min_level: int | str = 0,
+    logger: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+) -> Iterator[Record]:
+    """Yield the records of ``paths`` in order as :class:`Record` objects, optionally filtered.
+
+    ``logger`` keeps a dotted-name prefix ("app.db" keeps "app.db" and
+    "app.db.pool", not "app.dbx").
+    """
+    result = scan(paths, segments=segments)
+    mask = filter_mask(result.records, min_level=min_level, logger=logger, since_ns=since_ns, until_ns=until_ns)
+    result.records = result.records[mask]
+    return result.iter_records()
+
+
+def filter_mask(
+    records: np.ndarray,
+    *,
+    min_level: int | str = 0,
+    logger: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+) -> np.ndarray:
+    """A boolean mask over ``records`` for the common filters (vectorised where the columns allow)."""
+    mask = records["level"] >= level_number(min_level)
+    if since_ns is not None:
+        mask &= records["time_ns"] >= since_ns
+    if until_ns is not None:
+        mask &= records["time_ns"] <= until_ns
+    if logger:
+        mask &= logger_prefix_mask(records["logger"], logger)
+    return mask
+
+
+def logger_prefix_mask(loggers: np.ndarray, prefix: str) -> np.ndarray:
+    """True where the logger name equals ``prefix`` or is a dotted child of it."""
+    unique = {name: (name == prefix or name.startswith(prefix + ".")) for name in set(loggers.tolist())}
+    return np.fromiter((unique[name] for name in loggers.tolist()), dtype=bool, count=len(loggers))
+
+
+def iter_paths(values: Iterable[PathArg]) -> list[Path]:
+    """Normalise an iterable of path-likes to Paths."""
+    return [Path(os.fspath(v)) for v in values]

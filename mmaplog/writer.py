@@ -1,0 +1,648 @@
+"""RingWriter: appends records into a memory-mapped ring file.
+
+Once :meth:`RingWriter.write` returns, the record is in the operating system's
+page cache, so it survives the process dying abruptly; :meth:`RingWriter.flush`
+adds durability against power loss.  The byte layout comes from
+:mod:`mmaplog.layout`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import fcntl
+import itertools
+import json
+import mmap
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+import uuid
+import weakref
+import zlib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from . import _codec
+from . import layout as L
+from ._errors import FormatError, MmaplogError, WriterBusyError
+
+__all__ = ["DEFAULT_RING_SIZE", "RingWriter", "parse_size", "segment_path"]
+
+#: 16 MiB of slots: 65,536 records of up to 200 bytes with the default slot size.
+DEFAULT_RING_SIZE = 16 << 20
+_MASK32 = 0xFFFFFFFF
+_NEVER = 1 << 64
+#: Free-threaded builds cannot rely on the GIL to make ``next(count)`` atomic.
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
+
+
+def parse_size(value: int | str) -> int:
+    """Parse a byte size such as ``65536``, ``"64 MiB"`` or ``"1g"``; raises ValueError naming the value."""
+    if isinstance(value, bool):
+        raise ValueError(f"size must be a number of bytes, not {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace("_", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number) :].strip()
+    try:
+        scale = _UNITS[unit]
+        return int(float(number) * scale)
+    except (KeyError, ValueError):
+        raise ValueError(f"cannot read {value!r} as a size (examples: 65536, '64 MiB', '1 GiB')") from None
+
+
+def segment_path(path: str | os.PathLike[str], segment: int) -> Path:
+    """The name a sealed segment of ``path`` gets: ``app.mmlog.000003`` for segment 3."""
+    return Path(f"{os.fspath(path)}.{segment:06d}")
+
+
+class _Map:
+    """One mapped ring file and its per-file counters; replaced whole on rotation."""
+
+    __slots__ = ("fd", "mm", "header", "positions", "limit", "hot", "path", "last_pos")
+
+    def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
+        self.fd = fd
+        self.mm = mm
+        self.header = header
+        self.positions = itertools.count(next_pos)
+        self.limit = limit
+        self.path = path
+        size = header.slot_size
+        body = size - L.SLOT_TRAILER_SIZE
+        pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack
+        # Everything the hot path needs, unpacked in one step.
+        payload = L.slot_payload_size(size)
+        self.hot = (mm, pack, header.slot_count, header.data_offset, size, body, payload, limit, self.positions)
+
+
+_open_writers: "weakref.WeakSet[RingWriter]" = weakref.WeakSet()
+_atexit_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _close_all_at_exit() -> None:
+    for writer in list(_open_writers):
+        writer.close()
+
+
+def _register_atexit(writer: RingWriter) -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        _open_writers.add(writer)
+        if not _atexit_registered:
+            atexit.register(_close_all_at_exit)
+            _atexit_registered = True
+
+
+def _report(message: str) -> None:
+    """Write one line to stderr without ever raising."""
+    try:
+        sys.stderr.write(f"mmaplog: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+class RingWriter:
+    """Appends records to a ring of fixed-size slots in a memory-mapped file.
+
+    ``size`` is the ring's capacity in bytes (the file adds a 64 KiB header);
+    ``slot_size`` the bytes per slot (a record longer than one slot spans several).
+    With ``rotate=0`` the oldest slots are overwritten when the ring is full
+    (flight recorder); with ``rotate=K`` the full file is sealed, renamed to
+    :func:`segment_path` and a new one started, keeping at most K files.
+    ``{pid}`` in ``path`` is replaced by the process id, so each process can get
+    a file of its own.  Thread-safe; :meth:`write` never raises.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: int | str = DEFAULT_RING_SIZE,
+        *,
+        slot_size: int = L.DEFAULT_SLOT_SIZE,
+        rotate: int = 0,
+        mode: int = 0o640,
+        prefault: bool = True,
+    ) -> None:
+        self.path = Path(os.fspath(path).replace("{pid}", str(os.getpid())))
+        ring_bytes = parse_size(size)
+        if slot_size % 8 or not (L.MIN_SLOT_SIZE <= slot_size <= L.MAX_SLOT_SIZE):
+            raise ValueError(
+                f"slot_size {slot_size} must be a multiple of 8 between {L.MIN_SLOT_SIZE} and {L.MAX_SLOT_SIZE}"
+            )
+        if ring_bytes < slot_size:
+            raise ValueError(f"size {size!r} is smaller than one slot ({slot_size} bytes)")
+        if isinstance(rotate, bool) or not isinstance(rotate, int) or rotate < 0:
+            raise ValueError(f"rotate must be a whole number >= 0 (files to keep), not {rotate!r}")
+        self.rotate = rotate
+        self._mode = mode
+        self._prefault = prefault
+        self._requested = (slot_size, ring_bytes // slot_size)
+        self._lock = threading.Lock()  # rotation, name registration, close
+        self._claim_lock = threading.Lock()  # serialises whole writes where there is no GIL
+        self._names: dict[str, int] = {"": 0}
+        self._pid = os.getpid()
+        self._closed = False
+        self._reported: set[str] = set()
+        #: Records that could not be written (after close, or a failure); never silent.
+        self.dropped = 0
+        #: Write calls that failed with an unexpected error (reported once on stderr).
+        self.errors = 0
+        self._map: _Map
+        self._seqs: itertools.count[int]
+        self._open_initial()
+        _register_atexit(self)
+        if not _GIL:
+            self.write = self._write_locked  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ opening
+    def _open_initial(self) -> None:
+        fd, created = _open_file(self.path, self._mode)
+        try:
+            _lock_file(fd, self.path)
+            size = os.fstat(fd).st_size
+            if created or size == 0:
+                header = self._new_header(segment=0, series_id=uuid.uuid4().bytes, first_seq=1)
+                mm = _create_ring(fd, self.path, header)
+                next_pos, next_seq = 1, 1
+            else:
+                header, mm, next_pos, next_seq = self._reopen(fd, size)
+        except BaseException:
+            os.close(fd)
+            if created:
+                _unlink_quietly(self.path)
+            raise
+        if self._prefault:
+            _prefault(mm, header.data_offset)
+        self._seqs = itertools.count(next_seq)
+        self._map = _Map(fd, mm, header, next_pos, self._limit(header), self.path)
+
+    def _new_header(self, segment: int, series_id: bytes, first_seq: int) -> L.FileHeader:
+        slot_size, slot_count = self._requested
+        return L.FileHeader(
+            version=L.FORMAT_VERSION,
+            data_offset=L.DATA_OFFSET,
+            slot_size=slot_size,
+            name_offset=L.NAME_OFFSET,
+            slot_count=slot_count,
+            created_ns=time.time_ns(),
+            created_mono_ns=time.monotonic_ns(),
+            pid=os.getpid(),
+            name_entries=L.NAME_ENTRIES,
+            series_id=series_id,
+            segment=segment,
+            first_seq=first_seq,
+            hostname=socket.gethostname(),
+            process_name=_process_name(),
+        )
+
+    def _reopen(self, fd: int, size: int) -> tuple[L.FileHeader, mmap.mmap, int, int]:
+        raw = os.pread(fd, L.HEADER_CHECK_OFFSET + 4, 0)
+        try:
+            header = L.decode_header(raw, size)
+        except L.HeaderError as exc:
+            raise FormatError(self.path, f"{exc.reason}; refusing to overwrite a file that is not a valid mmaplog ring") from None
+        if (header.slot_size, header.slot_count) != self._requested:
+            _report(
+                f"{self.path}: existing ring has {header.slot_count} slots of {header.slot_size} bytes "
+                f"(requested {self._requested[1]} of {self._requested[0]}); continuing with the existing layout"
+            )
+        mm = mmap.mmap(fd, header.file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        table = mm[header.name_offset : header.name_offset + header.name_entries * L.NAME_ENTRY_SIZE]
+        for ident, name in _codec.decode_names(table, header.name_entries).items():
+            self._names[name] = ident
+        self._next_name_id = max(self._names.values()) + 1
+        slots = np.frombuffer(mm, dtype=L.slot_dtype(header.slot_size), count=header.slot_count, offset=header.data_offset).copy()
+        valid = _codec.valid_slots(slots, header.slot_count)
+        good = slots[valid]
+        next_pos = int(good["pos"].max()) + 1 if len(good) else 1
+        next_seq = int(good["seq"].max()) + 1 if len(good) else header.first_seq
+        del slots, good
+        # A crash between sealing and renaming leaves a sealed live file: open it again for writing.
+        mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size] = bytes(L.STATE_STRUCT.size)
+        return header, mm, next_pos, next_seq
+
+    def _limit(self, header: L.FileHeader) -> int:
+        return header.slot_count if self.rotate else _NEVER
+
+    @property
+    def header(self) -> L.FileHeader:
+        """The header of the file currently being written."""
+        return self._map.header
+
+    @property
+    def slot_count(self) -> int:
+        """Number of slots in the ring."""
+        return self._map.header.slot_count
+
+    @property
+    def slot_size(self) -> int:
+        """Bytes per slot."""
+        return self._map.header.slot_size
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    # ------------------------------------------------------------------ writing
+    def write(
+        self,
+        message: str,
+        *,
+        level: int = 20,
+        logger: str = "",
+        fields: Mapping[str, Any] | None = None,
+        time_ns: int | None = None,
+        thread: int | None = None,
+        exception: str | None = None,
+    ) -> int:
+        """Append one record and return its sequence number (0 if it could not be written).
+
+        ``fields`` are stored as a JSON object beside the message; ``exception``
+        is a formatted traceback stored with the record.  Never raises.
+        """
+        try:
+            if fields is None and exception is None and time_ns is None and thread is None and 0 <= level <= 255:
+                lid = self._names.get(logger)
+                if lid is not None:
+                    try:
+                        data = message.encode()
+                    except Exception:  # not a str, or lone surrogates: the slow path renders it
+                        return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
+                    mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                    n = len(data)
+                    if n <= payload:
+                        seq = next(self._seqs)
+                        pos = next(positions)
+                        if pos <= limit:
+                            off = base + (pos - 1) % count * size
+                            body = pack(pos, seq, _time_ns(), _get_ident(), n, n, n, 0, lid, level, _WHOLE, data)
+                            mm[off : off + body_len] = body
+                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            return seq
+                        return self._write_record(seq, data, b"", 0, level, logger, None, None)
+            return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
+
+    def _write_locked(self, message: str, **kwargs: Any) -> int:
+        with self._claim_lock:
+            return RingWriter.write(self, message, **kwargs)
+
+    def _failed(self, exc: BaseException) -> int:
+        self.dropped += 1
+        if self._closed:
+            return 0
+        self.errors += 1
+        key = type(exc).__name__
+        if key not in self._reported:
+            self._reported.add(key)
+            _report(f"{self.path}: a record could not be written ({key}: {exc}); counting further failures silently")
+        return 0
+
+    def _write_slow(
+        self,
+        message: Any,
+        level: int,
+        logger: str,
+        fields: Mapping[str, Any] | None,
+        time_ns: int | None,
+        thread: int | None,
+        exception: str | None,
+    ) -> int:
+        """Everything the fast path leaves out: odd text, fields, long records, new logger names."""
+        if self._closed:
+            self.dropped += 1
+            return 0
+        data = _encode_text(message)
+        extra = b""
+        flags = 0
+        if exception:
+            text = _encode_text(exception)
+            extra = L.EXCEPTION_LENGTH.pack(len(text)) + text
+            flags |= L.FLAG_EXCEPTION
+        if fields:
+            extra += _encode_fields(fields)
+            flags |= L.FLAG_FIELDS
+        level = min(max(int(level), 0), 255)
+        seq = next(self._seqs)
+        return self._write_record(seq, data, extra, flags, level, logger, time_ns, thread)
+
+    def _write_record(
+        self,
+        seq: int,
+        data: bytes,
+        extra: bytes,
+        flags: int,
+        level: int,
+        logger: str,
+        time_ns: int | None,
+        thread: int | None,
+    ) -> int:
+        """Write record ``seq`` (already claimed) into as many slots as it needs.
+
+        All parts of a record go into one file: when the file fills up part-way
+        (rotation), the record is written again from its first part in the new file.
+        """
+        stamp = _time_ns() if time_ns is None else int(time_ns)
+        ident = _get_ident() if thread is None else int(thread) & 0xFFFFFFFFFFFFFFFF
+        while True:
+            m = self._map
+            mm, pack, count, base, size, body_len, payload_size, limit, positions = m.hot
+            lid = self._logger_id(logger)
+            prefix = b""
+            part_flags = flags
+            if lid is None:
+                name = _encode_text(logger)[:255]
+                prefix = bytes([len(name)]) + name
+                lid = 0
+                part_flags |= L.FLAG_INLINE_LOGGER
+            body_data, tail, part_flags = _fit(data, extra, prefix, part_flags, L.max_record_parts(count) * payload_size)
+            payload = prefix + body_data + tail
+            rec_len, msg_len = len(payload), len(body_data)
+            parts = max(1, -(-rec_len // payload_size))
+            for part in range(parts):
+                pos = next(positions)
+                if pos > limit:
+                    self._rotate(m)
+                    break
+                chunk = payload[part * payload_size : (part + 1) * payload_size]
+                bits = part_flags | (L.FLAG_FIRST if part == 0 else 0) | (L.FLAG_LAST if part == parts - 1 else 0)
+                off = base + (pos - 1) % count * size
+                body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
+                mm[off : off + body_len] = body
+                _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+            else:
+                return seq
+
+    def _logger_id(self, logger: str) -> int | None:
+        """The name-table id of ``logger``, registering it on first use (None: store it inline)."""
+        lid = self._names.get(logger)
+        if lid is not None:
+            return lid
+        if not isinstance(logger, str):
+            logger = str(logger)
+        raw = _encode_text(logger)
+        with self._lock:
+            lid = self._names.get(logger)
+            if lid is not None:
+                return lid
+            header = self._map.header
+            ident = getattr(self, "_next_name_id", 1)
+            if len(raw) > L.NAME_MAX or ident > header.name_entries or not raw:
+                return None
+            entry = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
+            off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
+            self._map.mm[off : off + L.NAME_ENTRY_SIZE] = entry
+            self._next_name_id = ident + 1
+            self._names[logger] = ident
+            return ident
+
+    # ------------------------------------------------------------------ rotation
+    def _rotate(self, current: _Map) -> None:
+        """Seal the full file, give it its segment name and continue in a fresh one."""
+        with self._lock:
+            if self._map is not current or self._closed:
+                if self._closed:
+                    raise MmaplogError("writer is closed")
+                return
+            header = current.header
+            new_header = self._new_header(header.segment + 1, header.series_id, _peek(self._seqs))
+            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+            try:
+                fd, _ = _open_file(temp, self._mode, exclusive=True)
+                try:
+                    _lock_file(fd, temp)
+                    mm = _create_ring(fd, temp, new_header)
+                except BaseException:
+                    os.close(fd)
+                    _unlink_quietly(temp)
+                    raise
+            except OSError as exc:
+                # Keep logging into the current ring (overwriting) and try again one lap later.
+                _report(f"{self.path}: cannot start a new segment ({exc.strerror or exc}); overwriting the current ring")
+                positions = current.positions
+                current.limit = _NEVER
+                current.hot = current.hot[:7] + (_NEVER, positions)
+                return
+            if self._prefault:
+                _prefault(mm, new_header.data_offset)
+            self._names = {"": 0}
+            self._next_name_id = 1
+            sealed = segment_path(self.path, header.segment)
+            current.mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size] = L.STATE_STRUCT.pack(
+                header.slot_count, ~header.slot_count & 0xFFFFFFFFFFFFFFFF
+            )
+            try:
+                os.link(self.path, sealed)
+            except FileExistsError:
+                _unlink_quietly(sealed)
+                os.link(self.path, sealed)
+            os.replace(temp, self.path)
+            self._map = _Map(fd, mm, new_header, 1, self._limit(new_header), self.path)
+            os.close(current.fd)
+            self._prune_segments(new_header.segment)
+
+    def _prune_segments(self, newest: int) -> None:
+        keep_sealed = max(0, self.rotate - 1)
+        for segment in range(newest - keep_sealed - 1, -1, -1):
+            target = segment_path(self.path, segment)
+            if not target.exists():
+                break
+            _unlink_quietly(target)
+
+    # ------------------------------------------------------------------ lifecycle
+    def flush(self) -> None:
+        """Force written records to stable storage (msync), for durability against power loss."""
+        with self._lock:
+            if not self._closed:
+                self._map.mm.flush()
+
+    def close(self) -> None:
+        """Flush and unmap the file and release its lock; idempotent.  Later writes are counted as dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            m = self._map
+            try:
+                if os.getpid() == self._pid:
+                    m.mm.flush()
+            finally:
+                m.hot = (None,) * 9  # type: ignore[assignment]
+                try:
+                    m.mm.close()
+                except Exception:
+                    pass
+                os.close(m.fd)
+        _open_writers.discard(self)
+
+    def __enter__(self) -> RingWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.slot_count} slots of {self.slot_size} bytes"
+        return f"<RingWriter {str(self.path)!r} {state}>"
+
+
+# ---------------------------------------------------------------------- helpers
+_time_ns = time.time_ns
+_get_ident = threading.get_ident
+_adler32 = zlib.adler32
+_trailer = L.SLOT_TRAILER_STRUCT.pack_into
+_WHOLE = L.FLAG_FIRST | L.FLAG_LAST
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The next value of an itertools.count without consuming it."""
+    text = repr(counter)
+    return int(text[text.index("(") + 1 : text.index(")")])
+
+
+def _process_name() -> str:
+    try:
+        with open("/proc/self/comm", "rb") as f:
+            comm = f.read().strip().decode("utf-8", "replace")
+    except OSError:
+        comm = ""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return argv0 if argv0 and comm.startswith("python") else (comm or argv0 or "python")
+
+
+def _encode_text(value: Any) -> bytes:
+    """UTF-8 bytes of any value; unencodable characters (lone surrogates) become visible escapes."""
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except Exception as exc:  # noqa: BLE001 - a broken __str__ must not stop logging
+            value = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return value.encode("utf-8", "backslashreplace")
+
+
+def _json_default(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception as exc:  # noqa: BLE001
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def _encode_fields(fields: Mapping[str, Any]) -> bytes:
+    try:
+        text = json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError):
+        text = json.dumps({str(k): _json_default(v) for k, v in dict(fields).items()}, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _fit(data: bytes, extra: bytes, prefix: bytes, flags: int, max_payload: int) -> tuple[bytes, bytes, int]:
+    """Cut a record that exceeds ``max_payload`` bytes, visibly: the message ends with the marker."""
+    if len(prefix) + len(data) + len(extra) <= max_payload:
+        return data, extra, flags
+    marker = L.TRUNCATION_MARKER.encode()
+    if len(prefix) + len(extra) + len(marker) > max_payload // 2:
+        extra = b""
+        flags &= ~(L.FLAG_FIELDS | L.FLAG_EXCEPTION)
+    room = max(0, max_payload - len(prefix) - len(extra) - len(marker))
+    return _cut_utf8(data, room) + marker, extra, flags | L.FLAG_TRUNCATED
+
+
+def _cut_utf8(data: bytes, limit: int) -> bytes:
+    """Cut ``data`` to at most ``limit`` bytes without splitting a UTF-8 character."""
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return data[:cut]
+
+
+def _open_file(path: Path, mode: int, exclusive: bool = False) -> tuple[int, bool]:
+    """Open ``path`` for read/write without following a symlink; return (fd, created)."""
+    base = os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, base | os.O_CREAT | os.O_EXCL, mode), True
+    except FileExistsError:
+        if exclusive:
+            _unlink_quietly(path)
+            return os.open(path, base | os.O_CREAT | os.O_EXCL, mode), True
+    except OSError as exc:
+        raise _explain(path, exc) from None
+    try:
+        fd = os.open(path, base)
+    except OSError as exc:
+        raise _explain(path, exc) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise MmaplogError(f"{path}: not a regular file")
+    return fd, False
+
+
+def _explain(path: Path, exc: OSError) -> OSError:
+    if exc.errno == errno.ELOOP:
+        return OSError(exc.errno, f"{path}: refusing to open a symbolic link (possible symlink attack)")
+    return OSError(exc.errno, f"{path}: {exc.strerror}")
+
+
+def _lock_file(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = ""
+        try:
+            raw = os.pread(fd, 52, 0)
+            if raw[:8] == L.MAGIC and len(raw) >= 52:
+                owner = f" (created by pid {int.from_bytes(raw[48:52], 'little')})"
+        except OSError:
+            pass
+        raise WriterBusyError(f"{path}: already open for writing by another writer{owner}") from None
+
+
+def _create_ring(fd: int, path: Path, header: L.FileHeader) -> mmap.mmap:
+    """Reserve the whole file on disk, write the header and map it; a full disk fails here."""
+    try:
+        os.posix_fallocate(fd, 0, header.file_size)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"{path}: cannot reserve {header.file_size} bytes for the ring ({exc.strerror})",
+        ) from None
+    os.pwrite(fd, L.encode_header(header), 0)
+    return mmap.mmap(fd, header.file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def _prefault(mm: mmap.mmap, start: int) -> None:
+    """Touch every page of the ring once so the hot path never pays a page fault."""
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, len(mm) - start)
+        return
+    except (OSError, ValueError, AttributeError):
+        pass
+    page = mmap.PAGESIZE
+    for off in range(start, len(mm), page):
+        mm[off] = mm[off]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
