@@ -1,0 +1,89 @@
+"""Handler: the output side of logging.  Subclasses write only :meth:`Handler.emit`."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from abc import ABC, abstractmethod
+from typing import Iterable
+
+from .._record import LogRecord
+
+__all__ = ["Handler", "report_once"]
+
+_reported: set[tuple[int, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def report_once(owner: object, key: str, message: str) -> None:
+    """Print ``mmaplog: message`` on stderr the first time ``owner`` reports ``key``; never raises."""
+    token = (id(owner), key)
+    with _reported_lock:
+        if token in _reported:
+            return
+        _reported.add(token)
+    try:
+        sys.stderr.write(f"mmaplog: {message}\n")
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - stderr itself may be gone at shutdown
+        pass
+
+
+class Handler(ABC):
+    """Receives records from loggers and writes them somewhere.
+
+    :meth:`handle` checks the level and calls :meth:`emit`; a failure inside
+    ``emit`` never reaches the caller: it is counted in :attr:`errors` and
+    reported once on stderr (:meth:`handle_error`).
+    """
+
+    def __init__(self, level: int = 0) -> None:
+        self.level = level
+        #: Records this handler failed to emit.
+        self.errors = 0
+
+    def handle(self, record: LogRecord) -> None:
+        """Emit ``record`` if its level passes this handler's level; never raises."""
+        if record.level >= self.level:
+            try:
+                self.emit(record)
+            except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+                self.handle_error(record, exc)
+
+    def handle_batch(self, records: Iterable[LogRecord]) -> None:
+        """Emit several records (used by the async handler's worker); never raises."""
+        level = self.level
+        batch = [r for r in records if r.level >= level]
+        if batch:
+            try:
+                self.emit_batch(batch)
+            except Exception as exc:  # noqa: BLE001
+                self.handle_error(batch[0], exc)
+
+    @abstractmethod
+    def emit(self, record: LogRecord) -> None:
+        """Write one record.  May raise: :meth:`handle` catches and reports."""
+
+    def emit_batch(self, records: list[LogRecord]) -> None:
+        """Write several records; subclasses override when a batch is cheaper than a loop."""
+        for record in records:
+            try:
+                self.emit(record)
+            except Exception as exc:  # noqa: BLE001
+                self.handle_error(record, exc)
+
+    def handle_error(self, record: LogRecord, exc: BaseException) -> None:
+        """Count a failed record and report the first failure of its kind on stderr."""
+        self.errors += 1
+        report_once(
+            self,
+            type(exc).__name__,
+            f"{type(self).__name__} failed to write a record from {record.logger or 'root'!r} "
+            f"({type(exc).__name__}: {exc}); further failures of this kind are counted, not shown",
+        )
+
+    def flush(self) -> None:
+        """Push buffered output to its destination (no-op by default)."""
+
+    def close(self) -> None:
+        """Release resources; idempotent (no-op by default)."""
