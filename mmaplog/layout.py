@@ -140,8 +140,8 @@ MIN_SLOT_SIZE: Final = 64
 MAX_SLOT_SIZE: Final = 65536
 #: ``part`` is a u16: a record spans at most this many slots.
 MAX_PARTS: Final = 65535
-#: A header may not claim more slots than this (2**40 slots is far past any disk).
-MAX_SLOT_COUNT: Final = 1 << 40
+#: At most 2**32 - 1 slots, so the 32-bit commit echoes of one slot's old and new positions always differ.
+MAX_SLOT_COUNT: Final = (1 << 32) - 1
 
 FLAG_FIRST: Final = 0x01
 FLAG_LAST: Final = 0x02
