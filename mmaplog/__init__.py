@@ -8,6 +8,7 @@ file, so every record whose write call returned survives the process dying;
 from __future__ import annotations
 
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
+from .follow import FollowEvent, Follower, FollowStats, follow
 from .layout import FORMAT_VERSION
 from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
 from .writer import RingWriter
@@ -15,12 +16,16 @@ from .writer import RingWriter
 __all__ = [
     "FORMAT_VERSION",
     "ConfigError",
+    "FollowEvent",
+    "FollowStats",
+    "Follower",
     "FormatError",
     "MmaplogError",
     "ReadStats",
     "Record",
     "RingWriter",
     "WriterBusyError",
+    "follow",
     "level_name",
     "level_number",
     "read",

@@ -1,0 +1,85 @@
+"""Accounting for the sequence numbers of one series while following it: shown, pending or missed."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+__all__ = ["Cause", "SeqTracker"]
+
+Cause = Literal["overwritten", "invalid", "incomplete", "missing"]
+#: Recently counted gaps remembered, so a record arriving after it was counted missed is un-counted.
+_FINAL_MEMORY = 32
+
+
+class _Range:
+    """Seqs ``lo..hi-1`` skipped over: when first seen, polls seen since, and the likely cause."""
+
+    __slots__ = ("lo", "hi", "since", "polls", "cause")
+
+    def __init__(self, lo: int, hi: int, since: float, cause: Cause) -> None:
+        self.lo, self.hi, self.since, self.cause = lo, hi, since, cause
+        self.polls = 0
+
+    def without(self, seq: int) -> list[_Range]:
+        """This range split around ``seq``."""
+        parts = []
+        for lo, hi in ((self.lo, seq), (seq + 1, self.hi)):
+            if lo < hi:
+                part = _Range(lo, hi, self.since, self.cause)
+                part.polls = self.polls
+                parts.append(part)
+        return parts
+
+
+class SeqTracker:
+    """Accounts for every sequence number of one series: shown, pending (may still arrive) or missed.
+
+    Records are numbered 1, 2, ... contiguously per series, so a seq skipped over
+    is a record not (yet) seen.  Threads can commit slightly out of order, so a
+    skipped seq stays pending for the grace period before it counts as missed.
+    """
+
+    def __init__(self, min_seq: int) -> None:
+        self.min_seq = min_seq
+        self.max_seq = min_seq - 1
+        self._pending: list[_Range] = []
+        #: Ranges recently counted as missed, so a straggler can be un-counted.
+        self._final: deque[_Range] = deque(maxlen=_FINAL_MEMORY)
+
+    def accept(self, seq: int, now: float, cause: Cause) -> tuple[bool, Cause | None]:
+        """Note that ``seq`` is about to be shown: (show it?, the cause it was already counted missed under)."""
+        if seq < self.min_seq:
+            return False, None
+        if seq > self.max_seq:
+            if seq > self.max_seq + 1:
+                self._pending.append(_Range(self.max_seq + 1, seq, now, cause))
+            self.max_seq = seq
+            return True, None
+        for i, entry in enumerate(self._pending):
+            if entry.lo <= seq < entry.hi:
+                self._pending[i : i + 1] = entry.without(seq)
+                return True, None
+        for entry in self._final:
+            if entry.lo <= seq < entry.hi:
+                self._final.remove(entry)
+                self._final.extend(entry.without(seq))
+                return True, entry.cause
+        return False, None  # a duplicate: already shown
+
+    def tick(self) -> None:
+        """Count one more poll for every pending range."""
+        for entry in self._pending:
+            entry.polls += 1
+
+    def due(self, now: float, grace: float, force: bool = False) -> list[_Range]:
+        """Ranges pending past the grace period (all of them with ``force``); they now count as missed."""
+        out, keep = [], []
+        for entry in self._pending:
+            if force or (entry.polls >= 2 and now - entry.since >= grace):
+                out.append(entry)
+                self._final.append(entry)
+            else:
+                keep.append(entry)
+        self._pending = keep
+        return out

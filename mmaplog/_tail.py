@@ -1,0 +1,609 @@
+"""Following one path: the slot-by-slot engine behind :func:`mmaplog.follow`.
+
+A :class:`Tailer` keeps the next slot position it expects in the current file,
+reads only the slots ahead of it with ``pread``, skips holes left by writers
+that died mid-write, re-synchronises when the writer laps it, and moves on to
+the next segment when the writer rotates.  :class:`mmaplog.Follower` merges
+several tailers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+from typing import Literal, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from . import _codec
+from ._errors import FormatError
+from ._seqtrack import Cause, SeqTracker
+from .reader import Record, RingFile, expand_paths
+
+__all__ = ["EventKind", "FollowEvent", "FollowStats", "Start", "Tailer", "live_paths"]
+
+EventKind = Literal["missed", "invalid", "incomplete", "rotated", "truncated", "deleted", "replaced", "unreadable"]
+
+#: Bytes read per ``pread`` at most (bounds memory whatever the slot size).
+_READ_BYTES = 8 << 20
+#: Bytes of slots one file may consume per poll before the follower turns to the next file.
+_POLL_BYTES = 64 << 20
+#: Slots read ahead when idle: small, so an idle poll costs a few KiB of I/O.
+_MIN_WINDOW = 64
+_SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
+
+_CAUSE_TEXT: dict[str, str] = {
+    "overwritten": "overwritten or rotated away before they were read",
+    "invalid": "their slots stayed uncommitted or failed validation",
+    "incomplete": "some of their slots never arrived",
+    "missing": "taken by a writer but never committed",
+}
+
+
+@dataclass(frozen=True)
+class FollowEvent:
+    """Something a follower noticed besides records: loss it counted, or a change to a file.
+
+    ``kind`` is ``missed`` (``count`` records, seq ``first_seq..last_seq``, will
+    not be shown), ``invalid`` (a slot skipped), ``incomplete`` (multi-slot
+    records dropped), ``rotated`` (the writer moved on to a new segment;
+    informational), or ``truncated``, ``deleted``, ``replaced``, ``unreadable``
+    (the file changed under the follower, which goes on with what exists).
+    """
+
+    kind: EventKind
+    source: str
+    message: str
+    count: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+
+    @property
+    def warning(self) -> bool:
+        """True for everything a person watching the log should hear about (all but ``rotated``)."""
+        return self.kind != "rotated"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class FollowStats:
+    """Running counts of a :class:`Follower`; ``records + missed`` accounts for every seq after the start."""
+
+    #: Records yielded.
+    records: int = 0
+    #: Records that existed (their seq was taken) but will not be yielded.
+    missed: int = 0
+    #: Of ``missed``: overwritten by the writer (it lapped the follower) or rotated away unread.
+    overwritten: int = 0
+    #: Slots skipped because they stayed uncommitted, torn or corrupt past the grace period.
+    invalid: int = 0
+    #: Multi-slot records dropped because some of their parts never arrived.
+    incomplete: int = 0
+    #: Times a writer lapped the follower.
+    laps: int = 0
+    #: Moves to a writer's next segment file.
+    rotations: int = 0
+    #: Files found truncated, deleted, replaced or unreadable.
+    warnings: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (for JSON or logging)."""
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+
+    def add(self, other: FollowStats) -> None:
+        """Add another follower's (or file's) counts to these."""
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+class Start(NamedTuple):
+    """A start policy: ``end``, ``oldest`` (everything kept), ``last`` N records, or ``after`` a seq."""
+
+    kind: Literal["end", "oldest", "last", "after"]
+    value: int = 0
+
+
+def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, seqs and part numbers of every valid slot of the newest lap (read in bounded chunks)."""
+    h = ring.header
+    step = max(1, _READ_BYTES // h.slot_size)
+    pos_parts, seq_parts, part_parts = [], [], []
+    for start in range(0, h.slot_count, step):
+        slots = ring.slots(start, step)
+        index = np.arange(start, start + len(slots), dtype=np.uint64)
+        ok = _codec.valid_slots(slots, h.slot_count, index=index)
+        pos_parts.append(slots["pos"][ok].astype(np.int64))
+        seq_parts.append(slots["seq"][ok].astype(np.int64))
+        part_parts.append(slots["part"][ok])
+    pos, seq, part = np.concatenate(pos_parts), np.concatenate(seq_parts), np.concatenate(part_parts)
+    if len(pos):
+        # A slot left over from an older lap is a hole of this one (taken, never rewritten).
+        newest = pos > pos.max() - h.slot_count
+        pos, seq, part = pos[newest], seq[newest], part[newest]
+    return pos, seq, part
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class Tailer:
+    """Follows one path: the writer's live file, then each segment it rotates into."""
+
+    def __init__(self, path: Path, start: Start, after: Mapping[str, int], grace: float) -> None:
+        self.path = path
+        self.source = str(path)
+        self.grace = grace
+        self.events: list[FollowEvent] = []
+        self.counts = FollowStats()
+        self._after = after
+        self._warned: set[tuple[str, object]] = set()
+        self._window = _MIN_WINDOW
+        self._lap_margin = 0
+        self._fresh: list[np.ndarray] = []
+        self._holes: dict[int, list[float]] = {}
+        self._partials: dict[int, list[float]] = {}
+        self._holdback: list[Record] = []
+        self._cause: Cause = "missing"
+        live = RingFile(path)
+        try:
+            self._begin(live, start)
+        except BaseException:
+            live.close()
+            raise
+
+    # ------------------------------------------------------------------ starting
+    def _begin(self, live: RingFile, start: Start) -> None:
+        """Choose the file, the slot position and the first seq to show."""
+        key = live.header.series_id.hex()
+        if key in self._after:
+            start = Start("after", int(self._after[key]))
+        if start.kind == "oldest":
+            self._open_at(self._first_segment(live, None), None)
+            return
+        if start.kind == "after":
+            min_seq = start.value + 1
+        else:
+            _pos, seq, _part = _survey(live)
+            newest = int(seq.max()) if len(seq) else live.header.first_seq - 1
+            min_seq = newest + 1 if start.kind == "end" else max(1, newest - start.value + 1)
+        # Records of the last N already overwritten before we started are not "missed"; those after a cursor are.
+        self._open_at(self._first_segment(live, min_seq), min_seq, clamp=start.kind == "last")
+
+    def _sealed_segments(self, live: RingFile) -> list[RingFile]:
+        """The sealed segments beside the live file that belong to its series, oldest first."""
+        found = []
+        for candidate in expand_paths(self.path)[:-1]:
+            try:
+                ring = RingFile(candidate)
+            except FormatError:
+                continue
+            h = ring.header
+            if h.series_id == live.header.series_id and h.segment < live.header.segment:
+                found.append(ring)
+            else:
+                ring.close()
+        found.sort(key=lambda r: r.header.segment)
+        return found
+
+    def _first_segment(self, live: RingFile, seq: int | None) -> RingFile:
+        """The file to start in: the oldest that may hold ``seq`` (the oldest of all for None)."""
+        if seq is not None and live.header.first_seq <= seq:
+            return live
+        segments = self._sealed_segments(live)
+        chosen = live
+        if segments:
+            if seq is None:
+                chosen = segments[0]
+            else:
+                holding = [r for r in segments if r.header.first_seq <= seq]
+                chosen = holding[-1] if holding else segments[0]
+        for ring in [*segments, live]:
+            if ring is not chosen:
+                ring.close()
+        return chosen
+
+    def _open_at(self, ring: RingFile, min_seq: int | None, clamp: bool = False) -> None:
+        """Start reading ``ring`` at the first slot of seq ``min_seq`` or later (the oldest kept for None).
+
+        Every seq from the first one shown on is accounted for; with ``clamp`` (or
+        None) the first is the oldest whole record still present, if that is later.
+        """
+        pos, seq, part = _survey(ring)
+        if min_seq is None or clamp:
+            heads = seq[part == 0]
+            oldest = int(heads.min()) if len(heads) else ring.header.first_seq
+            min_seq = oldest if min_seq is None else max(min_seq, oldest)
+        later = pos[seq >= min_seq]
+        first = int(later.min()) if len(later) else (int(pos.max()) + 1 if len(pos) else 1)
+        self._open(ring, first, SeqTracker(min_seq))
+
+    def _open(self, ring: RingFile, pos: int, tracker: SeqTracker) -> None:
+        self.ring = ring
+        self.names = dict(ring.names)
+        self.pos = max(1, pos)
+        self.tracker = tracker
+        self.series = ring.header.series_id
+        self._pending = np.empty(0, dtype=ring.dtype)
+        self._holes.clear()
+        self._lap_margin = 0
+
+    @property
+    def series_key(self) -> str:
+        """The series id as hex: the key of :attr:`Follower.cursor`."""
+        return self.series.hex()
+
+    # ------------------------------------------------------------------ polling
+    def poll(self, now: float) -> tuple[list[Record], bool]:
+        """Read what is new; returns the records ready to show (in seq order) and whether anything moved."""
+        self.tracker.tick()
+        for entry in self._holes.values():
+            entry[1] += 1
+        for entry in self._partials.values():
+            entry[1] += 1
+        progressed = False
+        ready: list[Record] = []
+        try:
+            for _ in range(64):  # bounded: a poll follows at most a few segment changes
+                moved = self._advance(now)
+                progressed |= moved
+                ready.extend(self._assemble(now))
+                if not self._switch_if_due(now, moved):
+                    break
+                progressed = True
+            self._check_file()
+        except FormatError as exc:
+            self._warn("unreadable", self.ring.inode, f"read failed ({exc.reason}); retrying")
+        return self._release(ready, now), progressed
+
+    def _read_window(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read ``count`` slots from the expected position on: (slots, expected positions, ring indexes)."""
+        n = self.ring.header.slot_count
+        first = (self.pos - 1) % n
+        head = min(count, n - first)
+        slots = self.ring.slots(first, head)
+        if head < count:
+            slots = np.concatenate([slots, self.ring.slots(0, count - head)])
+        expected = np.arange(self.pos, self.pos + count, dtype=np.uint64)
+        index = (expected - np.uint64(1)) % np.uint64(n)
+        return slots, expected, index
+
+    def _advance(self, now: float) -> bool:
+        """Consume committed slots in position order, handling laps and holes.  True if pos moved."""
+        ring = self.ring
+        n = ring.header.slot_count
+        sealed = ring.sealed()
+        budget = max(1, _POLL_BYTES // ring.header.slot_size)
+        max_window = max(_MIN_WINDOW, _READ_BYTES // ring.header.slot_size)
+        moved = False
+        while budget > 0:
+            count = min(self._window, n, budget)
+            if sealed:
+                count = min(count, n - self.pos + 1)
+                if count <= 0:
+                    break
+            slots, expected, index = self._read_window(count)
+            valid = _codec.valid_slots(slots, n, index=index)
+            got = slots["pos"]
+            good = valid & (got == expected)
+            stop = count if good.all() else int(np.argmin(good))
+            if stop:
+                self._fresh.append(slots[:stop])
+                self.pos += stop
+                budget -= stop
+                moved = True
+                self._lap_margin = 0
+            if stop == count:
+                self._window = min(max_window, self._window * 2)
+                continue
+            self._window = max(_MIN_WINDOW, self._window // 2)
+            if valid[stop] and got[stop] > expected[stop]:
+                self._resync()
+                moved = True
+                continue
+            # The expected slot is not committed.  If the writer committed later slots (or
+            # sealed the file), it is a hole: wait out the grace period, then skip it.
+            later = np.flatnonzero((valid & (got >= expected))[stop + 1 :])
+            if sealed:
+                beyond = count
+            elif len(later):
+                beyond = stop + 1 + int(later[-1])
+            else:
+                break
+            for offset in np.flatnonzero(~good[stop:beyond]).tolist():
+                self._holes.setdefault(self.pos + offset, [now, 1])
+            since, polls = self._holes[self.pos]
+            if polls >= 2 and now - since >= self.grace:
+                self._skip_hole()
+                budget -= 1
+                moved = True
+                continue
+            break
+        for hole in [p for p in self._holes if p < self.pos]:
+            del self._holes[hole]
+        return moved
+
+    def _skip_hole(self) -> None:
+        del self._holes[self.pos]
+        self.counts.invalid += 1
+        self._cause = "invalid"
+        self.events.append(
+            FollowEvent(
+                "invalid",
+                self.source,
+                f"{self.source}: skipped slot position {self.pos}: it stayed uncommitted or invalid "
+                f"while later slots were committed (a writer that died mid-write?)",
+                count=1,
+            )
+        )
+        self.pos += 1
+
+    def _resync(self) -> None:
+        """The writer lapped us: continue from the oldest position still in the ring."""
+        pos, _seq, _part = _survey(self.ring)
+        n = self.ring.header.slot_count
+        target = self.pos + 1
+        if len(pos):
+            target = max(target, min(int(pos.min()) + self._lap_margin, int(pos.max())))
+        # Lapped again before making progress: start further ahead so a faster writer cannot starve us.
+        self._lap_margin = min(n // 2, max(1, self._lap_margin * 2))
+        self.pos = target
+        self._holes.clear()
+        self.counts.laps += 1
+        self._cause = "overwritten"
+
+    def _assemble(self, now: float) -> list[Record]:
+        """Turn the slots consumed so far into whole records; keep the parts of unfinished ones."""
+        if not self._fresh and not self._partials:
+            return []
+        slots = np.concatenate([self._pending, *self._fresh])
+        self._fresh = []
+        slots = slots[slots["seq"] >= np.uint64(max(0, self.tracker.min_seq))]
+        if not len(slots):
+            self._pending = slots
+            return []
+        ids = np.unique(slots["logger_id"]).tolist()
+        if any(i not in self.names for i in ids):
+            self.names = self.ring.read_names()
+        asm = _codec.assemble(slots, self.names)
+        unfinished = set(asm.incomplete_seqs)
+        if unfinished:
+            keep = np.isin(slots["seq"], np.fromiter(unfinished, dtype=np.uint64, count=len(unfinished)))
+            self._pending = slots[keep]
+        else:
+            self._pending = slots[:0]
+        for seq in unfinished:
+            self._partials.setdefault(int(seq), [now, 1])
+        for seq in [s for s in self._partials if s not in unfinished]:
+            del self._partials[seq]
+        self._abandon_partials(now, force=False, hopeless=_gapped(self._pending))
+        h = self.ring.header
+        seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
+        threads, flags = asm.thread.tolist(), asm.flags.tolist()
+        return [
+            Record(
+                seq=seqs[i],
+                time_ns=times[i],
+                level=levels[i],
+                logger=asm.logger[i],
+                thread=threads[i],
+                pid=h.pid,
+                message=asm.message[i],
+                fields=asm.fields[i] or {},
+                exception=asm.exception[i],
+                host=h.hostname,
+                process=h.process_name,
+                source=self.source,
+                flags=flags[i],
+            )
+            for i in np.argsort(asm.seq, kind="stable").tolist()
+        ]
+
+    def _abandon_partials(self, now: float, force: bool, silent: bool = False, hopeless: frozenset[int] = frozenset()) -> None:
+        """Drop unfinished records that cannot complete, or whose parts did not arrive within the grace period."""
+        dead = [
+            s
+            for s, (since, polls) in self._partials.items()
+            if force or s in hopeless or (polls >= 2 and now - since >= self.grace)
+        ]
+        if not dead:
+            return
+        for seq in dead:
+            del self._partials[seq]
+        self._pending = self._pending[~np.isin(self._pending["seq"], np.asarray(dead, dtype=np.uint64))]
+        if silent:
+            return
+        self.counts.incomplete += len(dead)
+        self._cause = "incomplete"
+        self.events.append(
+            FollowEvent(
+                "incomplete",
+                self.source,
+                f"{self.source}: dropped {_plural(len(dead), 'incomplete record')} "
+                f"(seq {_seq_list(dead)}): some of their slots never arrived",
+                count=len(dead),
+                first_seq=min(dead),
+                last_seq=max(dead),
+            )
+        )
+
+    def _release(self, ready: list[Record], now: float) -> list[Record]:
+        """Records in seq order, holding back those newer than a record still being assembled."""
+        if self._holdback:
+            ready = self._holdback + ready
+            ready.sort(key=_seq_of)
+        if self._partials:
+            limit = min(self._partials)
+            cut = next((i for i, r in enumerate(ready) if r.seq > limit), len(ready))
+            ready, self._holdback = ready[:cut], ready[cut:]
+        else:
+            self._holdback = []
+        shown = []
+        for record in ready:
+            show, recounted = self.tracker.accept(record.seq, now, self._cause)
+            if show:
+                shown.append(record)
+                if recounted is not None:
+                    self.counts.missed -= 1
+                    self.counts.overwritten -= recounted == "overwritten"
+        if shown:
+            self._cause = "missing"
+        self.counts.records += len(shown)
+        self._count_missed(now, force=False)
+        return shown
+
+    def _count_missed(self, now: float, force: bool) -> None:
+        for entry in self.tracker.due(now, self.grace, force):
+            count = entry.hi - entry.lo
+            self.counts.missed += count
+            if entry.cause == "overwritten":
+                self.counts.overwritten += count
+            span = f"seq {entry.lo}" if count == 1 else f"seq {entry.lo}..{entry.hi - 1}"
+            self.events.append(
+                FollowEvent(
+                    "missed",
+                    self.source,
+                    f"{self.source}: missed {_plural(count, 'record')} ({span}): {_CAUSE_TEXT[entry.cause]}",
+                    count=count,
+                    first_seq=entry.lo,
+                    last_seq=entry.hi - 1,
+                )
+            )
+
+    def finish(self, now: float) -> list[Record]:
+        """Give up on everything still pending (the follower is closing); returns held-back records."""
+        self._abandon_partials(now, force=True)
+        ready = self._release([], now)
+        self._count_missed(now, force=True)
+        return ready
+
+    # ------------------------------------------------------------------ files changing
+    def _warn(self, kind: EventKind, key: object, message: str) -> None:
+        if (kind, key) in self._warned:
+            return
+        self._warned.add((kind, key))
+        self.counts.warnings += 1
+        self.events.append(FollowEvent(kind, self.source, f"{self.source}: {message}"))
+
+    def _check_file(self) -> None:
+        try:
+            size = self.ring.size()
+        except OSError:
+            return
+        if size < self.ring.header.file_size:
+            self._warn("truncated", self.ring.inode, f"truncated to {size} bytes; reading what remains")
+
+    def _switch_if_due(self, now: float, moved: bool) -> bool:
+        """Move to the next file when this one is finished (sealed and read) or was replaced and drained."""
+        ring = self.ring
+        current = _inode(self.path)
+        if current is None:
+            self._warn("deleted", ring.inode, "deleted; still reading the open file")
+            return False
+        if current == ring.inode:
+            return False
+        sealed = ring.sealed()
+        if sealed:
+            if self.pos <= ring.header.slot_count:
+                return False
+        elif moved:
+            return False  # replaced, not rotated: drain what the old file still gets first
+        nxt = self._next_file()
+        if nxt is None:
+            return False
+        # Parts of a record cut off by rotation are written again, whole, in the next segment.
+        self._abandon_partials(now, force=True, silent=sealed)
+        ring.close()
+        if nxt.header.series_id == self.series:
+            self.counts.rotations += 1
+            self.events.append(
+                FollowEvent("rotated", self.source, f"{self.source}: continuing in segment {nxt.header.segment}")
+            )
+            self._open(nxt, 1, self.tracker)
+        else:
+            self._count_missed(now, force=True)
+            key = nxt.header.series_id.hex()
+            self._open_at(nxt, int(self._after[key]) + 1 if key in self._after else None)
+        return True
+
+    def _next_file(self) -> RingFile | None:
+        """The file that continues the current one: the next segment of its series, or a replacement."""
+        h = self.ring.header
+        try:
+            live = RingFile(self.path)
+        except FormatError as exc:
+            self._warn("unreadable", _inode(self.path), f"the new file is unreadable ({exc.reason}); waiting")
+            return None
+        lh = live.header
+        if lh.series_id != h.series_id:
+            self._warn("replaced", live.inode, "replaced by a different log (a new writer); following it")
+            return live
+        if lh.segment <= h.segment:  # sealed, but the new segment is not in place yet
+            live.close()
+            return None
+        if lh.segment == h.segment + 1:
+            return live
+        # Behind by more than one rotation: continue with the oldest sealed segment still there.
+        newer = [r for r in self._sealed_segments(live) if r.header.segment > h.segment]
+        for ring in newer[1:]:
+            ring.close()
+        if newer:
+            live.close()
+            nxt = newer[0]
+        else:
+            nxt = live
+        if nxt.header.segment > h.segment + 1:
+            self._cause = "overwritten"  # the segments in between were removed unread
+        return nxt
+
+    def close(self) -> None:
+        self.ring.close()
+
+
+def _gapped(slots: np.ndarray) -> frozenset[int]:
+    """Seqs of unfinished records that lack a part below one they have: those parts' slots are behind us.
+
+    One thread writes the parts of a record at increasing positions and the
+    follower consumes positions in order, so only a record holding exactly parts
+    0..k can still complete.
+    """
+    if not len(slots):
+        return frozenset()
+    parts: dict[int, set[int]] = {}
+    for seq, part in zip(slots["seq"].tolist(), slots["part"].tolist()):
+        parts.setdefault(seq, set()).add(part)
+    return frozenset(seq for seq, have in parts.items() if max(have) + 1 != len(have))
+
+
+def _seq_of(record: Record) -> int:
+    return record.seq
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _seq_list(seqs: Sequence[int]) -> str:
+    shown = ", ".join(str(s) for s in sorted(seqs)[:5])
+    return shown + (", ..." if len(seqs) > 5 else "")
+
+
+def live_paths(paths: Sequence[Path]) -> list[Path]:
+    """Drop paths that are sealed segments of another given path (an ``app.mmlog*`` glob gives both)."""
+    given = {str(p) for p in paths}
+    out: list[Path] = []
+    for path in paths:
+        match = _SEGMENT_SUFFIX.match(str(path))
+        if (match and match.group(1) in given) or path in out:
+            continue
+        out.append(path)
+    return out
