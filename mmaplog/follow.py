@@ -89,6 +89,11 @@ class Follower(Iterator[Record]):
             raise
 
     @property
+    def idle(self) -> bool:
+        """True when the last :meth:`poll` found nothing new: a caller looping on it should sleep."""
+        return not self._progressed
+
+    @property
     def cursor(self) -> dict[str, int]:
         """Per series (hex id), the highest seq yielded so far: pass it as ``after=`` to resume there."""
         return dict(self._cursor)
@@ -146,7 +151,7 @@ class Follower(Iterator[Record]):
                 continue
             items = self.poll()
             self._queue.extend(items)
-            if not items and not self._progressed:
+            if not items and self.idle:
                 self._stop.wait(self.poll_interval)
 
     def stop(self) -> None:

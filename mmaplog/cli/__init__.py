@@ -1,0 +1,3 @@
+"""Command-line tools: ``mmaplog-read`` (:mod:`mmaplog.cli.read`)."""
+
+__all__: list[str] = []
