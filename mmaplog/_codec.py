@@ -17,26 +17,41 @@ from . import layout as L
 __all__ = ["Assembled", "adler32_rows", "assemble", "decode_names", "valid_slots"]
 
 _ADLER_MOD = 65521
-#: Rows per chunk when checksumming: bounds the temporary int32 copy to a few MiB.
-_CHUNK_BYTES = 8 << 20
+#: Bytes of float32 scratch per checksum chunk: small enough to stay in cache-friendly sizes.
+_CHUNK_BYTES = 4 << 20
+#: Columns per block: 255 * (0 + 1 + ... + 255) < 2**24, so float32 sums of a block are exact.
+_BLOCK = 256
 
 
 def adler32_rows(rows: np.ndarray) -> np.ndarray:
-    """Adler-32 of every row of a 2-D uint8 array, as a uint32 array (same as zlib.adler32)."""
+    """Adler-32 of every row of a 2-D uint8 array, as a uint32 array (same as zlib.adler32).
+
+    adler32 = B << 16 | A with A = 1 + sum(b_j) and B = n + sum((n - j) * b_j), both
+    mod 65521.  Both sums are linear, so they come from one float32 matrix product
+    per block of 256 columns: within a block every partial sum stays below 2**24,
+    where float32 arithmetic is exact whatever order BLAS adds in.
+    """
     count, width = rows.shape
     out = np.empty(count, dtype=np.uint32)
     if count == 0:
         return out
-    # adler32 = B << 16 | A, A = 1 + sum(b), B = n + sum((n - j) * b_j), both mod 65521.
-    weights = (width - np.arange(width, dtype=np.int64)).astype(np.int32 if width < 8192 else np.int64)
-    step = max(1, _CHUNK_BYTES // (width * 4))
+    blocks = -(-width // _BLOCK)
+    padded = blocks * _BLOCK
+    # Column 0 sums the bytes of a block, column 1 weighs them by their offset inside it.
+    weights = np.stack([np.ones(_BLOCK, np.float32), np.arange(_BLOCK, dtype=np.float32)], axis=1)
+    block_start = np.arange(blocks, dtype=np.int64) * _BLOCK
+    step = max(1, _CHUNK_BYTES // (padded * 4))
+    scratch = np.zeros((min(step, count), padded), dtype=np.float32)
     for start in range(0, count, step):
         chunk = rows[start : start + step]
-        total = chunk.sum(axis=1, dtype=np.int64)
-        weighted = np.dot(chunk.astype(weights.dtype), weights).astype(np.int64)
-        a = (1 + total) % _ADLER_MOD
-        b = (width + weighted) % _ADLER_MOD
-        out[start : start + step] = (b << 16) | a
+        n = len(chunk)
+        buf = scratch[:n]
+        buf[:, :width] = chunk
+        sums = (buf.reshape(n, blocks, _BLOCK) @ weights).astype(np.int64)  # (n, blocks, 2)
+        plain, offset = sums[..., 0], sums[..., 1]
+        a = (1 + plain.sum(axis=1)) % _ADLER_MOD
+        b = (width + ((width - block_start) * plain - offset).sum(axis=1)) % _ADLER_MOD
+        out[start : start + n] = (b << 16) | a
     return out
 
 
@@ -90,19 +105,23 @@ def decode_names(table: bytes, entries: int) -> dict[int, str]:
 
 
 class Assembled(NamedTuple):
-    """Whole records decoded from a set of valid slots (columns, one row per record)."""
+    """Whole records decoded from a set of valid slots (columns, one row per record, ordered by seq)."""
 
     seq: np.ndarray
     time_ns: np.ndarray
     level: np.ndarray
     thread: np.ndarray
     flags: np.ndarray
-    logger: list[str]
-    message: list[str]
-    fields: list[dict[str, Any] | None]
-    exception: list[str | None]
+    logger: np.ndarray  # object: str
+    message: np.ndarray  # object: str
+    fields: np.ndarray  # object: dict or None
+    exception: np.ndarray  # object: str or None
     incomplete_seqs: list[int]
     duplicates: int
+
+
+_EXTRAS = L.FLAG_FIELDS | L.FLAG_INLINE_LOGGER | L.FLAG_EXCEPTION
+_WHOLE = L.FLAG_FIRST | L.FLAG_LAST
 
 
 def _decode_fields(raw: bytes) -> dict[str, Any] | None:
@@ -138,125 +157,152 @@ def _split_payload(
     return logger, message, fields, exception
 
 
+def _logger_table(ids: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """An object array mapping every logger id present in ``ids`` to its name."""
+    table = np.empty(int(ids.max()) + 1 if len(ids) else 1, dtype=object)
+    for ident in np.unique(ids).tolist():
+        table[ident] = names.get(ident, f"<logger {ident}>")
+    return table
+
+
+def _decode_messages(slots: np.ndarray, sel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Decode the payloads of one-slot records ``sel`` as UTF-8 text; also return the raw payloads.
+
+    numpy strips trailing NUL bytes from 'S' values, so rows whose stripped length
+    differs from ``length`` get their NULs back (they are part of the message).
+    """
+    payload = slots["payload"][sel]
+    raw = payload.tolist()
+    texts = np.empty(len(raw), dtype=object)
+    texts[:] = [item.decode("utf-8", "replace") for item in raw]
+    for i in np.flatnonzero(np.char.str_len(payload) != lengths).tolist():
+        raw[i] = raw[i].ljust(int(lengths[i]), b"\0")[: int(lengths[i])]
+        texts[i] = raw[i].decode("utf-8", "replace")
+    return texts, raw
+
+
+def _dedupe(seq: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, int]:
+    """Indices that order rows by seq, keeping the highest pos of a repeated seq; and the repeats."""
+    order = np.argsort(seq, kind="stable")  # ring data is two sorted runs: nearly linear
+    ordered = seq[order]
+    repeated = ordered[1:] == ordered[:-1]
+    if not repeated.any():
+        return order, 0
+    order = np.lexsort((pos, seq))
+    ordered = seq[order]
+    last_of_seq = np.ones(len(order), dtype=bool)
+    last_of_seq[:-1] = ordered[1:] != ordered[:-1]
+    return order[last_of_seq], int(len(order) - last_of_seq.sum())
+
+
 def assemble(slots: np.ndarray, names: dict[int, str]) -> Assembled:
-    """Assemble valid slots into records: one-slot records vectorised, multi-slot ones joined.
+    """Assemble valid slots into records, ordered by seq: one-slot records vectorised, longer ones joined.
 
     ``slots`` must hold only valid slots.  A record missing any part (overwritten
-    or torn) is dropped and its seq listed in ``incomplete_seqs``; a seq seen twice keeps
-    the copy with the highest ``pos`` and counts the rest in ``duplicates``.
+    or torn) is dropped and its seq listed in ``incomplete_seqs``; a seq seen
+    twice keeps the copy with the highest ``pos`` and counts the rest in ``duplicates``.
     """
     flags = slots["flags"]
-    whole = (flags & (L.FLAG_FIRST | L.FLAG_LAST)) == (L.FLAG_FIRST | L.FLAG_LAST)
-    single = slots[whole]
-    multi = slots[~whole]
+    whole = (flags & _WHOLE) == _WHOLE
+    single_idx = np.flatnonzero(whole)
+    order, duplicates = _dedupe(slots["seq"][single_idx], slots["pos"][single_idx])
+    sel = single_idx[order]
+    single = {name: slots[name][sel] for name in ("seq", "time_ns", "level", "thread", "flags", "length", "msg_len", "logger_id")}
+    n = len(sel)
 
-    # Duplicate seqs can only come from a writer that resumed over a damaged ring; keep the newest.
-    duplicates = 0
-    if len(single):
-        order = np.lexsort((single["pos"], single["seq"]))
-        single = single[order]
-        last_of_seq = np.ones(len(single), dtype=bool)
-        last_of_seq[:-1] = single["seq"][1:] != single["seq"][:-1]
-        duplicates += int(len(single) - last_of_seq.sum())
-        single = single[last_of_seq]
+    ids = single["logger_id"]
+    loggers = _logger_table(ids, names)[ids] if n else np.empty(0, dtype=object)
+    messages, payload_rows = _decode_messages(slots, sel, single["length"])
+    fields = np.full(n, None, dtype=object)
+    exceptions = np.full(n, None, dtype=object)
+    for i in np.flatnonzero((single["flags"] & _EXTRAS) != 0).tolist():
+        raw = payload_rows[i]
+        loggers[i], messages[i], fields[i], exceptions[i] = _split_payload(
+            raw, int(single["msg_len"][i]), int(single["flags"][i]), int(ids[i]), names
+        )
 
-    seqs = [single["seq"]]
-    times = [single["time_ns"]]
-    levels = [single["level"]]
-    threads = [single["thread"]]
-    flag_cols = [single["flags"]]
-    loggers: list[str] = []
-    messages: list[str] = []
-    fields: list[dict[str, Any] | None] = []
-    exceptions: list[str | None] = []
-
-    plain = (single["flags"] & (L.FLAG_FIELDS | L.FLAG_INLINE_LOGGER)) == 0
-    plain &= single["msg_len"] == single["length"]
-    payload_list = single["payload"].tolist()
-    msg_lens = single["msg_len"].tolist()
-    lengths = single["length"].tolist()
-    ids = single["logger_id"].tolist()
-    flag_list = single["flags"].tolist()
-    plain_list = plain.tolist()
-    for i, raw in enumerate(payload_list):
-        if len(raw) != lengths[i]:  # numpy strips trailing NULs from 'S' values
-            raw = raw.ljust(lengths[i], b"\0")[: lengths[i]]
-        if plain_list[i]:
-            messages.append(raw.decode("utf-8", "replace"))
-            loggers.append(names.get(ids[i], f"<logger {ids[i]}>"))
-            fields.append(None)
-            exceptions.append(None)
-        else:
-            logger, message, fld, exc = _split_payload(raw, msg_lens[i], flag_list[i], ids[i], names)
-            loggers.append(logger)
-            messages.append(message)
-            fields.append(fld)
-            exceptions.append(exc)
-
+    columns = {
+        "seq": [single["seq"]],
+        "time_ns": [single["time_ns"]],
+        "level": [single["level"]],
+        "thread": [single["thread"]],
+        "flags": [single["flags"]],
+    }
+    text: dict[str, list[np.ndarray]] = {"logger": [loggers], "message": [messages], "fields": [fields], "exception": [exceptions]}
     incomplete: list[int] = []
+    multi = slots[~whole]
     if len(multi):
-        order = np.lexsort((multi["pos"], multi["part"], multi["seq"]))
-        multi = multi[order]
-        rows: list[int] = []
-        seq_col = multi["seq"].tolist()
-        part_col = multi["part"].tolist()
-        flag_col = multi["flags"].tolist()
-        i = 0
-        n = len(multi)
-        while i < n:
-            j = i
-            while j < n and seq_col[j] == seq_col[i]:
-                j += 1
-            # Keep the newest copy of each part, then require parts 0..k with FIRST and LAST.
-            parts: dict[int, int] = {}
-            for k in range(i, j):
-                parts[part_col[k]] = k
-            count = len(parts)
-            if (
-                count >= 2
-                and all(p in parts for p in range(count))
-                and flag_col[parts[0]] & L.FLAG_FIRST
-                and flag_col[parts[count - 1]] & L.FLAG_LAST
-                and not any(flag_col[parts[p]] & L.FLAG_LAST for p in range(count - 1))
-            ):
-                idx = [parts[p] for p in range(count)]
-                chunk = multi[idx]
-                payload = b"".join(
-                    bytes(chunk[k]["payload"]).ljust(int(chunk[k]["length"]), b"\0")[: int(chunk[k]["length"])]
-                    for k in range(count)
-                )
-                head = chunk[0]
-                if len(payload) == int(head["rec_len"]):
-                    rows.append(idx[0])
-                    logger, message, fld, exc = _split_payload(
-                        payload, int(head["msg_len"]), int(head["flags"]), int(head["logger_id"]), names
-                    )
-                    loggers.append(logger)
-                    messages.append(message)
-                    fields.append(fld)
-                    exceptions.append(exc)
-                else:
-                    incomplete.append(seq_col[i])
-            else:
-                incomplete.append(seq_col[i])
-            i = j
-        heads = multi[rows]
-        seqs.append(heads["seq"])
-        times.append(heads["time_ns"])
-        levels.append(heads["level"])
-        threads.append(heads["thread"])
-        flag_cols.append(heads["flags"])
-
+        heads, decoded, incomplete = _join_multi(multi, names)
+        for name in columns:
+            columns[name].append(heads[name])
+        for k, name in enumerate(text):
+            column = np.empty(len(decoded), dtype=object)
+            column[:] = [row[k] for row in decoded]
+            text[name].append(column)
+    merged = {name: np.concatenate(parts) for name, parts in columns.items()}
+    merged_text = {name: np.concatenate(parts) for name, parts in text.items()}
+    if len(multi):
+        final = np.argsort(merged["seq"], kind="stable")
+        merged = {name: col[final] for name, col in merged.items()}
+        merged_text = {name: col[final] for name, col in merged_text.items()}
     return Assembled(
-        seq=np.concatenate(seqs),
-        time_ns=np.concatenate(times),
-        level=np.concatenate(levels),
-        thread=np.concatenate(threads),
-        flags=np.concatenate(flag_cols),
-        logger=loggers,
-        message=messages,
-        fields=fields,
-        exception=exceptions,
+        seq=merged["seq"],
+        time_ns=merged["time_ns"],
+        level=merged["level"],
+        thread=merged["thread"],
+        flags=merged["flags"],
+        logger=merged_text["logger"],
+        message=merged_text["message"],
+        fields=merged_text["fields"],
+        exception=merged_text["exception"],
         incomplete_seqs=incomplete,
         duplicates=duplicates,
     )
+
+
+def _join_multi(
+    multi: np.ndarray, names: dict[int, str]
+) -> tuple[np.ndarray, list[tuple[str, str, dict[str, Any] | None, str | None]], list[int]]:
+    """Join the slots of multi-slot records; return their first slots, decoded parts and incomplete seqs."""
+    order = np.lexsort((multi["pos"], multi["part"], multi["seq"]))
+    multi = multi[order]
+    rows: list[int] = []
+    decoded: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
+    incomplete: list[int] = []
+    seq_col = multi["seq"].tolist()
+    part_col = multi["part"].tolist()
+    flag_col = multi["flags"].tolist()
+    length_col = multi["length"].tolist()
+    payload_col = multi["payload"].tolist()
+    i = 0
+    n = len(multi)
+    while i < n:
+        j = i
+        while j < n and seq_col[j] == seq_col[i]:
+            j += 1
+        # Keep the newest copy of each part, then require parts 0..k with FIRST and LAST.
+        parts: dict[int, int] = {}
+        for k in range(i, j):
+            parts[part_col[k]] = k
+        count = len(parts)
+        if (
+            count >= 2
+            and all(p in parts for p in range(count))
+            and flag_col[parts[0]] & L.FLAG_FIRST
+            and flag_col[parts[count - 1]] & L.FLAG_LAST
+            and not any(flag_col[parts[p]] & L.FLAG_LAST for p in range(count - 1))
+        ):
+            idx = [parts[p] for p in range(count)]
+            payload = b"".join(payload_col[k].ljust(length_col[k], b"\0")[: length_col[k]] for k in idx)
+            head = multi[idx[0]]
+            if len(payload) == int(head["rec_len"]):
+                rows.append(idx[0])
+                decoded.append(
+                    _split_payload(payload, int(head["msg_len"]), int(head["flags"]), int(head["logger_id"]), names)
+                )
+            else:
+                incomplete.append(seq_col[i])
+        else:
+            incomplete.append(seq_col[i])
+        i = j
+    return multi[rows], decoded, incomplete
