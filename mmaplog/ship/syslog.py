@@ -1,0 +1,239 @@
+"""RFC 5424 syslog messages for mmaplog records, and RFC 6587 octet-counting framing.
+
+Pure functions, no I/O.  One record becomes one message::
+
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [mmaplog@PEN ...][fields@PEN ...] MSG
+
+* ``PRI`` is ``facility * 8 + severity``; the level maps to a severity with
+  :func:`severity` (CRITICAL 2 crit, ERROR 3 err, WARNING 4 warning, 25 and up 5
+  notice, INFO 6 info, DEBUG and below 7 debug).
+* ``TIMESTAMP`` is the record's time in UTC with microseconds
+  (``2024-05-01T12:00:00.123456Z``).
+* ``HOSTNAME``, ``APP-NAME`` (the process name) and ``PROCID`` (the pid) come
+  from the ring file's header; ``MSGID`` is the NILVALUE ``-``.
+* STRUCTURED-DATA carries two elements.  ``mmaplog@PEN`` holds the record's
+  ``seq``, ``logger`` and ``thread``; ``fields@PEN`` holds the record's
+  key-value fields, one SD-PARAM each (string values as they are, other values
+  as compact JSON).  PARAM-NAMEs are cut to 32 printable ASCII characters,
+  anything else in them becoming ``_``; PARAM-VALUEs escape ``"``, ``\\`` and
+  ``]`` with a backslash (RFC 5424 section 6.3.3).
+* ``PEN`` is a private enterprise number; the default, 32473, is the number
+  RFC 5612 reserves for documentation and examples.  An organisation with its
+  own number passes it as ``enterprise_id``.
+* ``MSG`` is the message in UTF-8 without a byte-order mark, followed by a line
+  feed and the formatted exception when the record has one.  A message longer
+  than ``max_size`` allows is cut at a character boundary and ends with
+  :data:`TRUNCATION_MARKER`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+from typing import Any, Final, Mapping
+
+__all__ = [
+    "DEFAULT_ENTERPRISE_ID",
+    "DEFAULT_MAX_SIZE",
+    "FACILITIES",
+    "TRUNCATION_MARKER",
+    "SyslogFormatter",
+    "escape_param_value",
+    "facility_number",
+    "format_timestamp",
+    "octet_frame",
+    "sanitize_name",
+    "severity",
+]
+
+#: RFC 5612's private enterprise number for documentation; pass your own in production if you have one.
+DEFAULT_ENTERPRISE_ID: Final = 32473
+#: Bytes per message, header and STRUCTURED-DATA included; rsyslog's ``maxMessageSize`` must be at least this.
+DEFAULT_MAX_SIZE: Final = 65536
+TRUNCATION_MARKER: Final = " [mmaplog-ship: message truncated]"
+NILVALUE: Final = "-"
+
+FACILITIES: Final[dict[str, int]] = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
+    "solaris-cron": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20,
+    "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+
+# Field limits of RFC 5424 section 6.
+_HOSTNAME_MAX: Final = 255
+_APP_NAME_MAX: Final = 48
+_PROCID_MAX: Final = 128
+_SD_NAME_MAX: Final = 32
+_VALUE_ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+
+
+def severity(level: int) -> int:
+    """The syslog severity (0 emerg .. 7 debug) of a numeric log level (stdlib numbers)."""
+    if level >= 50:
+        return 2
+    if level >= 40:
+        return 3
+    if level >= 30:
+        return 4
+    if level >= 25:
+        return 5
+    if level >= 20:
+        return 6
+    return 7
+
+
+def facility_number(facility: int | str) -> int:
+    """Turn a facility name ("local0", "user") or number (0..23) into its number; ValueError names the value."""
+    if isinstance(facility, int) and not isinstance(facility, bool):
+        if 0 <= facility <= 23:
+            return facility
+        raise ValueError(f"facility {facility} is out of range 0..23")
+    text = str(facility).strip().lower()
+    if text.isdigit():
+        return facility_number(int(text))
+    if text in FACILITIES:
+        return FACILITIES[text]
+    raise ValueError(f"unknown syslog facility {facility!r} (expected one of {', '.join(FACILITIES)} or 0..23)")
+
+
+def sanitize_name(text: str, limit: int, *, sd_name: bool = False) -> str:
+    """``text`` as printable US-ASCII cut to ``limit`` characters (NILVALUE when empty).
+
+    With ``sd_name`` the characters ``=``, ``]`` and ``"`` (not allowed in an
+    SD-NAME) are replaced too.  Disallowed characters become ``_``.
+    """
+    banned = '=]"' if sd_name else ""
+    out = "".join(c if 33 <= ord(c) <= 126 and c not in banned else "_" for c in text[:limit])
+    return out or NILVALUE
+
+
+def escape_param_value(value: Any) -> str:
+    """An SD PARAM-VALUE: strings as they are, other values as compact JSON, with ``"``, ``\\``, ``]`` escaped."""
+    if value.__class__ is int:
+        return str(value)
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if '"' in value or "\\" in value or "]" in value:
+        return value.translate(_VALUE_ESCAPES)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _param_name(key: str) -> str:
+    return sanitize_name(key, _SD_NAME_MAX, sd_name=True)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
+def format_timestamp(time_ns: int) -> str:
+    """An RFC 5424 TIMESTAMP in UTC with microseconds: ``2024-05-01T12:00:00.123456Z`` (``-`` if out of range)."""
+    global _last_second
+    seconds, ns = divmod(int(time_ns), 1_000_000_000)
+    cached_seconds, text = _last_second
+    if cached_seconds != seconds:
+        try:
+            moment = _EPOCH + _dt.timedelta(seconds=seconds)
+        except OverflowError:
+            return NILVALUE
+        text = f"{moment:%Y-%m-%dT%H:%M:%S}"
+        _last_second = (seconds, text)
+    return f"{text}.{ns // 1000:06d}Z"
+
+
+def octet_frame(message: bytes) -> bytes:
+    """Frame one message for syslog over TCP with RFC 6587 octet counting: ``MSG-LEN SP SYSLOG-MSG``."""
+    return b"%d %s" % (len(message), message)
+
+
+class SyslogFormatter:
+    """Formats records (and gap reports) as RFC 5424 messages; see the module docstring for the layout.
+
+    One instance caches the sanitised header fields per (host, process), so
+    formatting a stream of records from one file costs little per record.
+    """
+
+    def __init__(
+        self,
+        *,
+        facility: int | str = "user",
+        enterprise_id: int = DEFAULT_ENTERPRISE_ID,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        if isinstance(enterprise_id, bool) or not isinstance(enterprise_id, int) or enterprise_id < 0:
+            raise ValueError(f"enterprise id must be a whole number >= 0, not {enterprise_id!r}")
+        if max_size < 480:
+            raise ValueError(f"max message size {max_size} is too small (at least 480 bytes, RFC 5424 asks for 2048)")
+        self.facility = facility_number(facility)
+        self.enterprise_id = enterprise_id
+        self.meta_id = f"mmaplog@{enterprise_id}"
+        self.fields_id = f"fields@{enterprise_id}"
+        self.max_size = max_size
+        self._heads: dict[tuple[str, str, int], str] = {}
+
+    def _head(self, host: str, process: str, pid: int) -> str:
+        key = (host, process, pid)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) > 1024:
+                self._heads.clear()
+            head = " ".join(
+                (
+                    sanitize_name(host, _HOSTNAME_MAX),
+                    sanitize_name(process, _APP_NAME_MAX),
+                    sanitize_name(str(pid) if pid else "", _PROCID_MAX),
+                    NILVALUE,
+                )
+            )
+            self._heads[key] = head
+        return head
+
+    def format(
+        self,
+        *,
+        time_ns: int,
+        level: int,
+        message: str,
+        host: str = "",
+        process: str = "",
+        pid: int = 0,
+        meta: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+        exception: str | None = None,
+    ) -> bytes:
+        """One RFC 5424 message (bytes, no framing) from the parts of a record."""
+        pri = self.facility * 8 + severity(level)
+        prefix = f"<{pri}>1 {format_timestamp(time_ns)} {self._head(host, process, pid)}"
+        meta_sd = self._element(self.meta_id, meta) if meta else ""
+        fields_sd = self._element(self.fields_id, fields) if fields else ""
+        body = message if exception is None else f"{message}\n{exception}"
+        text = f"{prefix} {meta_sd}{fields_sd or ('' if meta_sd else NILVALUE)}"
+        if body:
+            text += " " + body
+        data = text.encode("utf-8", "replace")
+        if len(data) <= self.max_size:
+            return data
+        return self._cut(prefix, meta_sd, fields_sd, body.encode("utf-8", "replace"))
+
+    def _element(self, sd_id: str, params: Mapping[str, Any]) -> str:
+        parts = [f'{_param_name(str(k))}="{escape_param_value(v)}"' for k, v in params.items()]
+        return f"[{sd_id} {' '.join(parts)}]" if parts else f"[{sd_id}]"
+
+    def _cut(self, prefix: str, meta_sd: str, fields_sd: str, body: bytes) -> bytes:
+        """Cut MSG so the message fits ``max_size``; fields too big to fit at all are replaced by a note."""
+        marker = TRUNCATION_MARKER.encode()
+        head = f"{prefix} {meta_sd}{fields_sd}".encode("utf-8", "replace")
+        if len(head) + 1 + len(marker) > self.max_size:
+            note = f'[{self.fields_id} mmaplog_ship="fields dropped: {len(fields_sd.encode())} bytes exceed the maximum message size"]'
+            head = f"{prefix} {meta_sd}{note}".encode("utf-8", "replace")[: self.max_size - 1 - len(marker)]
+        room = max(0, self.max_size - len(head) - 1 - len(marker))
+        end = min(room, len(body))
+        # Step back to a UTF-8 character boundary.
+        while 0 < end < len(body) and (body[end] & 0xC0) == 0x80:
+            end -= 1
+        return head + b" " + body[:end] + marker
