@@ -8,28 +8,51 @@ file, so every record whose write call returned survives the process dying;
 from __future__ import annotations
 
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
+from ._record import LogRecord
+from .config import configure, register_handler_type
 from .follow import FollowEvent, Follower, FollowStats, follow
+from .handlers import ConsoleHandler, FileHandler, Handler, RingHandler
 from .layout import FORMAT_VERSION
+from .logger import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, BoundLogger, Logger, get_logger
 from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
+from .stdlib import LoggingHandler
 from .writer import RingWriter
 
 __all__ = [
+    "CRITICAL",
+    "DEBUG",
+    "ERROR",
     "FORMAT_VERSION",
+    "INFO",
+    "NOTSET",
+    "TRACE",
+    "WARNING",
+    "BoundLogger",
     "ConfigError",
+    "ConsoleHandler",
+    "FileHandler",
     "FollowEvent",
     "FollowStats",
     "Follower",
     "FormatError",
+    "Handler",
+    "LogRecord",
+    "Logger",
+    "LoggingHandler",
     "MmaplogError",
     "ReadStats",
     "Record",
+    "RingHandler",
     "RingWriter",
     "WriterBusyError",
+    "configure",
     "follow",
+    "get_logger",
     "level_name",
     "level_number",
     "read",
     "read_array",
+    "register_handler_type",
     "scan",
 ]
 

@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_RING_SIZE", "RingWriter", "parse_size", "segment_path"]
 #: 16 MiB of slots: 65,536 records of up to 200 bytes with the default slot size.
 DEFAULT_RING_SIZE = 16 << 20
 _MASK32 = 0xFFFFFFFF
+_U64_MAX = (1 << 64) - 1
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _NEVER = 1 << 64
 #: Free-threaded builds cannot rely on the GIL to make ``next(count)`` atomic.
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -98,12 +100,21 @@ def _close_all_at_exit() -> None:
         writer.close()
 
 
+def _abandon_all_in_child() -> None:
+    """After ``os.fork()``, in the child: no inherited writer may touch its parent's ring."""
+    global _atexit_lock
+    _atexit_lock = threading.Lock()
+    for writer in list(_open_writers):
+        writer._abandon_after_fork()
+
+
 def _register_atexit(writer: RingWriter) -> None:
     global _atexit_registered
     with _atexit_lock:
         _open_writers.add(writer)
         if not _atexit_registered:
             atexit.register(_close_all_at_exit)
+            os.register_at_fork(after_in_child=_abandon_all_in_child)
             _atexit_registered = True
 
 
@@ -277,7 +288,13 @@ class RingWriter:
         is a formatted traceback stored with the record.  Never raises.
         """
         try:
-            if fields is None and exception is None and time_ns is None and thread is None and 0 <= level <= 255:
+            if (
+                fields is None
+                and exception is None
+                and 0 <= level <= 255
+                and (time_ns is None or (type(time_ns) is int and _I64_MIN <= time_ns <= _I64_MAX))
+                and (thread is None or (type(thread) is int and 0 <= thread <= _U64_MAX))
+            ):
                 lid = self._names.get(logger)
                 if lid is not None:
                     try:
@@ -287,15 +304,17 @@ class RingWriter:
                     mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
                     n = len(data)
                     if n <= payload:
+                        stamp = _time_ns() if time_ns is None else time_ns
+                        ident = _get_ident() if thread is None else thread
                         seq = next(self._seqs)
                         pos = next(positions)
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
-                            body = pack(pos, seq, _time_ns(), _get_ident(), n, n, n, 0, lid, level, _WHOLE, data)
+                            body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
                             return seq
-                        return self._write_record(seq, data, b"", 0, level, logger, None, None)
+                        return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
@@ -490,6 +509,29 @@ class RingWriter:
                 except Exception:
                     pass
                 os.close(m.fd)
+        _open_writers.discard(self)
+
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: the mapping is shared with the parent, so stop writing (writes count as dropped).
+
+        The child's copies of the descriptor and mapping are released without an
+        unlock or a flush, so the parent keeps its lock and its ring untouched.
+        """
+        self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
+        if self._closed:
+            return
+        self._closed = True
+        m = self._map
+        m.hot = (None,) * 9  # type: ignore[assignment]
+        try:
+            m.mm.close()
+        except Exception:  # noqa: BLE001 - a child must go on even if its copy cannot be unmapped
+            pass
+        try:
+            os.close(m.fd)
+        except OSError:
+            pass
         _open_writers.discard(self)
 
     def __enter__(self) -> RingWriter:

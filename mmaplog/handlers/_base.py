@@ -5,14 +5,17 @@ from __future__ import annotations
 import sys
 import threading
 from abc import ABC, abstractmethod
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from .._record import LogRecord
+from ..reader import level_number
 
 __all__ = ["Handler", "report_once"]
 
 _reported: set[tuple[int, str]] = set()
 _reported_lock = threading.Lock()
+#: Called with a handler whenever its ``level`` is set (the logger module keeps its caches right).
+level_listeners: list[Callable[[Handler], None]] = []
 
 
 def report_once(owner: object, key: str, message: str) -> None:
@@ -37,10 +40,20 @@ class Handler(ABC):
     reported once on stderr (:meth:`handle_error`).
     """
 
-    def __init__(self, level: int = 0) -> None:
-        self.level = level
+    def __init__(self, level: int | str = 0) -> None:
+        #: The lowest level this handler writes; a name ("INFO") is turned into its number.
+        self.level: int = level  # type: ignore[assignment]  # normalised by __setattr__
         #: Records this handler failed to emit.
         self.errors = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "level":
+            value = level_number(value)
+            object.__setattr__(self, name, value)
+            for listener in level_listeners:  # loggers refresh their cached level gates
+                listener(self)
+            return
+        object.__setattr__(self, name, value)
 
     def handle(self, record: LogRecord) -> None:
         """Emit ``record`` if its level passes this handler's level; never raises."""

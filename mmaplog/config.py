@@ -1,0 +1,544 @@
+"""configure(): set up the root logger from keyword arguments, a dict, a TOML file or ``MMAPLOG_CONFIG``.
+
+The configuration is a table with these keys (all optional)::
+
+    level = "INFO"                    # the root logger's level
+    format = "{time} {level:<8} {logger}: {message}"   # default for text handlers
+    capture_uncaught = true           # log uncaught exceptions as CRITICAL
+    flush_on_sigterm = true           # flush handlers on SIGTERM, then end as SIGTERM would
+
+    [[handlers]]                      # default: one console handler
+    type = "ring"                     # ring, console, file, async, or a registered type
+    path = "logs/app-{pid}.mmlog"
+    size = "64 MiB"
+    level = "DEBUG"
+
+    [loggers."app.db"]
+    level = "DEBUG"
+    handlers = ["db"]                 # names given by a handler's ``name`` key, or tables
+    propagate = true
+
+A TOML file may also keep this table under ``[tool.mmaplog]`` (in
+``pyproject.toml``).  Every mistake raises :class:`mmaplog.ConfigError` with
+one message naming the key: ``handlers[1].size: must be a positive size, got -5``.
+New handler types are added with :func:`register_handler_type`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Union
+
+from . import _lifecycle
+from ._errors import ConfigError
+from .handlers._base import Handler
+from .layout import DEFAULT_SLOT_SIZE, MAX_SLOT_SIZE, MIN_SLOT_SIZE
+from .logger import Logger, LoggerTree, default_tree
+from .reader import level_number
+from .writer import DEFAULT_RING_SIZE, parse_size
+
+__all__ = ["ENVIRONMENT_VARIABLE", "HandlerFactory", "HandlerOptions", "configure", "load_toml",
+           "register_handler_type"]
+
+#: The environment variable that names a configuration file.
+ENVIRONMENT_VARIABLE = "MMAPLOG_CONFIG"
+
+_TOP_KEYS = ("level", "format", "handlers", "loggers", "capture_uncaught", "flush_on_sigterm")
+_LOGGER_KEYS = ("level", "handlers", "propagate")
+_MISSING: Any = object()
+
+#: ``factory(options) -> Handler``: reads its keys from a :class:`HandlerOptions` and builds the handler.
+HandlerFactory = Callable[["HandlerOptions"], Handler]
+_registry: dict[str, Union[HandlerFactory, str]] = {}
+
+
+def register_handler_type(name: str, factory: HandlerFactory | str) -> None:
+    """Make ``type = name`` build handlers with ``factory`` (or ``"module:function"``, imported on first use)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"handler type name must be a non-empty string, not {name!r}")
+    _registry[name] = factory
+
+
+def _lookup(name: str) -> HandlerFactory | None:
+    factory = _registry.get(name)
+    if isinstance(factory, str):
+        module_name, _, attr = factory.partition(":")
+        module = __import__(module_name, fromlist=[attr])
+        factory = _registry[name] = getattr(module, attr)
+    return factory
+
+
+class HandlerOptions:
+    """One handler's table while it is being built: typed getters whose errors name the key.
+
+    A factory takes the keys it knows (each getter removes its key); keys left
+    over when the factory returns are reported as unknown.
+    """
+
+    def __init__(self, key: str, table: Mapping[str, Any], build: _Builder) -> None:
+        self.key = key
+        self._table = dict(table)
+        self._build = build
+
+    def error(self, name: str, message: str) -> ConfigError:
+        """A ConfigError about this handler's key ``name``."""
+        return ConfigError(f"{self.key}.{name}: {message}" if name else f"{self.key}: {message}")
+
+    def has(self, name: str) -> bool:
+        """True when the table has key ``name`` (not yet taken)."""
+        return name in self._table
+
+    def take(self, name: str, default: Any = _MISSING) -> Any:
+        """The raw value of ``name`` (removed from the table); without a default the key is required."""
+        if name in self._table:
+            return self._table.pop(name)
+        if default is _MISSING:
+            raise self.error(name, "required")
+        return default
+
+    def string(self, name: str, default: Any = _MISSING) -> Any:
+        """A string value."""
+        value = self.take(name, default)
+        if value is not default and not isinstance(value, str):
+            raise self.error(name, f"must be a string, got {value!r}")
+        return value
+
+    def path(self, name: str = "path") -> str:
+        """A file path (a non-empty string)."""
+        value = self.take(name)
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise self.error(name, f"must be a file path, got {value!r}")
+        return os.fspath(value)
+
+    def level(self, name: str = "level", default: int = 0) -> int:
+        """A level name or number."""
+        value = self.take(name, default)
+        return _level(value, f"{self.key}.{name}")
+
+    def size(self, name: str, default: int) -> int:
+        """A positive byte size (``65536``, ``"64 MiB"``)."""
+        value = self.take(name, default)
+        try:
+            size = parse_size(value)
+        except (ValueError, TypeError):
+            size = -1
+        if size <= 0:
+            raise self.error(name, f"must be a positive size (like 65536 or '64 MiB'), got {value!r}")
+        return size
+
+    def integer(self, name: str, default: Any = _MISSING, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        """A whole number, optionally within bounds."""
+        value = self.take(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be a whole number, got {value!r}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise self.error(name, f"must be {bounds}, got {value!r}")
+        return value
+
+    def boolean(self, name: str, default: Any = _MISSING) -> bool:
+        """true or false."""
+        value = self.take(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, got {value!r}")
+        return value
+
+    def choice(self, name: str, choices: Iterable[Any], default: Any = _MISSING) -> Any:
+        """One of ``choices``."""
+        value = self.take(name, default)
+        options = list(choices)
+        if value not in options:
+            raise self.error(name, f"must be one of {', '.join(repr(c) for c in options)}, got {value!r}")
+        return value
+
+    def file_mode(self, name: str = "mode", default: int = 0o640) -> int:
+        """A permission mode: a number (0o640) or an octal string ("640", "0o640")."""
+        value = self.take(name, default)
+        try:
+            mode = int(value, 8) if isinstance(value, str) else value
+        except ValueError:
+            mode = -1
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise self.error(name, f"must be a permission mode like 0o640 or '640', got {value!r}")
+        return mode
+
+    def format(self, name: str = "format") -> str:
+        """A format string (the top-level ``format`` when absent); checked when the handler is made."""
+        value = self.take(name, self._build.default_format)
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a format string, got {value!r}")
+        return value
+
+    def handlers(self, name: str = "handlers") -> list[Handler]:
+        """Nested handler tables (for handlers that wrap others)."""
+        value = self.take(name)
+        return self._build.handler_list(value, f"{self.key}.{name}")
+
+    def rest(self) -> dict[str, Any]:
+        """Every key not taken yet (for passing on as keyword arguments)."""
+        rest, self._table = self._table, {}
+        return rest
+
+    def finish(self) -> None:
+        """Raise for keys no getter took."""
+        if self._table:
+            name = next(iter(self._table))
+            raise self.error(name, "unknown key")
+
+    def release_ring(self, path: str) -> None:
+        """Close a ring handler of the previous configuration that writes ``path`` (it would hold the lock)."""
+        self._build.release_ring(path)
+
+
+def _level(value: Any, key: str) -> int:
+    try:
+        return level_number(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _text_format(options: HandlerOptions) -> str:
+    from .handlers._format import LineFormat
+
+    fmt = options.format()
+    try:
+        LineFormat(fmt)
+    except ValueError as exc:
+        raise options.error("format", str(exc)) from None
+    return fmt
+
+
+def _ring_factory(options: HandlerOptions) -> Handler:
+    from .handlers.ring import RingHandler
+
+    path = options.path()
+    size = options.size("size", DEFAULT_RING_SIZE)
+    slot_size = options.integer("slot_size", DEFAULT_SLOT_SIZE, minimum=MIN_SLOT_SIZE, maximum=MAX_SLOT_SIZE)
+    if slot_size % 8:
+        raise options.error("slot_size", f"must be a multiple of 8, got {slot_size}")
+    if size < slot_size:
+        raise options.error("size", f"must hold at least one slot ({slot_size} bytes), got {size}")
+    rotate = options.integer("rotate", 0, minimum=0)
+    mode = options.file_mode()
+    level = options.level()
+    fmt = options.string("format", None)
+    options.finish()
+    options.release_ring(path)
+    return RingHandler(path, size=size, slot_size=slot_size, rotate=rotate, mode=mode, level=level, format=fmt)
+
+
+def _console_factory(options: HandlerOptions) -> Handler:
+    from .handlers.console import ConsoleHandler
+
+    stream_name = options.choice("stream", ("stderr", "stdout"), "stderr")
+    colour = options.choice("colour", ("auto", True, False), "auto")
+    level = options.level()
+    fmt = _text_format(options)
+    options.finish()
+    stream = sys.stdout if stream_name == "stdout" else None
+    return ConsoleHandler(stream, level=level, format=fmt, colour=colour)
+
+
+def _file_factory(options: HandlerOptions) -> Handler:
+    from .handlers.file import FileHandler
+
+    path = options.path()
+    mode = options.file_mode()
+    level = options.level()
+    fmt = _text_format(options)
+    options.finish()
+    return FileHandler(path, level=level, format=fmt, mode=mode)
+
+
+def _async_factory(options: HandlerOptions) -> Handler:
+    try:
+        from .handlers.async_ import AsyncHandler  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise options.error("type", "the 'async' handler is not available in this version of mmaplog") from None
+    from_config = getattr(AsyncHandler, "from_config", None)
+    if from_config is not None:
+        handler: Handler = from_config(options)
+        return handler
+    inner = options.handlers("handlers")
+    level = options.level()
+    try:
+        return AsyncHandler(inner, level=level, **options.rest())  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise options.error("", str(exc)) from None
+
+
+register_handler_type("ring", _ring_factory)
+register_handler_type("console", _console_factory)
+register_handler_type("file", _file_factory)
+register_handler_type("async", _async_factory)
+
+
+class _Builder:
+    """Builds the handlers of one configuration, closing them all if any part of it fails."""
+
+    def __init__(self, default_format: str, previous: list[Handler]) -> None:
+        self.default_format = default_format
+        self.built: list[Handler] = []
+        self.named: dict[str, Handler] = {}
+        self._previous = previous
+
+    def handler(self, spec: Any, key: str) -> Handler:
+        if isinstance(spec, Handler):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{key}: must be a table with a 'type' key (or a Handler), got {spec!r}")
+        table = dict(spec)
+        kind = table.pop("type", None)
+        name = table.pop("name", None)
+        if kind is None:
+            raise ConfigError(f"{key}.type: required (one of {', '.join(sorted(_registry))})")
+        factory = _lookup(kind) if isinstance(kind, str) else None
+        if factory is None:
+            raise ConfigError(f"{key}.type: unknown handler type {kind!r} (known: {', '.join(sorted(_registry))})")
+        if name is not None and (not isinstance(name, str) or name in self.named):
+            raise ConfigError(f"{key}.name: must be a unique string, got {name!r}")
+        options = HandlerOptions(key, table, self)
+        try:
+            handler = factory(options)
+        except ConfigError:
+            raise
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{key}: cannot create {kind} handler: {exc}") from None
+        self.built.append(handler)
+        try:
+            options.finish()
+        except ConfigError:
+            raise
+        if name is not None:
+            self.named[name] = handler
+        return handler
+
+    def handler_list(self, value: Any, key: str) -> list[Handler]:
+        if isinstance(value, (Mapping, Handler)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list of handlers, got {value!r}")
+        return [self.handler(spec, f"{key}[{i}]") for i, spec in enumerate(value)]
+
+    def reference_list(self, value: Any, key: str) -> list[Handler]:
+        """Handlers of a logger: names of handlers defined above, or tables."""
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list of handler names or tables, got {value!r}")
+        found = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                if item not in self.named:
+                    known = ", ".join(sorted(self.named)) or "none are named"
+                    raise ConfigError(f"{key}[{i}]: no handler is named {item!r} ({known})")
+                found.append(self.named[item])
+            else:
+                found.append(self.handler(item, f"{key}[{i}]"))
+        return found
+
+    def release_ring(self, path: str) -> None:
+        from .handlers.ring import RingHandler
+
+        target = Path(path.replace("{pid}", str(os.getpid()))).absolute()
+        for old in self._previous:
+            if isinstance(old, RingHandler) and old.path is not None and old.path.absolute() == target:
+                old.close()
+
+    def discard(self) -> None:
+        for handler in reversed(self.built):
+            try:
+                handler.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# ---------------------------------------------------------------------- TOML
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML configuration file (its ``[tool.mmaplog]`` table when it has one)."""
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ModuleNotFoundError:
+            raise ConfigError(
+                f"{os.fspath(path)}: reading TOML needs the 'tomli' package on Python "
+                f"{sys.version_info[0]}.{sys.version_info[1]} (pip install 'mmaplog[toml]')"
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{os.fspath(path)}: cannot read ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML ({exc})") from None
+    tool = data.get("tool")
+    if isinstance(tool, dict) and isinstance(tool.get("mmaplog"), dict):
+        return dict(tool["mmaplog"])
+    return data
+
+
+# ---------------------------------------------------------------------- configure
+class _TreeState:
+    """What the last configure() of a tree made, so the next one can undo it."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Handler] = []
+        self.loggers: list[str] = []
+
+
+def _state(tree: LoggerTree) -> _TreeState:
+    state: _TreeState | None = getattr(tree, "_config_state", None)
+    if state is None:
+        state = _TreeState()
+        state.handlers = list(getattr(tree, "startup_handlers", ()))
+        tree._config_state = state  # type: ignore[attr-defined]
+    return state
+
+
+def configure(
+    config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    /,
+    *,
+    tree: LoggerTree | None = None,
+    **options: Any,
+) -> Logger:
+    """Set up the root logger and return it; replaces (and closes) what the previous configure() made.
+
+    ``config`` is a dict or the path of a TOML file; keyword arguments
+    (``level``, ``handlers``, ``format``, ``loggers``, ``capture_uncaught``,
+    ``flush_on_sigterm``) are applied over it.  ``handlers`` may hold
+    :class:`~mmaplog.Handler` objects as well as tables.  Without any
+    argument, the file named by ``MMAPLOG_CONFIG`` is loaded when set, and a
+    console handler at INFO is set up otherwise.  Raises
+    :class:`~mmaplog.ConfigError`, naming the key, before changing anything.
+    """
+    if tree is None:
+        tree = default_tree()
+    source = ""
+    if config is None and not options and os.environ.get(ENVIRONMENT_VARIABLE):
+        config = os.environ[ENVIRONMENT_VARIABLE]
+        source = f"{ENVIRONMENT_VARIABLE}={config}"
+    if isinstance(config, (str, os.PathLike)):
+        source = source or os.fspath(config)
+        table = load_toml(config)
+    elif config is None:
+        table = {}
+    elif isinstance(config, Mapping):
+        table = dict(config)
+    else:
+        raise ConfigError(f"configuration must be a dict or a TOML file path, got {type(config).__name__}")
+    table.update(options)
+    try:
+        return _apply(table, tree)
+    except ConfigError as exc:
+        if source:
+            raise ConfigError(f"{source}: {exc}") from None
+        raise
+
+
+def configure_from_environment(tree: LoggerTree) -> None:
+    """Configure ``tree`` from the file ``MMAPLOG_CONFIG`` names, when it is set."""
+    if os.environ.get(ENVIRONMENT_VARIABLE):
+        configure(tree=tree)
+
+
+def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
+    for key in table:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{key}: unknown key (expected one of {', '.join(_TOP_KEYS)})")
+    level = _level(table.get("level", "INFO"), "level")
+    default_format = table.get("format")
+    if default_format is None:
+        from .handlers._format import DEFAULT_FORMAT
+
+        default_format = DEFAULT_FORMAT
+    if not isinstance(default_format, str):
+        raise ConfigError(f"format: must be a format string, got {default_format!r}")
+    flags = {}
+    for key in ("capture_uncaught", "flush_on_sigterm"):
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        flags[key] = value
+    loggers = table.get("loggers", {})
+    if not isinstance(loggers, Mapping):
+        raise ConfigError(f"loggers: must be a table of logger names, got {loggers!r}")
+    plans: list[tuple[str, dict[str, Any]]] = []
+    for name, spec in loggers.items():
+        key = f"loggers.{name}" if "." not in name else f'loggers."{name}"'
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{key}: must be a table, got {spec!r}")
+        for sub in spec:
+            if sub not in _LOGGER_KEYS:
+                raise ConfigError(f"{key}.{sub}: unknown key (expected one of {', '.join(_LOGGER_KEYS)})")
+        plan: dict[str, Any] = {}
+        if "level" in spec:
+            plan["level"] = _level(spec["level"], f"{key}.level")
+        if "propagate" in spec:
+            if not isinstance(spec["propagate"], bool):
+                raise ConfigError(f"{key}.propagate: must be true or false, got {spec['propagate']!r}")
+            plan["propagate"] = spec["propagate"]
+        if "handlers" in spec:
+            plan["handlers"] = spec["handlers"]
+        plans.append((name, plan))
+    if flags["flush_on_sigterm"] and not _main_thread():
+        raise ConfigError("flush_on_sigterm: can only be installed from the main thread")
+
+    state = _state(tree)
+    builder = _Builder(default_format, state.handlers)
+    try:
+        root_handlers = builder.handler_list(table.get("handlers", [{"type": "console"}]), "handlers")
+        logger_plans = []
+        for name, plan in plans:
+            key = f"loggers.{name}" if "." not in name else f'loggers."{name}"'
+            if "handlers" in plan:
+                plan["handlers"] = builder.reference_list(plan["handlers"], f"{key}.handlers")
+            logger_plans.append((name, plan))
+    except BaseException:
+        builder.discard()
+        raise
+
+    # Everything is valid and built: switch over, then close what the previous configuration made.
+    root = tree.root
+    for name in state.loggers:
+        logger = tree.get(name)
+        logger.set_handlers(())
+        logger.set_level(None)
+        logger.propagate = True
+    root.set_level(level)
+    root.set_handlers(root_handlers)
+    for name, plan in logger_plans:
+        logger = tree.get(name)
+        if "level" in plan:
+            logger.set_level(plan["level"])
+        if "propagate" in plan:
+            logger.propagate = plan["propagate"]
+        if "handlers" in plan:
+            logger.set_handlers(plan["handlers"])
+    kept = set(map(id, builder.built))
+    for old in state.handlers:
+        if id(old) not in kept and not any(old is h for h in root_handlers):
+            try:
+                old.flush()
+                old.close()
+            except Exception:  # noqa: BLE001
+                pass
+    state.handlers = list(builder.built)
+    state.loggers = [name for name, _ in logger_plans]
+
+    if flags["capture_uncaught"]:
+        _lifecycle.install_uncaught_hooks(root)
+    else:
+        _lifecycle.uninstall_uncaught_hooks()
+    if flags["flush_on_sigterm"]:
+        _lifecycle.install_sigterm_flush()
+    elif _main_thread():
+        _lifecycle.uninstall_sigterm_flush()
+    return root
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,179 @@
+"""RingHandler: records into a memory-mapped ring file, the product's main output."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .. import _lifecycle
+from .. import layout as L
+from .._record import LogRecord
+from ..writer import DEFAULT_RING_SIZE, RingWriter
+from ._base import Handler, report_once
+from ._format import LineFormat
+
+__all__ = ["RingHandler"]
+
+
+class RingHandler(Handler):
+    """Writes records into a :class:`~mmaplog.RingWriter`: message, level, logger, time, thread, fields, traceback.
+
+    ``target`` is a writer (shared, not closed by this handler) or a path,
+    opened with ``size``, ``slot_size``, ``rotate`` and ``mode`` as by
+    :class:`~mmaplog.RingWriter`; ``{pid}`` in the path gives each process a
+    file of its own.  ``format``, when given, is a format string
+    (:mod:`mmaplog.handlers._format`) for the stored message text; by default
+    the message is stored as it is and the rest as separate columns.
+
+    After ``os.fork()`` the child never writes into the parent's ring: a
+    handler whose path contains ``{pid}`` opens the child's own file on its
+    first record; any other handler stops writing in the child, reports that
+    once on stderr and counts the records in :attr:`dropped`.
+    """
+
+    def __init__(
+        self,
+        target: RingWriter | str | os.PathLike[str],
+        *,
+        size: int | str = DEFAULT_RING_SIZE,
+        slot_size: int = L.DEFAULT_SLOT_SIZE,
+        rotate: int = 0,
+        mode: int = 0o640,
+        level: int | str = 0,
+        format: str | None = None,
+    ) -> None:
+        super().__init__(level)
+        self._line_format = LineFormat(format) if format is not None else None
+        if isinstance(target, RingWriter):
+            self._template: str | None = None
+            self._options: dict[str, Any] = {}
+            self._owns_writer = False
+            writer = target
+        else:
+            self._template = os.fspath(target)
+            self._options = {"size": size, "slot_size": slot_size, "rotate": rotate, "mode": mode}
+            self._owns_writer = True
+            writer = RingWriter(self._template, **self._options)
+        self._writer: RingWriter | None = writer
+        self._write = writer.write
+        self._lock = threading.Lock()
+        self._dropped_in_child = 0
+        self._closed = False
+        self._reopen_pending = False
+        self._parent_path: Path | None = None
+        if self._line_format is None:
+            self.handle = self._handle_plain  # type: ignore[method-assign]
+        _lifecycle.track(self)
+
+    @property
+    def line_format(self) -> LineFormat | None:
+        """The format of the stored message text (None: the message as it is)."""
+        return self._line_format
+
+    @property
+    def writer(self) -> RingWriter | None:
+        """The writer records go to (None in a forked child that has not written yet)."""
+        return self._writer
+
+    @property
+    def path(self) -> Path | None:
+        """The ring file being written."""
+        return self._writer.path if self._writer is not None else None
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be written (writer closed or failing, or a forked child without ``{pid}``)."""
+        writer = self._writer
+        return self._dropped_in_child + (writer.dropped if writer is not None else 0)
+
+    def _handle_plain(self, record: LogRecord) -> None:
+        """:meth:`Handler.handle` without a format: the level check and one write (which never raises)."""
+        if record.level >= self.level:
+            self._write(record.message, level=record.level, logger=record.logger, fields=record.fields,
+                        time_ns=record.time_ns, thread=record.thread, exception=record.exception)
+
+    def emit(self, record: LogRecord) -> None:
+        """Write one record into the ring."""
+        fmt = self._line_format
+        self._write(fmt.format(record) if fmt is not None else record.message, level=record.level,
+                    logger=record.logger, fields=record.fields, time_ns=record.time_ns, thread=record.thread,
+                    exception=record.exception)
+
+    def emit_batch(self, records: list[LogRecord]) -> None:
+        """Write several records (the async handler's worker calls this with whole batches)."""
+        write = self._write
+        fmt = self._line_format
+        if fmt is None:
+            for r in records:
+                write(r.message, level=r.level, logger=r.logger, fields=r.fields, time_ns=r.time_ns,
+                      thread=r.thread, exception=r.exception)
+        else:
+            for r in records:
+                write(fmt.format(r), level=r.level, logger=r.logger, fields=r.fields, time_ns=r.time_ns,
+                      thread=r.thread, exception=r.exception)
+
+    def flush(self) -> None:
+        """Force written records to stable storage (``msync``); a returned write is already crash-safe."""
+        writer = self._writer
+        if writer is not None and not writer.closed:
+            writer.flush()
+
+    def close(self) -> None:
+        """Stop writing; closes the writer when this handler opened it.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._write = self._drop
+            writer = self._writer
+        if writer is not None and self._owns_writer:
+            writer.close()
+
+    # ------------------------------------------------------------------ fork
+    def _drop(self, message: Any, **_: Any) -> int:
+        self._dropped_in_child += 1
+        return 0
+
+    def _drop_in_child(self, message: Any, **_: Any) -> int:
+        self._dropped_in_child += 1
+        report_once(
+            self,
+            "forked",
+            f"ring {self._parent_path}: process {os.getpid()} is a fork of the writing process, so it does "
+            f"not write into that ring (use {{pid}} in the path to give each process its own file); "
+            f"records from this process are counted as dropped",
+        )
+        return 0
+
+    def _open_in_child(self, message: Any, **kwargs: Any) -> int:
+        """First record in a forked child: open the child's own ring, then write."""
+        with self._lock:
+            if self._reopen_pending:
+                self._reopen_pending = False
+                assert self._template is not None
+                try:
+                    writer = RingWriter(self._template, **self._options)
+                except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+                    report_once(self, "reopen", f"ring {self._template}: cannot open in process {os.getpid()} ({exc})")
+                    self._write = self._drop
+                else:
+                    self._writer = writer
+                    self._write = writer.write
+        return self._write(message, **kwargs)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        if self._closed:
+            return
+        self._parent_path = self.path
+        if self._template is not None and "{pid}" in self._template:
+            self._reopen_pending = True
+            self._write = self._open_in_child
+        else:
+            self._write = self._drop_in_child
+        self._writer = None
+
+    def __repr__(self) -> str:
+        return f"<RingHandler {str(self.path)!r} level={self.level}>"
