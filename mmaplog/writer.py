@@ -25,7 +25,7 @@ import uuid
 import weakref
 import zlib
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Protocol
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from . import _codec
 from . import layout as L
 from ._errors import FormatError, MmaplogError, WriterBusyError
 
-__all__ = ["DEFAULT_RING_SIZE", "RingWriter", "parse_size", "segment_path"]
+__all__ = ["DEFAULT_RING_SIZE", "BatchRecord", "RingWriter", "parse_size", "segment_path"]
 
 #: 16 MiB of slots: 65,536 records of up to 200 bytes with the default slot size.
 DEFAULT_RING_SIZE = 16 << 20
@@ -125,6 +125,25 @@ def _report(message: str) -> None:
         sys.stderr.flush()
     except Exception:
         pass
+
+
+class BatchRecord(Protocol):
+    """What :meth:`RingWriter.write_batch` reads from each record (:class:`mmaplog.LogRecord` has it all)."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def level(self) -> int: ...
+    @property
+    def logger(self) -> str: ...
+    @property
+    def fields(self) -> Mapping[str, Any] | None: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def thread(self) -> int: ...
+    @property
+    def exception(self) -> str | None: ...
 
 
 class RingWriter:
@@ -322,6 +341,110 @@ class RingWriter:
     def _write_locked(self, message: str, **kwargs: Any) -> int:
         with self._claim_lock:
             return RingWriter.write(self, message, **kwargs)
+
+    def write_batch(self, records: Iterable[BatchRecord]) -> int:
+        """Append several records in order, as :meth:`write` would one by one; return how many were written.
+
+        Each record supplies ``message``, ``level``, ``logger``, ``fields``,
+        ``time_ns``, ``thread`` and ``exception`` (a :class:`mmaplog.LogRecord`
+        does).  Consecutive records that fit one slot are packed into one buffer,
+        copied into the map in one slice (two where the ring wraps), and then
+        committed: every slot's body is in place before any trailer is written.
+        Other records take :meth:`write`'s path at their place in the order.
+        Never raises.
+        """
+        if _GIL:
+            return self._write_batch(records)
+        with self._claim_lock:
+            return self._write_batch(records)
+
+    def _write_batch(self, records: Iterable[BatchRecord]) -> int:
+        written = 0
+        bodies: list[bytes] = []
+        checks: list[int] = []
+        add_body, add_check = bodies.append, checks.append
+        first = last = end = 0
+        m = self._map
+        names = self._names
+        mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+        seqs = self._seqs
+        for r in records:
+            try:
+                lid = names.get(r.logger)
+                data = None
+                if lid is not None and not r.fields and r.exception is None:
+                    try:
+                        data = r.message.encode()
+                    except (AttributeError, UnicodeEncodeError):  # not text, or lone surrogates: write() renders it
+                        pass
+                if data is not None and len(data) <= payload:
+                    n = len(data)
+                    seq = next(seqs)
+                    pos = next(positions)
+                    if pos > limit:  # the file is full (rotation): this record starts the next file
+                        written += self._commit_run(m, first, bodies, checks)
+                        written += self._write_record(seq, data, b"", 0, r.level, r.logger, r.time_ns, r.thread) != 0
+                        m = self._map
+                        names = self._names
+                        mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+                        last = end = 0
+                        continue
+                    try:
+                        body = pack(pos, seq, r.time_ns, r.thread, n, n, n, 0, lid, r.level, _WHOLE, data)
+                    except struct.error:  # a level outside 0..255 is clamped, as write() does
+                        level = min(max(int(r.level), 0), 255)
+                        body = pack(pos, seq, r.time_ns, r.thread, n, n, n, 0, lid, level, _WHOLE, data)
+                    if pos != last + 1 or pos == end:
+                        # A run holds consecutive positions and stops at the ring's end.
+                        written += self._commit_run(m, first, bodies, checks)
+                        first = pos
+                        end = pos + count - (pos - 1) % count
+                    last = pos
+                    add_body(body)
+                    add_check(_adler32(body))
+                    continue
+                written += self._commit_run(m, first, bodies, checks)
+                written += RingWriter.write(
+                    self, r.message, level=r.level, logger=r.logger, fields=r.fields, time_ns=r.time_ns,
+                    thread=r.thread, exception=r.exception,
+                ) != 0
+                m = self._map
+                names = self._names
+                mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+                last = end = 0
+            except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+                self._failed(exc)
+        return written + self._commit_run(m, first, bodies, checks)
+
+    def _commit_run(self, m: _Map, first: int, bodies: list[bytes], checks: list[int]) -> int:
+        """Copy slots at positions ``first``, ``first + 1``, ... (not crossing the ring's end) and commit them.
+
+        The trailers in the copied block are all ones (a check value adler32 never
+        takes), so until the second step each slot reads as torn; the second step
+        writes every slot's check and commit words as one aligned 8-byte store.
+        Empties both lists; returns how many slots were committed.
+        """
+        n = len(bodies)
+        if not n:
+            return 0
+        try:
+            mm, _, count, base, size, body_len, _, _, _ = m.hot
+            off = base + (first - 1) % count * size
+            torn = b"\xff" * (size - body_len)
+            mm[off : off + n * size] = torn.join(bodies) + torn
+            trailers = np.array(checks, dtype=np.uint64)
+            trailers |= (np.arange(first, first + n, dtype=np.uint64) & np.uint64(_MASK32)) << np.uint64(32)
+            view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
+            view[:] = trailers
+            del view
+            return n
+        except Exception as exc:  # noqa: BLE001
+            for _ in range(n):
+                self._failed(exc)
+            return 0
+        finally:
+            bodies.clear()
+            checks.clear()
 
     def _failed(self, exc: BaseException) -> int:
         self.dropped += 1
