@@ -265,8 +265,8 @@ def _async_factory(options: HandlerOptions) -> Handler:
     inner = options.handlers("handlers")
     level = options.level()
     try:
-        return AsyncHandler(inner, level=level, **options.rest())  # type: ignore[no-any-return]
-    except TypeError as exc:
+        return AsyncHandler(*inner, level=level, **options.rest())  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
         raise options.error("", str(exc)) from None
 
 

@@ -58,6 +58,7 @@ class RingHandler(Handler):
             writer = RingWriter(self._template, **self._options)
         self._writer: RingWriter | None = writer
         self._write = writer.write
+        self._write_batch: Any = getattr(writer, "write_batch", None)
         self._lock = threading.Lock()
         self._dropped_in_child = 0
         self._closed = False
@@ -105,7 +106,10 @@ class RingHandler(Handler):
         """Write several records (the async handler's worker calls this with whole batches)."""
         write = self._write
         fmt = self._line_format
-        if fmt is None:
+        write_batch = self._write_batch
+        if fmt is None and write_batch is not None:
+            write_batch(records)
+        elif fmt is None:
             for r in records:
                 write(r.message, level=r.level, logger=r.logger, fields=r.fields, time_ns=r.time_ns,
                       thread=r.thread, exception=r.exception)
@@ -127,6 +131,7 @@ class RingHandler(Handler):
                 return
             self._closed = True
             self._write = self._drop
+            self._write_batch = None
             writer = self._writer
         if writer is not None and self._owns_writer:
             writer.close()
@@ -161,6 +166,7 @@ class RingHandler(Handler):
                 else:
                     self._writer = writer
                     self._write = writer.write
+                    self._write_batch = getattr(writer, "write_batch", None)
         return self._write(message, **kwargs)
 
     def _after_fork_in_child(self) -> None:
@@ -168,6 +174,7 @@ class RingHandler(Handler):
         if self._closed:
             return
         self._parent_path = self.path
+        self._write_batch = None
         if self._template is not None and "{pid}" in self._template:
             self._reopen_pending = True
             self._write = self._open_in_child
