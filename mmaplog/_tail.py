@@ -389,17 +389,19 @@ class Tailer:
         h = self.ring.header
         seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
         threads, flags = asm.thread.tolist(), asm.flags.tolist()
+        loggers, messages = list(asm.logger), list(asm.message)
+        fields, exceptions = list(asm.fields), list(asm.exception)
         return [
             Record(
                 seq=seqs[i],
                 time_ns=times[i],
                 level=levels[i],
-                logger=asm.logger[i],
+                logger=loggers[i],
                 thread=threads[i],
                 pid=h.pid,
-                message=asm.message[i],
-                fields=asm.fields[i] or {},
-                exception=asm.exception[i],
+                message=messages[i],
+                fields=fields[i] or {},
+                exception=exceptions[i],
                 host=h.hostname,
                 process=h.process_name,
                 source=self.source,

@@ -2,10 +2,10 @@
 
 Every formatter takes a block of rows of :data:`mmaplog.reader.RECORD_DTYPE`
 and the (host, process) of each file a row's ``file`` column points at, and
-returns one string for the whole block, so a million records cost one Python
-loop of f-strings and nothing heavier.  Text and CSV escape control characters
-(C0, DEL, C1) in everything that comes from the file, so a log line cannot
-move the cursor or hide lines on a terminal; JSON is always valid JSON.
+returns one string for the whole block: a million records cost one Python loop
+of plain f-strings.  Text and CSV escape control characters (C0, DEL, C1) in
+everything that comes from the file, so a log line cannot move the cursor or
+hide lines on a terminal; JSON is always valid JSON.
 """
 
 from __future__ import annotations
@@ -17,13 +17,25 @@ import json
 import math
 import re
 from json.encoder import encode_basestring
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from ..reader import level_name
 
-__all__ = ["CsvFormatter", "Formatter", "JsonFormatter", "Meta", "TextFormatter", "escape", "iso_times"]
+__all__ = [
+    "CsvFormatter",
+    "Formatter",
+    "JsonFormatter",
+    "Meta",
+    "Stamps",
+    "TextFormatter",
+    "escape",
+    "iso_times",
+    "json_string",
+    "json_value",
+    "stamps",
+]
 
 #: (host, process) of each file, indexed by a row's ``file`` column.
 Meta = Sequence[tuple[str, str]]
@@ -70,7 +82,7 @@ def _finite(value: Any) -> Any:
 
 
 def json_value(value: Any) -> str:
-    """Any value decoded from a record's fields as compact JSON text."""
+    """A value decoded from a record's fields as compact JSON text."""
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
@@ -78,21 +90,43 @@ def json_value(value: Any) -> str:
     return _JSON_RAW.sub(_json_escape_char, text)
 
 
+class Stamps(NamedTuple):
+    """ISO-8601 times in parts: record *i* is ``f"{heads[key[i]]}.{str(micros[i])[1:]}{tails[key[i]]}"``.
+
+    Log times cluster in few distinct seconds, so date and time of day are
+    formatted once per second present; ``micros`` holds the microseconds plus
+    1,000,000, whose ``str()`` without its first digit is the zero-padded fraction.
+    """
+
+    key: list[int]
+    micros: list[int]
+    heads: list[str]
+    tails: list[str]
+
+
+def stamps(time_ns: np.ndarray, utc: bool) -> Stamps:
+    """The times ``time_ns`` (ns since the epoch) in parts, UTC (``Z``) or local with its offset (``+02:00``).
+
+    The local offset is looked up once per quarter hour present, since time zones
+    change their offset only on quarter hours.
+    """
+    seconds, micros = np.divmod(time_ns.astype(np.int64) // 1000, 1_000_000)
+    unique, key = np.unique(seconds, return_inverse=True)
+    if utc:
+        offsets = np.zeros(len(unique), dtype=np.int64)
+    else:
+        quarters, which = np.unique(unique // 900, return_inverse=True)
+        offsets = np.array([_utc_offset(int(q) * 900) for q in quarters.tolist()], dtype=np.int64)
+        offsets = offsets[which.reshape(-1)]
+    heads = np.datetime_as_string((unique + offsets).astype("datetime64[s]"), unit="s").tolist()
+    tails = ["Z"] * len(unique) if utc else [_zone_text(o) for o in offsets.tolist()]
+    return Stamps(key.reshape(-1).tolist(), (micros + 1_000_000).tolist(), heads, tails)
+
+
 def iso_times(time_ns: np.ndarray, utc: bool) -> list[str]:
-    """ISO-8601 times with microseconds: ``...Z`` in UTC, else local time with its UTC offset (vectorised)."""
-    us = time_ns.astype(np.int64) // 1000
-    if utc or not len(us):
-        return [f"{t}Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()]
-    # The local offset changes at most every quarter hour: look it up once per quarter hour present.
-    quarters, inverse = np.unique(us // 900_000_000, return_inverse=True)
-    offsets = np.array([_utc_offset(int(q) * 900) for q in quarters.tolist()], dtype=np.int64)
-    local = us + offsets[inverse.reshape(-1)] * 1_000_000
-    stamps = np.datetime_as_string(local.astype("datetime64[us]"), unit="us").tolist()
-    zones = [_zone_text(int(o)) for o in offsets.tolist()]
-    if len(zones) == 1:
-        zone = zones[0]
-        return [f"{t}{zone}" for t in stamps]
-    return [f"{t}{zones[k]}" for t, k in zip(stamps, inverse.reshape(-1).tolist())]
+    """ISO-8601 times with microseconds, one string per element of ``time_ns``."""
+    key, micros, heads, tails = stamps(time_ns, utc)
+    return [f"{heads[k]}.{str(us)[1:]}{tails[k]}" for k, us in zip(key, micros)]
 
 
 def _utc_offset(seconds: int) -> int:
@@ -117,7 +151,8 @@ def _field_value(value: Any) -> str:
     return escape(json_value(value))
 
 
-def _fields_text(fields: dict[str, Any]) -> str:
+def fields_text(fields: dict[str, Any]) -> str:
+    """Fields as ``key=value`` pairs separated by spaces."""
     return " ".join(f"{escape(str(key)) or '-'}={_field_value(value)}" for key, value in fields.items())
 
 
@@ -126,7 +161,7 @@ def _exception_text(exception: str) -> str:
 
 
 class Formatter:
-    """Renders blocks of records; subclasses write :meth:`block` (and :meth:`header` if they have one)."""
+    """Renders blocks of records; subclasses write :meth:`block` (and :meth:`header` when they have one)."""
 
     def header(self) -> str:
         """Text to write once before the first record."""
@@ -143,48 +178,42 @@ class TextFormatter(Formatter):
     def __init__(self, utc: bool = False, color: bool = False) -> None:
         self.utc = utc
         self.color = color
-        self._levels: dict[int, str] = {}
-        self._loggers: dict[str, str] = {}
 
     def _level(self, level: int) -> str:
-        text = self._levels.get(level)
-        if text is None:
-            text = f"{level_name(level):<8}"
-            code = _LEVEL_COLORS.get(level)
-            if self.color and code:
-                text = f"\x1b[{code}m{text}{_RESET}"
-            self._levels[level] = text
-        return text
-
-    def _logger(self, name: str) -> str:
-        text = self._loggers.get(name)
-        if text is None:
-            text = self._loggers[name] = escape(name) or "-"
-        return text
+        text = f"{level_name(level):<8}"
+        code = _LEVEL_COLORS.get(level)
+        return f"\x1b[{code}m{text}{_RESET}" if self.color and code else text
 
     def block(self, rows: np.ndarray, meta: Meta) -> str:
         if not len(rows):
             return ""
-        stamps = iso_times(rows["time_ns"], self.utc)
+        key, micros, heads, tails = stamps(rows["time_ns"], self.utc)
         if self.color:
-            stamps = [f"{_DIM}{s}{_RESET}" for s in stamps]
-        levels = [self._level(v) for v in rows["level"].tolist()]
-        loggers = [self._logger(v) for v in rows["logger"].tolist()]
+            heads = [f"{_DIM}{h}" for h in heads]
+            tails = [f"{t}{_RESET}" for t in tails]
+        level_list = rows["level"].tolist()
+        logger_list = rows["logger"].tolist()
+        levels = {v: self._level(v) for v in set(level_list)}
+        loggers = {v: escape(v) or "-" for v in set(logger_list)}
+        thread_list = rows["thread"].tolist()
+        threads = {v: f"[{v}]" for v in set(thread_list)}
+        sub, esc = _CONTROL.sub, _escape_char
         out = []
-        for stamp, level, logger, thread, message, fields, exception in zip(
-            stamps,
-            levels,
-            loggers,
-            rows["thread"].tolist(),
+        for k, us, level, logger, thread, message, fields, exception in zip(
+            key,
+            micros,
+            level_list,
+            logger_list,
+            thread_list,
             rows["message"].tolist(),
             rows["fields"].tolist(),
             rows["exception"].tolist(),
         ):
             if not message.isprintable():
-                message = _CONTROL.sub(_escape_char, message)
-            line = f"{stamp} {level} {logger} [{thread}] {message}"
+                message = sub(esc, message)
+            line = f"{heads[k]}.{str(us)[1:]}{tails[k]} {levels[level]} {loggers[logger]} {threads[thread]} {message}"
             if fields:
-                line = f"{line} {_fields_text(fields)}"
+                line = f"{line} {fields_text(fields)}"
             if exception:
                 line += _exception_text(exception)
             out.append(line)
@@ -193,50 +222,55 @@ class TextFormatter(Formatter):
 
 
 class JsonFormatter(Formatter):
-    """One JSON object per line: ``seq``, ``time`` (UTC), ``level``, ``logger``, ``thread``, ``pid``,
-    ``message``, then ``fields`` and ``exception`` when present, then ``host`` and ``process``."""
-
-    def __init__(self) -> None:
-        self._loggers: dict[str, str] = {}
+    """One JSON object per line with the keys ``seq``, ``time`` (UTC), ``level``, ``logger``, ``thread``,
+    ``pid``, ``message``, then ``fields`` and ``exception`` when the record has them, then ``host`` and
+    ``process``: the shape ``mmaplog-ship --to -`` also writes."""
 
     def block(self, rows: np.ndarray, meta: Meta) -> str:
         if not len(rows):
             return ""
-        stamps = np.datetime_as_string((rows["time_ns"].astype(np.int64) // 1000).astype("datetime64[us]"), unit="us")
-        tails = [f',"host":{json_string(host)},"process":{json_string(process)}}}' for host, process in meta]
-        levels = {v: json_string(level_name(v)) for v in np.unique(rows["level"]).tolist()}
-        cache = self._loggers
+        key, micros, heads, _tails = stamps(rows["time_ns"], utc=True)
+        heads = [f'"time":"{h}.' for h in heads]
+        ends = [f',"host":{json_string(host)},"process":{json_string(process)}}}' for host, process in meta]
+        level_list = rows["level"].tolist()
+        logger_list = rows["logger"].tolist()
+        levels = {v: json_string(level_name(v)) for v in set(level_list)}
+        loggers = {v: json_string(v) for v in set(logger_list)}
+        thread_list = rows["thread"].tolist()
+        threads = {v: str(v) for v in set(thread_list)}
+        encode, raw, esc = encode_basestring, _JSON_RAW.sub, _json_escape_char
         out = []
-        for seq, stamp, level, logger, thread, pid, message, fields, exception, file in zip(
+        for seq, k, us, level, logger, thread, pid, message, fields, exception, file in zip(
             rows["seq"].tolist(),
-            stamps.tolist(),
-            rows["level"].tolist(),
-            rows["logger"].tolist(),
-            rows["thread"].tolist(),
+            key,
+            micros,
+            level_list,
+            logger_list,
+            thread_list,
             rows["pid"].tolist(),
             rows["message"].tolist(),
             rows["fields"].tolist(),
             rows["exception"].tolist(),
             rows["file"].tolist(),
         ):
-            name = cache.get(logger)
-            if name is None:
-                name = cache[logger] = json_string(logger)
-            line = (
-                f'{{"seq":{seq},"time":"{stamp}Z","level":{levels[level]},"logger":{name},'
-                f'"thread":{thread},"pid":{pid},"message":{json_string(message)}'
+            text = encode(message)
+            if not message.isprintable():
+                text = raw(esc, text)
+            if fields or exception:
+                if fields:
+                    text = f'{text},"fields":{json_value(fields)}'
+                if exception:
+                    text = f'{text},"exception":{json_string(exception)}'
+            out.append(
+                f'{{"seq":{seq},{heads[k]}{str(us)[1:]}Z","level":{levels[level]},"logger":{loggers[logger]},'
+                f'"thread":{threads[thread]},"pid":{pid},"message":{text}{ends[file]}'
             )
-            if fields:
-                line = f'{line},"fields":{json_value(fields)}'
-            if exception:
-                line = f'{line},"exception":{json_string(exception)}'
-            out.append(line + tails[file])
         out.append("")
         return "\n".join(out)
 
 
 class CsvFormatter(Formatter):
-    """RFC 4180 CSV with a header row; text is escaped like the text output, so every record is one line."""
+    """RFC 4180 CSV with a header row; text is escaped as in the text output, so each record is one line."""
 
     COLUMNS = ("seq", "time", "level", "logger", "thread", "pid", "host", "process", "message", "fields", "exception")
 
@@ -250,27 +284,30 @@ class CsvFormatter(Formatter):
         if not len(rows):
             return ""
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        hosts = [(escape(h), escape(p)) for h, p in meta]
-        stamps = iso_times(rows["time_ns"], self.utc)
-        writer.writerows(
+        hosts = [(escape(host), escape(process)) for host, process in meta]
+        level_list = rows["level"].tolist()
+        logger_list = rows["logger"].tolist()
+        levels = {v: level_name(v) for v in set(level_list)}
+        loggers = {v: escape(v) for v in set(logger_list)}
+        sub, esc = _CONTROL.sub, _escape_char
+        csv.writer(buffer).writerows(
             (
                 seq,
                 stamp,
-                level_name(level),
-                escape(logger),
+                levels[level],
+                loggers[logger],
                 thread,
                 pid,
                 *hosts[file],
-                escape(message),
+                message if message.isprintable() else sub(esc, message),
                 escape(json_value(fields)) if fields else "",
                 escape(exception) if exception else "",
             )
             for seq, stamp, level, logger, thread, pid, file, message, fields, exception in zip(
                 rows["seq"].tolist(),
-                stamps,
-                rows["level"].tolist(),
-                rows["logger"].tolist(),
+                iso_times(rows["time_ns"], self.utc),
+                level_list,
+                logger_list,
                 rows["thread"].tolist(),
                 rows["pid"].tolist(),
                 rows["file"].tolist(),
