@@ -1,0 +1,275 @@
+"""Process life, with real processes and signals: exit flush, uncaught exceptions, SIGTERM, fork."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mmaplog
+
+# A handler that keeps records in memory and writes them to a file only on flush(): it shows whether
+# the process-life machinery flushed it.
+_BUFFERING = textwrap.dedent(
+    """
+    import sys
+    from mmaplog import Handler
+
+    class Buffering(Handler):
+        def __init__(self, path):
+            super().__init__()
+            self.path, self.lines = path, []
+            from mmaplog import _lifecycle
+            _lifecycle.track(self)
+        def emit(self, record):
+            self.lines.append(f"{record.level} {record.message}")
+        def flush(self):
+            if self.lines:
+                with open(self.path, "a") as f:
+                    f.write("".join(line + "\\n" for line in self.lines))
+                self.lines = []
+    """
+)
+
+
+def _run(code: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                          **kwargs)  # type: ignore[call-overload]
+
+
+def test_importing_registers_no_exit_hook() -> None:
+    """Importing mmaplog registers nothing with atexit; creating the first handler does."""
+    code = textwrap.dedent(
+        """
+        import atexit, logging, numpy
+        before = atexit._ncallbacks()
+        import mmaplog, mmaplog.config, mmaplog.stdlib, mmaplog.testing
+        after_import = atexit._ncallbacks()
+        mmaplog.ConsoleHandler()
+        print(before, after_import, atexit._ncallbacks())
+        """
+    )
+    before, after_import, after_handler = map(int, _run(code).stdout.split())
+    assert after_import == before and after_handler > before
+
+
+def test_everything_is_flushed_and_closed_at_normal_exit(tmp_path: Path) -> None:
+    """Buffered records reach their file and ring writers are closed when the interpreter exits normally."""
+    code = _BUFFERING + textwrap.dedent(
+        """
+        from mmaplog import Logger, RingHandler
+        ring = RingHandler(sys.argv[2], size="64 KiB")
+        log = Logger("app", handlers=[Buffering(sys.argv[1]), ring])
+        for i in range(3):
+            log.info("record %d", i)
+        """
+    )
+    out, ring = tmp_path / "buffered.txt", tmp_path / "a.mmlog"
+    proc = _run(code, str(out), str(ring))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().splitlines() == ["20 record 0", "20 record 1", "20 record 2"]
+    assert [r.message for r in mmaplog.read(ring)] == ["record 0", "record 1", "record 2"]
+
+
+def test_uncaught_exception_in_the_main_thread_is_logged_then_chained(tmp_path: Path) -> None:
+    """capture_uncaught logs the traceback as CRITICAL and the usual hook still prints it and exits 1."""
+    code = textwrap.dedent(
+        """
+        import sys, mmaplog
+        mmaplog.configure(capture_uncaught=True, handlers=[{"type": "ring", "path": sys.argv[1], "size": "64 KiB"}])
+        def explode():
+            raise ValueError("no such order")
+        explode()
+        """
+    )
+    ring = tmp_path / "a.mmlog"
+    proc = _run(code, str(ring))
+    assert proc.returncode == 1
+    assert "ValueError: no such order" in proc.stderr  # the previous hook ran
+    records = list(mmaplog.read(ring))
+    assert [(r.level_name, r.message) for r in records] == [("CRITICAL", "uncaught exception: ValueError: no such order")]
+    assert "in explode" in (records[0].exception or "") and "ValueError: no such order" in (records[0].exception or "")
+
+
+def test_uncaught_exception_in_another_thread_is_logged(tmp_path: Path) -> None:
+    """An exception that ends a thread is logged as CRITICAL with the thread's name; the process goes on."""
+    code = textwrap.dedent(
+        """
+        import sys, threading, mmaplog
+        mmaplog.configure(capture_uncaught=True, handlers=[{"type": "ring", "path": sys.argv[1], "size": "64 KiB"}])
+        def work():
+            raise KeyError("job-7")
+        t = threading.Thread(target=work, name="job-runner")
+        t.start(); t.join()
+        mmaplog.get_logger("app").warning("still running")
+        """
+    )
+    ring = tmp_path / "a.mmlog"
+    proc = _run(code, str(ring))
+    assert proc.returncode == 0, proc.stderr
+    assert "KeyError: 'job-7'" in proc.stderr
+    first, second = mmaplog.read(ring)
+    assert first.level_name == "CRITICAL" and first.fields == {"thread_name": "job-runner"}
+    assert first.message == "uncaught exception in thread job-runner: KeyError: 'job-7'"
+    assert "in work" in (first.exception or "")
+    assert second.message == "still running"
+
+
+def test_sigterm_flushes_then_ends_the_process_as_sigterm_does(tmp_path: Path) -> None:
+    """With flush_on_sigterm, a SIGTERM flushes buffered records and the exit status is still 'killed by SIGTERM'."""
+    code = _BUFFERING + textwrap.dedent(
+        """
+        import mmaplog, signal
+        mmaplog.configure(flush_on_sigterm=True, handlers=[Buffering(sys.argv[1])])
+        log = mmaplog.get_logger("app")
+        for i in range(5):
+            log.warning("pending %d", i)
+        print("ready", flush=True)
+        while True:
+            signal.pause()
+        """
+    )
+    out = tmp_path / "buffered.txt"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    assert not out.exists()  # nothing flushed yet
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert out.read_text().splitlines() == [f"30 pending {i}" for i in range(5)]
+
+
+def test_sigterm_chains_to_a_handler_the_program_installed(tmp_path: Path) -> None:
+    """A SIGTERM handler installed before configure() still runs, after the flush."""
+    code = _BUFFERING + textwrap.dedent(
+        """
+        import mmaplog, signal
+        def graceful(signum, frame):
+            print("graceful", open(sys.argv[1]).read().count("pending"), flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, graceful)
+        mmaplog.configure(flush_on_sigterm=True, handlers=[Buffering(sys.argv[1])])
+        mmaplog.get_logger("app").warning("pending")
+        print("ready", flush=True)
+        while True:
+            signal.pause()
+        """
+    )
+    out = tmp_path / "buffered.txt"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert stdout.strip() == "graceful 1"
+
+
+_FORK_CHILD = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    from mmaplog import Logger, RingHandler
+    ring = RingHandler(sys.argv[1], size="16 MiB")
+    log = Logger("app", handlers=[ring])
+    stop, started = threading.Event(), threading.Event()
+    def hammer():                      # another thread is logging while the process forks
+        for i in range(30000):
+            if stop.is_set():
+                break
+            log.info("parent-thread %d", i)
+            if i == 100:
+                started.set()
+        started.set()
+    t = threading.Thread(target=hammer); t.start()
+    started.wait()
+    for i in range(100):
+        log.info("parent-before %d", i)
+    pid = os.fork()
+    if pid == 0:
+        for i in range(100):
+            log.info("child %d", i)
+        print(json.dumps({"child_dropped": ring.dropped}), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    stop.set(); t.join()
+    for i in range(100):
+        log.info("parent-after %d", i)
+    print(json.dumps({"parent": os.getpid(), "child": pid, "status": status}), flush=True)
+    """
+)
+
+
+def test_fork_with_pid_in_the_path_gives_each_process_its_own_file(tmp_path: Path) -> None:
+    """After fork, parent and child records land in separate files: none lost, none in the other's file."""
+    proc = _run(_FORK_CHILD, str(tmp_path / "app-{pid}.mmlog"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0] == {"child_dropped": 0}
+    info = lines[1]
+    assert info["status"] == 0
+    parent_file = tmp_path / f"app-{info['parent']}.mmlog"
+    child_file = tmp_path / f"app-{info['child']}.mmlog"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([parent_file.name, child_file.name])
+
+    parent_scan = mmaplog.scan(parent_file)
+    parent = [r.message for r in parent_scan.iter_records()]
+    own = [m for m in parent if not m.startswith("parent-thread")]
+    assert own == [f"parent-before {i}" for i in range(100)] + [f"parent-after {i}" for i in range(100)]
+    assert parent_scan.stats.invalid == 0 and parent_scan.stats.gaps == 0 and parent_scan.stats.overwritten == 0
+
+    child_scan = mmaplog.scan(child_file)
+    assert [r.message for r in child_scan.iter_records()] == [f"child {i}" for i in range(100)]
+    assert {r.pid for r in child_scan.iter_records()} == {info["child"]}
+    assert child_scan.stats.invalid == 0 and child_scan.stats.gaps == 0
+
+    merged = [r.message for r in mmaplog.read([parent_file, child_file])]
+    assert len(merged) == len(parent) + 100
+
+
+def test_fork_without_pid_never_writes_into_the_parents_ring(tmp_path: Path) -> None:
+    """A child of a process writing a fixed path writes nothing into the parent's ring, says so once, counts the drops."""
+    ring = tmp_path / "app.mmlog"
+    proc = _run(_FORK_CHILD, str(ring))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0] == {"child_dropped": 100}
+    assert proc.stderr.count("mmaplog:") == 1 and "fork" in proc.stderr and "{pid}" in proc.stderr
+    scan = mmaplog.scan(ring)
+    messages = [r.message for r in scan.iter_records()]
+    assert not [m for m in messages if m.startswith("child")]
+    own = [m for m in messages if not m.startswith("parent-thread")]
+    assert own == [f"parent-before {i}" for i in range(100)] + [f"parent-after {i}" for i in range(100)]
+    assert scan.stats.invalid == 0 and scan.stats.gaps == 0 and scan.stats.overwritten == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.mmlog"]
+
+
+def test_file_handler_with_pid_reopens_in_the_child(tmp_path: Path) -> None:
+    """A text file handler with {pid} in its path writes a forked child's lines to the child's own file."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from mmaplog import FileHandler, Logger
+        log = Logger("app", handlers=[FileHandler(sys.argv[1], format="{pid} {message}")])
+        log.info("before")
+        pid = os.fork()
+        if pid == 0:
+            log.info("in child")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        log.info("after")
+        print(os.getpid(), pid)
+        """
+    )
+    proc = _run(code, str(tmp_path / "app-{pid}.log"))
+    assert proc.returncode == 0, proc.stderr
+    parent, child = proc.stdout.split()
+    assert (tmp_path / f"app-{parent}.log").read_text().splitlines() == [f"{parent} before", f"{parent} after"]
+    assert (tmp_path / f"app-{child}.log").read_text().splitlines() == [f"{child} in child"]
+    assert os.getpid() != int(parent)
