@@ -11,7 +11,7 @@ from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
 from ._record import LogRecord
 from .config import configure, register_handler_type
 from .follow import FollowEvent, Follower, FollowStats, follow
-from .handlers import ConsoleHandler, FileHandler, Handler, RingHandler
+from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
 from .layout import FORMAT_VERSION
 from .logger import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, BoundLogger, Logger, get_logger
 from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
@@ -27,6 +27,7 @@ __all__ = [
     "NOTSET",
     "TRACE",
     "WARNING",
+    "AsyncHandler",
     "BoundLogger",
     "ConfigError",
     "ConsoleHandler",
@@ -40,6 +41,7 @@ __all__ = [
     "Logger",
     "LoggingHandler",
     "MmaplogError",
+    "Overflow",
     "ReadStats",
     "Record",
     "RingHandler",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._base import Handler, report_once
 from ._format import DEFAULT_FORMAT, FORMAT_FIELDS, LineFormat
+from .async_ import AsyncHandler, Overflow, OverflowPolicy
 from .console import ConsoleHandler
 from .file import FileHandler
 from .ring import RingHandler
@@ -16,10 +17,13 @@ from .ring import RingHandler
 __all__ = [
     "DEFAULT_FORMAT",
     "FORMAT_FIELDS",
+    "AsyncHandler",
     "ConsoleHandler",
     "FileHandler",
     "Handler",
     "LineFormat",
+    "Overflow",
+    "OverflowPolicy",
     "RingHandler",
     "report_once",
 ]
