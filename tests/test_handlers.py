@@ -252,3 +252,17 @@ def test_handlers_can_be_used_from_another_thread(tmp_path: Path) -> None:
     worker.join(timeout=30)
     handler.close()
     assert [r.thread for r in mmaplog.read(tmp_path / "a.mmlog")] == [threading.get_ident()]
+
+
+def test_the_demo_shows_console_and_ring_side_by_side(tmp_path: Path) -> None:
+    """tools/demo.py (the quick start) runs, prints the console lines and the ring read back, and says where it is."""
+    demo = Path(__file__).resolve().parent.parent / "tools" / "demo.py"
+    proc = subprocess.run([sys.executable, str(demo), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    rings = list(tmp_path.glob("demo-*.mmlog"))
+    assert len(rings) == 1 and str(rings[0]) in proc.stdout
+    records = list(mmaplog.read(rings[0]))
+    assert "DEBUG" in {r.level_name for r in records} and any(r.exception for r in records)
+    assert "cache lookup" in proc.stdout and "cache lookup" not in proc.stderr  # DEBUG: ring only
+    assert "order 42 paid 9.50 by bob" in proc.stderr
