@@ -11,7 +11,6 @@ kernel (TCP) or flushed (stdout) for the others.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
@@ -22,10 +21,11 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from .._errors import MmaplogError
-from .._jsonfmt import iso_time, record_line
+from ..cli._output import json_string, json_value
+from ..reader import Record, level_name
 from ._source import Gap, Item
 from .relp import RelpClient, RelpError
-from .syslog import SyslogFormatter, octet_frame
+from .syslog import SyslogFormatter, format_timestamp, octet_frame
 
 __all__ = ["JsonLinesSink", "RelpSink", "Sink", "SinkClosed", "SinkUnavailable", "TcpSink", "open_sink", "parse_destination"]
 
@@ -322,6 +322,9 @@ class JsonLinesSink:
 
     def pump(self, timeout: float, wake_fd: int | None = None) -> list[Item]:
         if not self._queued:
+            self._check_reader()
+            if timeout > 0:
+                select.select([wake_fd] if wake_fd is not None else [], [], [], timeout)
             return []
         try:
             self.stream.write(("\n".join(self._lines) + "\n").encode("utf-8", "replace"))
@@ -334,6 +337,19 @@ class JsonLinesSink:
         delivered, self._queued, self._lines = self._queued, [], []
         return delivered
 
+    def _check_reader(self) -> None:
+        """Notice a pipe whose reader went away even when there is nothing to write (``| head`` while idle)."""
+        try:
+            fd = self.stream.fileno()
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            events = poller.poll(0)
+        except (OSError, ValueError, AttributeError):
+            return
+        if any(mask & select.POLLERR for _, mask in events):
+            _silence_stdout()
+            raise SinkClosed("stdout was closed by the reader")
+
     def take_unconfirmed(self) -> list[Item]:
         items, self._queued, self._lines = self._queued, [], []
         return items
@@ -345,20 +361,28 @@ class JsonLinesSink:
             return []
 
 
+def record_line(record: Record) -> str:
+    """One JSON line for a record, exactly as ``mmaplog-read -o json`` writes it (same keys, order and escaping)."""
+    line = (
+        f'{{"seq":{record.seq},"time":"{format_timestamp(record.time_ns)}","level":{json_string(level_name(record.level))},'
+        f'"logger":{json_string(record.logger)},"thread":{record.thread},"pid":{record.pid},'
+        f'"message":{json_string(record.message)}'
+    )
+    if record.fields:
+        line = f'{line},"fields":{json_value(record.fields)}'
+    if record.exception:
+        line = f'{line},"exception":{json_string(record.exception)}'
+    return f'{line},"host":{json_string(record.host)},"process":{json_string(record.process)}}}'
+
+
 def _gap_line(gap: Gap | None) -> str:
+    """A gap as a JSON line shaped like a record without ``seq``: a WARNING from logger ``mmaplog.ship``."""
     assert gap is not None
-    doc = {
-        "time": iso_time(time.time_ns()),
-        "level": "WARNING",
-        "logger": GAP_LOGGER,
-        "thread": 0,
-        "pid": gap.pid,
-        "message": gap_message(gap),
-        "fields": gap_fields(gap),
-        "host": gap.host,
-        "process": gap.process,
-    }
-    return json.dumps(doc, ensure_ascii=False)
+    return (
+        f'{{"time":"{format_timestamp(time.time_ns())}","level":"WARNING","logger":"{GAP_LOGGER}","thread":0,'
+        f'"pid":{gap.pid},"message":{json_string(gap_message(gap))},"fields":{json_value(gap_fields(gap))},'
+        f'"host":{json_string(gap.host)},"process":{json_string(gap.process)}}}'
+    )
 
 
 def _silence_stdout() -> None:
