@@ -273,3 +273,38 @@ def test_file_handler_with_pid_reopens_in_the_child(tmp_path: Path) -> None:
     assert (tmp_path / f"app-{parent}.log").read_text().splitlines() == [f"{parent} before", f"{parent} after"]
     assert (tmp_path / f"app-{child}.log").read_text().splitlines() == [f"{child} in child"]
     assert os.getpid() != int(parent)
+
+
+def test_a_ring_writer_used_directly_is_inert_in_a_forked_child(tmp_path: Path) -> None:
+    """A RingWriter inherited through fork drops the child's writes and leaves the parent's ring and lock intact."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from mmaplog import RingWriter
+        from mmaplog._errors import WriterBusyError
+        writer = RingWriter(sys.argv[1], "64 KiB")
+        writer.write("before", logger="app")
+        pid = os.fork()
+        if pid == 0:
+            seqs = [writer.write(f"child {i}", logger="app") for i in range(10)]
+            try:
+                RingWriter(sys.argv[1], "64 KiB")   # the parent still holds the lock
+                busy = False
+            except WriterBusyError:
+                busy = True
+            writer.close()
+            print(sum(seqs), writer.dropped, busy, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(writer.write("after", logger="app"), flush=True)
+        """
+    )
+    ring = tmp_path / "a.mmlog"
+    proc = _run(code, str(ring))
+    assert proc.returncode == 0, proc.stderr
+    child_line, parent_seq = proc.stdout.splitlines()
+    assert child_line == "0 10 True"
+    assert parent_seq == "2"
+    scan = mmaplog.scan(ring)
+    assert [r.message for r in scan.iter_records()] == ["before", "after"]
+    assert scan.stats.invalid == 0 and scan.stats.gaps == 0
