@@ -78,6 +78,9 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
     first = (slots["flags"] & L.FLAG_FIRST) != 0
     ok &= first == (slots["part"] == 0)
     ok &= slots["msg_len"] <= slots["rec_len"]
+    # A one-slot record holds its whole payload, and a payload without extras is all message.
+    ok &= ((slots["flags"] & _WHOLE) != _WHOLE) | (slots["length"] == slots["rec_len"])
+    ok &= ((slots["flags"] & _EXTRAS) != 0) | (slots["msg_len"] == slots["rec_len"])
     # Only slots that passed the cheap tests pay for the checksum.
     candidates = np.flatnonzero(ok)
     if len(candidates):
@@ -91,12 +94,11 @@ def decode_names(table: bytes, entries: int) -> dict[int, str]:
     """Decode the logger-name table; entries with a bad check are left out."""
     names: dict[int, str] = {0: ""}
     size = L.NAME_ENTRY_SIZE
-    for i in range(min(entries, len(table) // size)):
+    count = max(0, min(entries, len(table) // size))
+    # Only entries whose length byte is in range are looked at: most of a table is unused.
+    lengths = np.frombuffer(table, dtype=np.uint8, count=count * size)[::size]
+    for i in np.flatnonzero((lengths != 0) & (lengths <= L.NAME_MAX)).tolist():
         length, _reserved, check, raw = L.NAME_STRUCT.unpack_from(table, i * size)
-        if length == 0:
-            continue
-        if length > L.NAME_MAX:
-            continue
         name = raw[:length]
         if L.name_check(name) != check:
             continue

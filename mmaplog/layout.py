@@ -50,11 +50,12 @@ Logger-name table entry (``NAME_STRUCT``, 64 bytes, entry *i* names logger id
 
     0   1  length           bytes of name used (1..NAME_MAX)
     1   1  reserved         zero
-    2   2  check            low 16 bits of adler32(name bytes) | 1 (never 0)
+    2   2  check            low 16 bits of crc32(length byte + name bytes), 1 if 0
     4   60 name             UTF-8, NUL padded
 
 An entry is written completely before any slot that refers to it, so a slot
-whose logger id has no valid entry is corrupt.  Logger names longer than
+whose logger id has no valid entry points at a damaged entry: the reader keeps
+the (checksummed) record and shows its logger as ``<logger N>``.  Logger names longer than
 NAME_MAX bytes, or beyond the table's capacity, are stored in the record's
 payload instead (flag ``FLAG_INLINE_LOGGER``).
 
@@ -216,8 +217,14 @@ def slot_check(body: bytes | memoryview) -> int:
 
 
 def name_check(name: bytes) -> int:
-    """The check value of a name-table entry (never 0, so zero bytes mean empty)."""
-    return (zlib.adler32(name) & 0xFFFF) | 1
+    """The check value of a name-table entry: low 16 bits of CRC-32 over the length byte and the name.
+
+    CRC-32 (not adler32, whose low half is a plain byte sum blind to reordering
+    and to NUL padding) catches every single-bit flip of a name of up to 60
+    bytes, and any other change but for a 1 in 65536 chance; the length byte is
+    covered too.  Never 0, so an all-zero entry never checks.
+    """
+    return (zlib.crc32(bytes([len(name) & 0xFF]) + name) & 0xFFFF) or 1
 
 
 class FileHeader(NamedTuple):

@@ -155,7 +155,8 @@ class RingFile:
     def __init__(self, path: PathArg) -> None:
         self.path = Path(os.fspath(path))
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO planted at the path must not wait for a writer.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as exc:
             raise FormatError(self.path, exc.strerror or str(exc)) from None
         try:
@@ -172,6 +173,7 @@ class RingFile:
             self.names = self.read_names()
         except BaseException:
             os.close(self._fd)
+            self._fd = -1  # else __del__ would close the number again, by then maybe another file's
             raise
 
     def _pread(self, size: int, offset: int) -> bytes:
