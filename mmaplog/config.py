@@ -254,20 +254,9 @@ def _file_factory(options: HandlerOptions) -> Handler:
 
 
 def _async_factory(options: HandlerOptions) -> Handler:
-    try:
-        from .handlers.async_ import AsyncHandler  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise options.error("type", "the 'async' handler is not available in this version of mmaplog") from None
-    from_config = getattr(AsyncHandler, "from_config", None)
-    if from_config is not None:
-        handler: Handler = from_config(options)
-        return handler
-    inner = options.handlers("handlers")
-    level = options.level()
-    try:
-        return AsyncHandler(*inner, level=level, **options.rest())  # type: ignore[no-any-return]
-    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise options.error("", str(exc)) from None
+    from .handlers.async_ import AsyncHandler  # imported on first use: it starts threads only when built
+
+    return AsyncHandler.from_config(options)
 
 
 register_handler_type("ring", _ring_factory)
@@ -385,6 +374,8 @@ class _TreeState:
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
         self.loggers: list[str] = []
+        self.uncaught_hooks = False
+        self.sigterm_flush = False
 
 
 def _state(tree: LoggerTree) -> _TreeState:
@@ -527,14 +518,19 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
     state.handlers = list(builder.built)
     state.loggers = [name for name, _ in logger_plans]
 
+    # Hooks: install what is asked for; remove only what an earlier configure() installed.
     if flags["capture_uncaught"]:
         _lifecycle.install_uncaught_hooks(root)
-    else:
+        state.uncaught_hooks = True
+    elif state.uncaught_hooks:
         _lifecycle.uninstall_uncaught_hooks()
+        state.uncaught_hooks = False
     if flags["flush_on_sigterm"]:
         _lifecycle.install_sigterm_flush()
-    elif _main_thread():
+        state.sigterm_flush = True
+    elif state.sigterm_flush and _main_thread():
         _lifecycle.uninstall_sigterm_flush()
+        state.sigterm_flush = False
     return root
 
 

@@ -79,12 +79,13 @@ class _Config:
 
 def _after_fork_in_child() -> None:
     _Config.lock = threading.RLock()
+    _Default.lock = threading.Lock()
 
 
 def exception_text(exc_info: ExcInfo) -> str | None:
     """The formatted traceback for an ``exc_info=`` argument, or None when there is no exception; never raises."""
     if exc_info is True:
-        exc_info = sys.exc_info()  # type: ignore[assignment]
+        exc_info = sys.exc_info()
     if isinstance(exc_info, BaseException):
         exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
     if not isinstance(exc_info, tuple) or len(exc_info) != 3 or exc_info[1] is None:
@@ -517,7 +518,8 @@ def default_tree() -> LoggerTree:
             except BaseException:
                 _Default.tree = None
                 raise
-        return _Default.tree  # type: ignore[return-value]
+        assert _Default.tree is not None
+        return _Default.tree
 
 
 def get_logger(name: str | None = None) -> Logger:

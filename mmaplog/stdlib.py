@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
-
 from . import layout as L
 from ._record import LogRecord
 from .handlers.ring import RingHandler

@@ -161,11 +161,15 @@ BAD_CASES = [
     ({"loggers": {"app": {"level": "LOUD"}}}, "loggers.app.level: unknown level 'LOUD'"),
     ({"loggers": {"app.db": {"handlers": ["nope"]}}}, "loggers.\"app.db\".handlers[0]: no handler is named 'nope'"),
     ({"loggers": {"app": {"lvl": 1}}}, "loggers.app.lvl: unknown key"),
-    ({"handlers": [{"type": "console", "name": "a"}, {"type": "console", "name": "a"}]}, "handlers[1].name: must be a unique"),
+    ({"handlers": [{"type": "console", "name": "a"}, {"type": "console", "name": "a"}]},
+     "handlers[1].name: must be a unique"),
 ]
 
 
-@pytest.mark.parametrize(("config", "message"), BAD_CASES, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD_CASES)])
+BAD_IDS = [f"{message.split(':')[0]}-{i}" for i, (_, message) in enumerate(BAD_CASES)]
+
+
+@pytest.mark.parametrize(("config", "message"), BAD_CASES, ids=BAD_IDS)
 def test_bad_configuration_fails_naming_the_key_and_changes_nothing(
     tree: LoggerTree, tmp_path: Path, config: dict[str, Any], message: str
 ) -> None:

@@ -31,10 +31,10 @@ def _record(**overrides: object) -> LogRecord:
 # ---------------------------------------------------------------------- format strings
 def test_every_documented_format_field_renders_from_the_record() -> None:
     """Each documented field is available and shows the record's value."""
-    fmt = LineFormat(" | ".join("{%s}" % name for name in FORMAT_FIELDS))
+    fmt = LineFormat(" | ".join("{" + name + "}" for name in FORMAT_FIELDS))
     record = _record(exception="Traceback (most recent call last):\nValueError: x")
     parts = fmt.format(record).split(" | ")
-    values = dict(zip(FORMAT_FIELDS, parts))
+    values = dict(zip(FORMAT_FIELDS, parts, strict=True))
     seconds = record.time_ns // 10**9
     assert values["time"] == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + ".123"
     assert values["time_iso"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".123456Z"
@@ -172,7 +172,8 @@ def test_ring_handler_keeps_the_record_time_and_thread(tmp_path: Path) -> None:
     handler.handle(_record())
     handler.close()
     records = list(mmaplog.read(tmp_path / "a.mmlog"))
-    assert [(r.time_ns, r.thread, r.level, r.logger) for r in records] == [(1_700_000_000_123_456_789, 12345, 30, "app.db")] * 2
+    expected = (1_700_000_000_123_456_789, 12345, 30, "app.db")
+    assert [(r.time_ns, r.thread, r.level, r.logger) for r in records] == [expected, expected]
     assert records[1].fields == {"disk": "sda", "note": "two words"}
 
 

@@ -91,7 +91,9 @@ def test_uncaught_exception_in_the_main_thread_is_logged_then_chained(tmp_path: 
     assert proc.returncode == 1
     assert "ValueError: no such order" in proc.stderr  # the previous hook ran
     records = list(mmaplog.read(ring))
-    assert [(r.level_name, r.message) for r in records] == [("CRITICAL", "uncaught exception: ValueError: no such order")]
+    assert [(r.level_name, r.message) for r in records] == [
+        ("CRITICAL", "uncaught exception: ValueError: no such order"),
+    ]
     assert "in explode" in (records[0].exception or "") and "ValueError: no such order" in (records[0].exception or "")
 
 
@@ -234,7 +236,7 @@ def test_fork_with_pid_in_the_path_gives_each_process_its_own_file(tmp_path: Pat
 
 
 def test_fork_without_pid_never_writes_into_the_parents_ring(tmp_path: Path) -> None:
-    """A child of a process writing a fixed path writes nothing into the parent's ring, says so once, counts the drops."""
+    """A forked child of a process writing a fixed path leaves the parent's ring alone, says so once, counts drops."""
     ring = tmp_path / "app.mmlog"
     proc = _run(_FORK_CHILD, str(ring))
     assert proc.returncode == 0, proc.stderr
