@@ -1,6 +1,6 @@
 """A real rsyslogd for the shipping tests: imrelp and imtcp on 127.0.0.1, everything received written to a file.
 
-Import the ``rsyslog`` fixture from here.  It skips (with the reason) when
+Tests wrap :func:`running_rsyslog` in a fixture of their own.  It skips (with the reason) when
 rsyslogd or its RELP module is not installed; ``.ci/run`` installs the Debian
 packages ``rsyslog`` and ``rsyslog-relp``.  The daemon uses only paths under the
 test's ``tmp_path``: its own configuration, work directory and pid file, no
@@ -9,6 +9,7 @@ system socket (imuxsock is not loaded) and no system log files.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import re
 import shutil
@@ -16,12 +17,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-__all__ = ["Rsyslog", "parse_message", "rsyslog", "wait_until"]
+__all__ = ["Rsyslog", "parse_message", "running_rsyslog", "wait_until"]
 
 _MODULE_DIRS = ["/usr/lib/*/rsyslog", "/usr/lib/rsyslog", "/usr/lib64/rsyslog", "/usr/local/lib/rsyslog"]
 
@@ -145,13 +146,13 @@ class Rsyslog:
         return self.lines()
 
 
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
-    """A running rsyslogd with imrelp and imtcp on 127.0.0.1, writing what it receives to ``received.log``."""
+@contextlib.contextmanager
+def running_rsyslog(root: Path) -> Iterator[Rsyslog]:
+    """A started :class:`Rsyslog` under ``root``, stopped afterwards; skips the test when rsyslog is missing."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
-    daemon = Rsyslog(tmp_path / "rsyslog")
+    daemon = Rsyslog(root)
     daemon.start()
     try:
         yield daemon

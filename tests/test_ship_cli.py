@@ -277,7 +277,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(1))
     delays = [backoff.next_delay() for _ in range(8)]
     ceilings = [0.5, 1, 2, 4, 8, 8, 8, 8]
-    for delay, ceiling in zip(delays, ceilings):
+    for delay, ceiling in zip(delays, ceilings, strict=True):
         assert ceiling / 2 <= delay <= ceiling
     assert len({round(d, 6) for d in delays[4:]}) == 4, "jitter: capped delays still differ"
     backoff.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 import subprocess
@@ -9,15 +10,25 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+import pytest
+from rsyslog_fixture import Rsyslog, parse_message, running_rsyslog, wait_until
 
 import mmaplog
 from mmaplog import RingWriter
 from mmaplog.ship.cursor import load_cursor
-from rsyslog_fixture import Rsyslog, parse_message, rsyslog, wait_until  # noqa: F401  (rsyslog is a fixture)
 
 SHIP = [sys.executable, "-m", "mmaplog.ship.cli"]
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
+    """A running rsyslogd (imrelp and imtcp on 127.0.0.1) writing what it receives to a file."""
+    with running_rsyslog(tmp_path / "rsyslog") as daemon:
+        yield daemon
 
 
 def ship(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -87,7 +98,8 @@ def test_100k_records_over_relp_in_order_exactly_once(rsyslog: Rsyslog, tmp_path
     for i in (1, 2, 10, 77_777, count):
         msg = parse_message(lines[i - 1])
         assert msg["msg"] == f"request {i} done"
-        assert msg["sd"]["fields@32473"] == {"i": str(i), "user": 'o"brien]\\x', "ok": "true" if i % 2 == 0 else "false"}
+        expected = {"i": str(i), "user": 'o"brien]\\x', "ok": "true" if i % 2 == 0 else "false"}
+        assert msg["sd"]["fields@32473"] == expected
         assert msg["sd"]["mmaplog@32473"]["logger"] == "app.web"
         assert msg["pri"] == 8 + (3 if i % 10 == 0 else 6)
     assert load_cursor(cursor).positions() == {mmaplog.reader.RingFile(path).header.series_id: count}
@@ -163,7 +175,7 @@ def test_kills_and_collector_restart_lose_nothing(rsyslog: Rsyslog, tmp_path: Pa
     seqs = record_seqs(rsyslog.lines())
     assert set(seqs) == set(range(1, total + 1))
     # Duplicates come only from the four restarts, each resending less than one window.
-    jumps = [(prev, seq) for prev, seq in zip(seqs, seqs[1:]) if seq <= prev]
+    jumps = [(prev, seq) for prev, seq in itertools.pairwise(seqs) if seq <= prev]
     print(f"restarts sent back: {jumps}, duplicates: {sum(n - 1 for n in Counter(seqs).values())}")
     assert len(jumps) <= 4, jumps
     for prev, seq in jumps:

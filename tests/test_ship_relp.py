@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -204,7 +204,7 @@ def _drain(client: RelpClient, expected: int) -> list[int]:
 
 
 def test_session_open_offers_and_delivery(server_factory) -> None:
-    """The client opens with relp_version and commands=syslog, then every message is delivered and acknowledged in order."""
+    """The client opens with relp_version and commands=syslog; every message is delivered and acknowledged in order."""
     server = server_factory()
     client = RelpClient("127.0.0.1", server.port, window=8)
     client.connect()

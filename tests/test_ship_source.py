@@ -226,3 +226,15 @@ def test_multi_slot_records(tmp_path: Path, slot_size: int) -> None:
         for m in messages:
             w.write(m)
     assert [i.record.message for i in drain(RingSource([path]))] == messages
+
+
+def test_glob_pattern_picks_up_files_created_later(tmp_path: Path) -> None:
+    """A pattern is matched on every poll, so a process that starts later gets its file shipped too."""
+    source = RingSource([tmp_path / "app-*.mmlog"])
+    assert source.poll() == []
+    with RingWriter(tmp_path / "app-1.mmlog", size=64 * 256) as w:
+        w.write("from process 1")
+    assert [i.record.message for i in drain(source)] == ["from process 1"]
+    with RingWriter(tmp_path / "app-2.mmlog", size=64 * 256) as w:
+        w.write("from process 2")
+    assert [i.record.message for i in drain(source)] == ["from process 2"]

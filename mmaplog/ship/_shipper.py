@@ -20,10 +20,11 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Callable, TextIO
+from typing import TextIO
 
 from ._sinks import Sink, SinkClosed, SinkUnavailable
 from ._source import Item, RingSource

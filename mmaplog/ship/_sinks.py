@@ -27,7 +27,17 @@ from ._source import Gap, Item
 from .relp import RelpClient, RelpError
 from .syslog import SyslogFormatter, format_timestamp, octet_frame
 
-__all__ = ["JsonLinesSink", "RelpSink", "Sink", "SinkClosed", "SinkUnavailable", "TcpSink", "open_sink", "parse_destination"]
+__all__ = [
+    "JsonLinesSink",
+    "RelpSink",
+    "Sink",
+    "SinkClosed",
+    "SinkUnavailable",
+    "TcpSink",
+    "open_sink",
+    "parse_destination",
+    "record_line",
+]
 
 GAP_LOGGER = "mmaplog.ship"
 _WARNING = 30
@@ -244,7 +254,7 @@ class TcpSink(_SyslogItems):
         sock = self._sock
         if sock is None:
             raise SinkUnavailable("not connected")
-        readers: list[object] = [sock] if wake_fd is None else [sock, wake_fd]
+        readers: list[socket.socket | int] = [sock] if wake_fd is None else [sock, wake_fd]
         try:
             readable, writable, _ = select.select(readers, [sock] if self._out else [], [], timeout)
             if sock in readable and not sock.recv(4096):

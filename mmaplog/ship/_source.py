@@ -15,12 +15,14 @@ are such a gap, and so are records a crashed writer never finished.
 
 from __future__ import annotations
 
+import glob
 import heapq
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,7 +37,8 @@ _PROBE = 64
 _CHUNK = 4096
 
 
-class Gap(NamedTuple):
+@dataclass(frozen=True)
+class Gap:
     """Records of one series that can no longer be read (overwritten, or never completed by the writer)."""
 
     series: bytes
@@ -103,7 +106,9 @@ class RingSource:
     ``positions`` maps a series id to the last seq already shipped.  A series
     without a position starts at its oldest record (``start="oldest"``), the
     records before it reported as a gap, or after its newest record at the time
-    it is first seen (``start="end"``).
+    it is first seen (``start="end"``).  A path with glob characters that names
+    no file (``/var/log/app-*.mmlog``) is a pattern, matched again on every poll,
+    so files of processes started later are picked up.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class RingSource:
         self._positions = dict(positions or {})
         self._tails: dict[tuple[int, int], _Tail] = {}
         self._series: dict[bytes, _Series] = {}
+        self._turn = 0
         #: Problems with files (path -> reason), for the caller to report; a path leaves when it reads again.
         self.problems: dict[str, str] = {}
 
@@ -135,7 +141,10 @@ class RingSource:
         self._refresh()
         per_series: list[list[Item]] = []
         room = limit
-        for series_id, series in self._series.items():
+        # Start with a different series each time, so a long backlog in one cannot starve the others.
+        order = list(self._series.items())
+        self._turn = (self._turn + 1) % max(1, len(order))
+        for series_id, series in order[self._turn :] + order[: self._turn]:
             if room <= 0:
                 break
             got = self._poll_series(series_id, series, room)
@@ -176,16 +185,15 @@ class RingSource:
         """Open files that appeared (new file, rotation), note files that left the listing."""
         for tail in self._tails.values():
             tail.listed = False
-        for path in expand_paths(self.paths, self.segments):
+        for path in expand_paths(self._listing(), self.segments):
             try:
                 st = os.stat(path)
             except OSError:
                 continue
-            key = (st.st_dev, st.st_ino)
-            tail = self._tails.get(key)
-            if tail is not None:
-                tail.listed = True
-                tail.path = str(path)
+            known = self._tails.get((st.st_dev, st.st_ino))
+            if known is not None:
+                known.listed = True
+                known.path = str(path)
                 continue
             try:
                 ring = RingFile(path)
@@ -199,6 +207,17 @@ class RingSource:
             tail = _Tail(ring=ring, key=ring.inode, path=str(path))
             self._tails[ring.inode] = tail
             self._attach(tail)
+
+    def _listing(self) -> list[Path]:
+        """The given paths, with glob patterns (``app-*.mmlog``) expanded anew on every poll."""
+        out: list[Path] = []
+        for path in self.paths:
+            text = str(path)
+            if glob.has_magic(text) and not path.exists():
+                out += sorted(Path(p) for p in glob.glob(text))
+            else:
+                out.append(path)
+        return out
 
     def _attach(self, tail: _Tail) -> None:
         h = tail.ring.header
@@ -237,7 +256,7 @@ class RingSource:
 
     # ------------------------------------------------------------------ reading
     def _read(self, tail: _Tail, delivered: int, want: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Valid slots of ``tail`` written after its position: (all their positions, those with seq > delivered, capped).
+        """Valid slots of ``tail`` after its position: (their positions, those with seq > delivered, capped?).
 
         Reads about twice the slots that ``want`` records need, so a shipper far
         behind does not validate the whole ring on every poll.
@@ -327,7 +346,9 @@ class RingSource:
                 flags=flags[i],
             )
 
-    def _advance(self, series_id: bytes, series: _Series, records: dict[int, Record], now: float, limit: int) -> list[Item]:
+    def _advance(
+        self, series_id: bytes, series: _Series, records: dict[int, Record], now: float, limit: int
+    ) -> list[Item]:
         """Hand out records in seq order from the series position, turning holes older than ``grace`` into gaps.
 
         A hole is a run of missing seqs below a record that is present.  When it

@@ -10,10 +10,12 @@ unusable cursor, with a one-line message.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .. import __version__
 from .._errors import FormatError
@@ -87,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done or stopped cleanly, 1 gave up on an unavailable collector, "
         "2 usage error or unreadable input.  See docs/SHIPPING.md.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="ring files to ship (their sealed segments are included)")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="ring files to ship (their sealed segments are included); a quoted glob pattern such as "
+        "'/var/log/app-*.mmlog' is matched again while following, so new processes' files are picked up",
+    )  # fmt: skip
     parser.add_argument(
         "--to", required=True, metavar="URL", dest="destination",
         help="relp://HOST:PORT (rsyslog imrelp), tcp://HOST:PORT (RFC 6587 octet counting) or - (JSON lines on stdout)",
@@ -106,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--window", type=_positive_int, default=DEFAULT_WINDOW, metavar="N",
-        help=f"records sent ahead of the saved cursor, and RELP messages awaiting acknowledgement (default {DEFAULT_WINDOW})",
+        help="records sent ahead of the saved cursor, and RELP messages awaiting acknowledgement "
+        f"(default {DEFAULT_WINDOW})",
     )  # fmt: skip
     parser.add_argument("--facility", type=_facility, default=1, metavar="NAME", help="syslog facility (default user)")
     parser.add_argument(
@@ -145,9 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_files(files: Sequence[str], once: bool) -> list[str]:
-    """Open every FILE once: unreadable or foreign files are usage errors; missing ones too with --once."""
+    """Open every FILE once: unreadable or foreign files are usage errors; missing ones too with --once.
+
+    A glob pattern that names no file (quoted, ``'/var/log/app-*.mmlog'``) is
+    matched again on every poll and is not checked here.
+    """
     missing = []
     for name in files:
+        if glob.has_magic(name) and not os.path.lexists(name):
+            continue
         try:
             RingFile(name).close()
         except FormatError as exc:
@@ -162,7 +175,8 @@ def _default_cursor(scheme: str, files: Sequence[str]) -> Path | None:
     if scheme == "-":
         return None
     first = Path(files[0])
-    return first.with_name(first.name + ".ship-cursor")
+    name = re.sub(r"[*?\[\]]", "_", first.name)  # a pattern's cursor: app-*.mmlog -> app-_.mmlog.ship-cursor
+    return first.with_name(name + ".ship-cursor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,9 +23,10 @@ import errno
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 from .._errors import MmaplogError
 
@@ -133,7 +134,9 @@ def load_cursor(path: str | os.PathLike[str]) -> Cursor:
     try:
         doc = json.loads(text)
     except ValueError as exc:
-        raise CursorError(f"{path}: cursor is not valid JSON ({exc}); remove it to ship from the oldest record") from None
+        raise CursorError(
+            f"{path}: cursor is not valid JSON ({exc}); remove it to ship from the oldest record"
+        ) from None
     return Cursor.from_json(doc, str(path))
 
 

@@ -109,7 +109,7 @@ class FrameParser:
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames now complete, in order."""
         self._buf += data
-        frames = []
+        frames: list[Frame] = []
         try:
             while True:
                 frame = self._next()
@@ -274,7 +274,9 @@ class RelpClient:
             while txnr in self._pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise RelpConnectionLost(f"{self.host}:{self.port} did not answer the RELP open within {self.connect_timeout:g} s")
+                    raise RelpConnectionLost(
+                        f"{self.host}:{self.port} did not answer the RELP open within {self.connect_timeout:g} s"
+                    )
                 self._io(remaining)
         except RelpError:
             self.abort()
@@ -329,7 +331,7 @@ class RelpClient:
                 self._closing = self._queue("close", b"")
                 while self._closing in self._pending and time.monotonic() < deadline:
                     self._io(deadline - time.monotonic())
-                # librelp sends "serverclose" after the response; linger briefly so it is not written to a closed socket.
+                # librelp sends "serverclose" after the response: linger so it does not hit a closed socket.
                 linger = min(deadline, time.monotonic() + 0.5)
                 while time.monotonic() < linger:
                     self._io(linger - time.monotonic())
@@ -360,7 +362,7 @@ class RelpClient:
         sock = self._sock
         if sock is None:
             raise RelpConnectionLost("not connected")
-        readers: list[object] = [sock] if wake_fd is None else [sock, wake_fd]
+        readers: list[socket.socket | int] = [sock] if wake_fd is None else [sock, wake_fd]
         writers = [sock] if self._out else []
         try:
             readable, writable, _ = select.select(readers, writers, [], max(0.0, timeout))

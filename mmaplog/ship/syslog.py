@@ -31,7 +31,8 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-from typing import Any, Final, Mapping
+from collections.abc import Mapping
+from typing import Any, Final
 
 __all__ = [
     "DEFAULT_ENTERPRISE_ID",
@@ -113,11 +114,13 @@ def escape_param_value(value: Any) -> str:
     """An SD PARAM-VALUE: strings as they are, other values as compact JSON, with ``"``, ``\\``, ``]`` escaped."""
     if value.__class__ is int:
         return str(value)
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    if '"' in value or "\\" in value or "]" in value:
-        return value.translate(_VALUE_ESCAPES)
-    return value
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if '"' in text or "\\" in text or "]" in text:
+        return text.translate(_VALUE_ESCAPES)
+    return text
 
 
 @functools.lru_cache(maxsize=4096)
@@ -229,7 +232,8 @@ class SyslogFormatter:
         marker = TRUNCATION_MARKER.encode()
         head = f"{prefix} {meta_sd}{fields_sd}".encode("utf-8", "replace")
         if len(head) + 1 + len(marker) > self.max_size:
-            note = f'[{self.fields_id} mmaplog_ship="fields dropped: {len(fields_sd.encode())} bytes exceed the maximum message size"]'
+            dropped = len(fields_sd.encode())
+            note = f'[{self.fields_id} mmaplog_ship="fields dropped: {dropped} bytes exceed the maximum message size"]'
             head = f"{prefix} {meta_sd}{note}".encode("utf-8", "replace")[: self.max_size - 1 - len(marker)]
         room = max(0, self.max_size - len(head) - 1 - len(marker))
         end = min(room, len(body))
