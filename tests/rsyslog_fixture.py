@@ -59,9 +59,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _rsyslogd() -> str | None:
+    """The rsyslogd executable: on PATH, or in an sbin directory a normal user's PATH leaves out."""
+    return shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin:/usr/local/sbin")
+
+
 def _missing() -> str | None:
     """Why the tests cannot run here, or None."""
-    if shutil.which("rsyslogd") is None:
+    if _rsyslogd() is None:
         return "rsyslogd is not installed (Debian: apt-get install rsyslog rsyslog-relp)"
     if not any(glob.glob(f"{d}/imrelp.so") for d in _MODULE_DIRS):
         return "rsyslog's RELP input module imrelp is not installed (Debian: apt-get install rsyslog-relp)"
@@ -100,7 +105,7 @@ class Rsyslog:
         assert self.proc is None
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["rsyslogd", "-n", "-f", str(self.config), "-i", str(self.pidfile)],
+                [_rsyslogd() or "rsyslogd", "-n", "-f", str(self.config), "-i", str(self.pidfile)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
