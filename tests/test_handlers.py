@@ -267,3 +267,19 @@ def test_the_demo_shows_console_and_ring_side_by_side(tmp_path: Path) -> None:
     assert "DEBUG" in {r.level_name for r in records} and any(r.exception for r in records)
     assert "cache lookup" in proc.stdout and "cache lookup" not in proc.stderr  # DEBUG: ring only
     assert "order 42 paid 9.50 by bob" in proc.stderr
+
+
+def test_a_handler_of_your_own_gets_an_injectable_format() -> None:
+    """Any Handler subclass takes format= and renders records with self.format(); the default applies otherwise."""
+    lines: list[str] = []
+
+    class Collect(Handler):
+        def emit(self, record: LogRecord) -> None:
+            lines.append(self.format(record))
+
+    Collect(format="{levelno}|{logger}|{message}").handle(_record(fields=None))
+    Collect().handle(_record(fields=None))
+    assert lines[0] == "30|app.db|disk 91% full"
+    assert lines[1].endswith(" WARNING  app.db: disk 91% full")
+    with pytest.raises(ValueError, match="unknown field"):
+        Collect(format="{когда}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -9,6 +10,7 @@ from typing import Any, Callable, Iterable
 
 from .._record import LogRecord
 from ..reader import level_number
+from ._format import LineFormat
 
 __all__ = ["Handler", "report_once"]
 
@@ -16,6 +18,11 @@ _reported: set[tuple[int, str]] = set()
 _reported_lock = threading.Lock()
 #: Called with a handler whenever its ``level`` is set (the logger module keeps its caches right).
 level_listeners: list[Callable[[Handler], None]] = []
+
+
+@functools.lru_cache(maxsize=None)
+def _default_format() -> LineFormat:
+    return LineFormat()
 
 
 def report_once(owner: object, key: str, message: str) -> None:
@@ -37,14 +44,22 @@ class Handler(ABC):
 
     :meth:`handle` checks the level and calls :meth:`emit`; a failure inside
     ``emit`` never reaches the caller: it is counted in :attr:`errors` and
-    reported once on stderr (:meth:`handle_error`).
+    reported once on stderr (:meth:`handle_error`).  ``format`` is a format
+    string (see :mod:`mmaplog.handlers._format`) that :meth:`format` applies;
+    a malformed one raises ValueError here, not on the first record.
     """
 
-    def __init__(self, level: int | str = 0) -> None:
+    def __init__(self, level: int | str = 0, format: str | None = None) -> None:
         #: The lowest level this handler writes; a name ("INFO") is turned into its number.
         self.level: int = level  # type: ignore[assignment]  # normalised by __setattr__
+        #: The compiled ``format`` (None when none was given: :meth:`format` uses the default).
+        self.line_format = LineFormat(format) if format is not None else None
         #: Records this handler failed to emit.
         self.errors = 0
+
+    def format(self, record: LogRecord) -> str:
+        """``record`` as text in this handler's format (the default format when it has none)."""
+        return (self.line_format or _default_format()).format(record)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "level":

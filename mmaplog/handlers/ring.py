@@ -12,7 +12,6 @@ from .. import layout as L
 from .._record import LogRecord
 from ..writer import DEFAULT_RING_SIZE, RingWriter
 from ._base import Handler, report_once
-from ._format import LineFormat
 
 __all__ = ["RingHandler"]
 
@@ -44,8 +43,7 @@ class RingHandler(Handler):
         level: int | str = 0,
         format: str | None = None,
     ) -> None:
-        super().__init__(level)
-        self._line_format = LineFormat(format) if format is not None else None
+        super().__init__(level, format)
         if isinstance(target, RingWriter):
             self._template: str | None = None
             self._options: dict[str, Any] = {}
@@ -64,14 +62,9 @@ class RingHandler(Handler):
         self._closed = False
         self._reopen_pending = False
         self._parent_path: Path | None = None
-        if self._line_format is None:
+        if self.line_format is None:
             self.handle = self._handle_plain  # type: ignore[method-assign]
         _lifecycle.track(self)
-
-    @property
-    def line_format(self) -> LineFormat | None:
-        """The format of the stored message text (None: the message as it is)."""
-        return self._line_format
 
     @property
     def writer(self) -> RingWriter | None:
@@ -97,7 +90,7 @@ class RingHandler(Handler):
 
     def emit(self, record: LogRecord) -> None:
         """Write one record into the ring."""
-        fmt = self._line_format
+        fmt = self.line_format
         self._write(fmt.format(record) if fmt is not None else record.message, level=record.level,
                     logger=record.logger, fields=record.fields, time_ns=record.time_ns, thread=record.thread,
                     exception=record.exception)
@@ -105,7 +98,7 @@ class RingHandler(Handler):
     def emit_batch(self, records: list[LogRecord]) -> None:
         """Write several records (the async handler's worker calls this with whole batches)."""
         write = self._write
-        fmt = self._line_format
+        fmt = self.line_format
         write_batch = self._write_batch
         if fmt is None and write_batch is not None:
             write_batch(records)
