@@ -307,6 +307,7 @@ class RecordQueue:
         self.state = state
         self.limit = 0
         self.idle = True
+        self._wakeup.set()  # a consumer still asleep wakes up and sees it is no longer needed
         with self._room:
             self._room.notify_all()
         self.sweep()

@@ -793,3 +793,59 @@ def test_sigkill_loses_at_most_what_was_queued(tmp_path: Path, mode: str) -> Non
         assert pending == n - n // 2 and lost == pending
     if mode == "flushed":
         assert pending == 0 and lost == 0
+
+
+def test_demo_shows_burst_and_trickle(tmp_path: Path) -> None:
+    """tools/demo.py prints every burst and trickle record through both the direct and the async handler."""
+    demo = Path(__file__).resolve().parent.parent / "tools" / "demo.py"
+    proc = subprocess.run([sys.executable, str(demo), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for kind, count in (("burst", 5), ("trickle", 3)):
+        for i in range(1, count + 1):
+            assert f"  direct  {kind} record {i}" in lines
+            assert f"  async   {kind} record {i}" in lines
+    assert any("still queued when the burst's last call returned" in line for line in lines)
+    # Each handler prints the records in the order they were logged.
+    async_lines = [line for line in lines if line.startswith("  async ")]
+    assert async_lines == [f"  async   burst record {i}" for i in range(1, 6)] + [
+        f"  async   trickle record {i}" for i in range(1, 4)
+    ]
+
+
+def test_close_gives_up_on_a_hung_inner_handler(handlers: Any, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """close() returns even when an inner handler hangs: the records still queued are counted as dropped."""
+    monkeypatch.setattr(async_, "_STOP_STALL_TIMEOUT", 0.3)
+    gate = threading.Event()
+    inner = Collect(gate)
+    handler = handlers(inner)
+    handler.handle(rec(0))
+    assert inner.entered.wait(WAIT)
+    for i in range(1, 6):
+        handler.handle(rec(i))
+    handler.close()
+    assert handler.dropped == 5
+    assert inner.closes == 1
+    assert "made no progress" in capsys.readouterr().err
+    gate.set()
+
+
+def test_close_from_inside_an_inner_handler_does_not_deadlock(handlers: Any) -> None:
+    """An inner handler that closes its own async front returns; the worker then ends."""
+    handler: AsyncHandler
+    done = threading.Event()
+
+    class Closer(Handler):
+        def emit(self, record: LogRecord) -> None:
+            handler.close()
+            done.set()
+
+    handler = handlers(Closer())
+    handler.handle(rec(0))
+    assert done.wait(WAIT)
+    worker = handler._workers[0].thread
+    assert worker is not None
+    worker.join(WAIT)
+    assert not worker.is_alive() and handler.closed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import mmaplog
@@ -41,7 +42,27 @@ def main() -> int:
     request.warning("request finished slowly", took_ms=1234)
 
     # 3. The async handler: bursts and trickles through a background writer.
-    # ---- async handler demonstration goes here ----
+    #    A direct console handler and an async one print the same records to stdout.  In a
+    #    burst the logging thread only queues for the async one and keeps running, so the
+    #    async lines lag behind (how far depends on when the worker thread gets the
+    #    interpreter) and catch up; in a slow trickle the worker has written each record
+    #    before the next arrives, so the lines pair up.
+    print("\n--- a direct console handler beside an async one (both on stdout) ---", flush=True)
+    direct = mmaplog.ConsoleHandler(sys.stdout, format="  direct  {message}", colour=False)
+    queued = mmaplog.AsyncHandler(mmaplog.ConsoleHandler(sys.stdout, format="  async   {message}", colour=False))
+    side_by_side = mmaplog.Logger("demo.async", handlers=[direct, queued])
+    print("a burst of 5 records:", flush=True)
+    for i in range(1, 6):
+        side_by_side.info("burst record %d", i)
+    sys.stdout.write(f"  ({queued.pending} of 5 still queued when the burst's last call returned)\n")
+    sys.stdout.flush()
+    queued.flush()  # what to do before a risky operation: everything queued is written now
+    print("a slow trickle, one record every 0.3 s:", flush=True)
+    pause = threading.Event()
+    for i in range(1, 4):
+        side_by_side.info("trickle record %d", i)
+        pause.wait(0.3)  # pacing for the eye, not synchronisation
+    queued.close()
 
     # 4. Read the ring back: every record, DEBUG included, with its fields and traceback.
     print(f"\n--- the ring file {ring.path}, read back with mmaplog-read ---", flush=True)

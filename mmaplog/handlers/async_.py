@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _lifecycle
 from .._errors import ConfigError
-from .._queue import _GIL, CLOSED, SYNC, Marker, RecordQueue
+from .._queue import _GIL, CLOSED, RUNNING, SYNC, Marker, RecordQueue
 from .._record import LogRecord
 from ._base import Handler, report_once
 
@@ -333,6 +333,8 @@ class AsyncHandler(Handler):
             if worker.reported != queue.dropped:
                 self._report_drops(worker, force=True)
                 continue
+            if queue.state != RUNNING:  # closed under this worker's feet (close() from an inner handler)
+                return
             queue.sleep(timeout)
 
     def _process(self, worker: _Worker, batch: list[Any]) -> bool:
@@ -455,27 +457,31 @@ class AsyncHandler(Handler):
             marker = Marker(stop=True)
             worker.queue.put_marker(marker)
             stops.append(marker)
+        stalled = False
         for worker, marker in zip(self._workers, stops):
-            self._wait_for_stop(worker, marker, me)
+            stalled = not self._wait_for_stop(worker, marker, me) or stalled
         for worker in self._workers:
             queue = worker.queue
-            if worker.thread is None or not worker.thread.is_alive():
+            if not stalled:
                 queue.detach(SYNC)  # stragglers that raced with close: write them in order
-            if queue.dropped != worker.reported:
-                self._report_drops(worker, force=True)
+                if queue.dropped != worker.reported:
+                    self._report_drops(worker, force=True)
             queue.detach(CLOSED)
-        self._flush_inner(self._workers[0])
+        if not stalled:  # a hung inner handler would hang these too
+            self._flush_inner(self._workers[0])
         for inner in self._handlers:
             try:
                 inner.close()
             except Exception as exc:  # noqa: BLE001
                 self._failed(None, exc, 0)
 
-    def _wait_for_stop(self, worker: _Worker, marker: Marker, me: int) -> None:
-        """Wait for a worker to reach its stop marker while it makes progress."""
+    def _wait_for_stop(self, worker: _Worker, marker: Marker, me: int) -> bool:
+        """Wait for a worker to reach its stop marker while it makes progress; False if it stalled."""
         thread = worker.thread
-        if thread is None or worker.ident == me:
-            return
+        if thread is None:
+            return True
+        if worker.ident == me:
+            return False  # close() from inside an inner handler: the worker cannot wait for itself
         last = (-1, -1)
         stalled_since = time.monotonic()
         while not marker.done.wait(0.5):
@@ -488,10 +494,11 @@ class AsyncHandler(Handler):
                     self,
                     "stall",
                     f"AsyncHandler: a worker made no progress for {_STOP_STALL_TIMEOUT:g} s while closing; "
-                    f"its {worker.queue.pending} queued records are counted as dropped",
+                    f"its {len(worker.queue.items)} queued records are counted as dropped",
                 )
-                return
+                return False
         thread.join(_STOP_STALL_TIMEOUT)
+        return True
 
     # ------------------------------------------------------------------ fork
     def _after_fork_in_child(self) -> None:
