@@ -307,7 +307,10 @@ class Logger:
         self._handlers = tuple(handlers)
         gate = max(level, min(h.level for h in handlers)) if handlers else _NOTHING
         self._gate = gate
+        cls = type(self)
         for method, method_level in _LEVEL_METHODS:
+            if getattr(cls, method) is not getattr(Logger, method):
+                continue  # a subclass overrides this level method: leave it in charge
             value = _emitter(self.name, method_level, self._handlers) if method_level >= gate else _disabled
             setattr(self, method, value)
         for child in list(self._children):

@@ -310,3 +310,17 @@ def test_handlers_receive_the_same_record_once() -> None:
     child = Logger("p.c", handlers=[shared], parent=parent)
     child.info("once")
     assert len(seen) == 1 and seen[0].time_ns > 0 and seen[0].thread == threading.get_ident()
+
+
+def test_a_subclass_overriding_a_level_method_stays_in_charge() -> None:
+    """A Logger subclass that overrides info() is not shadowed by the per-level fast binding."""
+    capture = CapturingHandler()
+
+    class Shouting(Logger):
+        def info(self, msg: Any, /, *args: Any, exc_info: Any = None, **fields: Any) -> None:
+            self.log(INFO, "loudly: " + str(msg), *args, **fields)
+
+    log = Shouting("app", handlers=[capture])
+    log.info("quiet %s", "please")
+    log.warning("unchanged")
+    assert [r.message for r in capture.records] == ["loudly: quiet please", "unchanged"]
