@@ -1,0 +1,1 @@
+"""mmaplog's benchmark suite (pytest-benchmark): run ``pytest bench/ --benchmark-only``; see docs/BENCHMARKS.md."""
