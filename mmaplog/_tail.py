@@ -33,6 +33,8 @@ _READ_BYTES = 8 << 20
 _POLL_BYTES = 64 << 20
 #: Slots read ahead when idle: small, so an idle poll costs a few KiB of I/O.
 _MIN_WINDOW = 64
+#: Causes of missing records, the one explaining most first.
+_BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
 
 _CAUSE_TEXT: dict[str, str] = {
@@ -172,6 +174,7 @@ class Tailer:
             return
         if start.kind == "after":
             min_seq = start.value + 1
+            self._blame("overwritten")  # whatever is gone since the cursor was overwritten meanwhile
         else:
             _pos, seq, _part = _survey(live)
             newest = int(seq.max()) if len(seq) else live.header.first_seq - 1
@@ -236,6 +239,11 @@ class Tailer:
         self._pending = np.empty(0, dtype=ring.dtype)
         self._holes.clear()
         self._lap_margin = 0
+
+    def _blame(self, cause: Cause) -> None:
+        """Note the likeliest cause of records found missing next; a lap explains more than a bad slot."""
+        if _BLAME_ORDER.index(cause) < _BLAME_ORDER.index(self._cause):
+            self._cause = cause
 
     @property
     def series_key(self) -> str:
@@ -335,7 +343,7 @@ class Tailer:
     def _skip_hole(self) -> None:
         del self._holes[self.pos]
         self.counts.invalid += 1
-        self._cause = "invalid"
+        self._blame("invalid")
         self.events.append(
             FollowEvent(
                 "invalid",
@@ -359,7 +367,7 @@ class Tailer:
         self.pos = target
         self._holes.clear()
         self.counts.laps += 1
-        self._cause = "overwritten"
+        self._blame("overwritten")
 
     def _assemble(self, now: float) -> list[Record]:
         """Turn the slots consumed so far into whole records; keep the parts of unfinished ones."""
@@ -425,7 +433,7 @@ class Tailer:
         if silent:
             return
         self.counts.incomplete += len(dead)
-        self._cause = "incomplete"
+        self._blame("incomplete")
         self.events.append(
             FollowEvent(
                 "incomplete",
@@ -564,7 +572,7 @@ class Tailer:
         else:
             nxt = live
         if nxt.header.segment > h.segment + 1:
-            self._cause = "overwritten"  # the segments in between were removed unread
+            self._blame("overwritten")  # the segments in between were removed unread
         return nxt
 
     def close(self) -> None:
