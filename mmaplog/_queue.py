@@ -37,7 +37,7 @@ import itertools
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Final, List
+from typing import Any, Callable, Final
 
 __all__ = ["CLOSED", "RUNNING", "SYNC", "Marker", "RecordQueue"]
 
@@ -104,7 +104,7 @@ class RecordQueue:
         "__weakref__",
     )
 
-    def __init__(self, capacity: int, policy: str, level: int, sink: Callable[[List[Any]], None]) -> None:
+    def __init__(self, capacity: int, policy: str, level: int, sink: Callable[[list[Any]], object]) -> None:
         self.level = level
         self.capacity = capacity
         #: The bound the producer's fast path compares with: ``capacity`` while running, 0 after.
@@ -231,9 +231,7 @@ class RecordQueue:
                     self._room.wait(_ROOM_RECHECK)
             finally:
                 self._waiting -= 1
-            if self.state != RUNNING:
-                items.append(record)
-            elif _GIL:
+            if _GIL or self.state != RUNNING:
                 items.append(record)
             else:
                 with self._lock:

@@ -693,7 +693,7 @@ def test_non_daemon_threads_still_logging_at_exit_are_drained(tmp_path: Path) ->
         threading.Thread(target=late).start()
         started.wait()
     ''')
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     assert ring_numbers(tmp_path) == list(range(3000))
 
@@ -849,3 +849,22 @@ def test_close_from_inside_an_inner_handler_does_not_deadlock(handlers: Any) -> 
     assert worker is not None
     worker.join(WAIT)
     assert not worker.is_alive() and handler.closed
+
+
+def test_exit_hook_is_installed_on_first_construction_not_at_import() -> None:
+    """Importing mmaplog registers no atexit hook; creating the first AsyncHandler does."""
+    code = textwrap.dedent('''
+        import atexit
+        import logging  # the standard library's own exit hook, registered when it is imported
+        before = atexit._ncallbacks()
+        import mmaplog
+        from mmaplog.testing import CapturingHandler
+        after_import = atexit._ncallbacks()
+        handler = mmaplog.AsyncHandler(CapturingHandler())
+        print(before, after_import, atexit._ncallbacks())
+    ''')
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    before, after_import, after_handler = map(int, proc.stdout.split())
+    assert after_import == before
+    assert after_handler > after_import

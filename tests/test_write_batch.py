@@ -184,7 +184,8 @@ def test_sigkill_during_batches_never_shows_a_torn_record(tmp_path: Path) -> Non
     """Killing a process in the middle of writing batches leaves only whole, correct records behind."""
     path = tmp_path / "r.mmlog"
     for batches in (1, 7, 20, 33, 50):
-        child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SIGKILL_WRITER), str(path)], stdout=subprocess.PIPE)
+        command = [sys.executable, "-c", textwrap.dedent(SIGKILL_WRITER), str(path)]
+        child = subprocess.Popen(command, stdout=subprocess.PIPE)
         assert child.stdout is not None
         assert len(child.stdout.read(batches)) == batches  # the kill lands while a later batch is being written
         child.send_signal(signal.SIGKILL)

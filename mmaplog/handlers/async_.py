@@ -174,7 +174,7 @@ class AsyncHandler(Handler):
 
     @classmethod
     def from_config(cls, options: HandlerOptions) -> AsyncHandler:
-        """Build from a configuration table (``type = "async"``): the keyword arguments as keys, inner tables in ``handlers``.
+        """Build from a configuration table (``type = "async"``): options as keys, inner tables in ``handlers``.
 
         ``flush_interval = false`` means no periodic flush (TOML has no null).
         """
@@ -200,7 +200,7 @@ class AsyncHandler(Handler):
             raise options.error("", str(exc)) from None
 
     # ------------------------------------------------------------------ configuration
-    @property  # type: ignore[override]
+    @property
     def level(self) -> int:
         """The lowest level queued; records below it cost only the check."""
         return self._level
@@ -280,11 +280,8 @@ class AsyncHandler(Handler):
         return put
 
     def emit(self, record: LogRecord) -> None:
-        """Queue one record (what :meth:`handle` does after its level check)."""
-        if len(self._workers) == 1:
-            self._workers[0].queue.put(record)
-        else:
-            self._handle_routed(record)
+        """Queue one record (the same as :meth:`handle`, whose level check it passed)."""
+        self.handle(record)
 
     def emit_batch(self, records: list[LogRecord]) -> None:
         """Queue several records in order."""
@@ -458,7 +455,7 @@ class AsyncHandler(Handler):
             worker.queue.put_marker(marker)
             stops.append(marker)
         stalled = False
-        for worker, marker in zip(self._workers, stops):
+        for worker, marker in zip(self._workers, stops, strict=True):
             stalled = not self._wait_for_stop(worker, marker, me) or stalled
         for worker in self._workers:
             queue = worker.queue
