@@ -31,8 +31,8 @@ EventKind = Literal["missed", "invalid", "incomplete", "rotated", "truncated", "
 _READ_BYTES = 8 << 20
 #: Bytes of slots one file may consume per poll before the follower turns to the next file.
 _POLL_BYTES = 64 << 20
-#: Slots read ahead when idle: small, so an idle poll costs a few KiB of I/O.
-_MIN_WINDOW = 64
+#: Bytes read ahead when idle (at least a few slots): an idle poll costs a few KiB of I/O.
+_IDLE_BYTES = 16 << 10
 #: Causes of missing records, the one explaining most first.
 _BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
@@ -149,7 +149,7 @@ class Tailer:
         self.counts = FollowStats()
         self._after = after
         self._warned: set[tuple[str, object]] = set()
-        self._window = _MIN_WINDOW
+        self._window = 0  # set per file by _open
         self._lap_margin = 0
         self._fresh: list[np.ndarray] = []
         self._holes: dict[int, list[float]] = {}
@@ -239,6 +239,7 @@ class Tailer:
         self._pending = np.empty(0, dtype=ring.dtype)
         self._holes.clear()
         self._lap_margin = 0
+        self._window = max(4, _IDLE_BYTES // ring.header.slot_size)
 
     def _blame(self, cause: Cause) -> None:
         """Note the likeliest cause of records found missing next; a lap explains more than a bad slot."""
@@ -291,7 +292,8 @@ class Tailer:
         n = ring.header.slot_count
         sealed = ring.sealed()
         budget = max(1, _POLL_BYTES // ring.header.slot_size)
-        max_window = max(_MIN_WINDOW, _READ_BYTES // ring.header.slot_size)
+        min_window = max(4, _IDLE_BYTES // ring.header.slot_size)
+        max_window = max(min_window, _READ_BYTES // ring.header.slot_size)
         moved = False
         while budget > 0:
             count = min(self._window, n, budget)
@@ -313,9 +315,10 @@ class Tailer:
             if stop == count:
                 self._window = min(max_window, self._window * 2)
                 continue
-            self._window = max(_MIN_WINDOW, self._window // 2)
+            self._window = max(min_window, self._window // 2)
             if valid[stop] and got[stop] > expected[stop]:
                 self._resync()
+                budget -= n  # a survey reads the whole ring: a writer faster than us cannot keep us here
                 moved = True
                 continue
             # The expected slot is not committed.  If the writer committed later slots (or
