@@ -15,7 +15,7 @@ _FINAL_MEMORY = 32
 class _Range:
     """Seqs ``lo..hi-1`` skipped over: when first seen, polls seen since, and the likely cause."""
 
-    __slots__ = ("lo", "hi", "since", "polls", "cause")
+    __slots__ = ("cause", "hi", "lo", "polls", "since")
 
     def __init__(self, lo: int, hi: int, since: float, cause: Cause) -> None:
         self.lo, self.hi, self.since, self.cause = lo, hi, since, cause

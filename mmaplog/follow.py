@@ -118,7 +118,7 @@ class Follower(Iterator[Record]):
         if records:
             per_file.append(records)
             key = tailer.series_key
-            self._cursor[key] = max(self._cursor.get(key, 0), max(r.seq for r in records))
+            self._cursor[key] = max(self._cursor.get(key, 0), *(r.seq for r in records))
         items.extend(tailer.events)
         tailer.events = []
 
@@ -126,7 +126,8 @@ class Follower(Iterator[Record]):
         if len(per_file) == 1:
             items.extend(per_file[0])
         elif per_file:
-            items.extend(heapq.merge(*per_file, key=_time_of))
+            merged: Iterator[Record] = heapq.merge(*per_file, key=_time_of)
+            items.extend(merged)
         total = FollowStats()
         for tailer in self._tailers:
             total.add(tailer.counts)

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mmaplog
-from mmaplog import RingWriter, layout as L
+from mmaplog import RingWriter
+from mmaplog import layout as L
 
 SLOT = 256
 BASE_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
@@ -497,7 +498,7 @@ def test_follow_says_how_many_records_it_missed_when_lapped(tmp_path: Path) -> N
         writer.write("last")
         proc.send_signal(signal.SIGCONT)
         missed_line = err.until("missed")
-        shown = []
+        shown: list[str] = []
         while not shown or shown[-1] != "last":
             shown.append(json.loads(out.read(1)[0])["message"])
         proc.send_signal(signal.SIGTERM)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import mmaplog
-from mmaplog import FollowEvent, Record, RingWriter, follow, layout as L
+from mmaplog import FollowEvent, Record, RingWriter, follow
+from mmaplog import layout as L
 from mmaplog.follow import Follower
 
 SLOT = 256
@@ -292,7 +293,7 @@ def test_hole_left_by_a_dead_writer_thread_is_skipped_and_counted(tmp_path: Path
         result = mmaplog.scan(path)
     assert follower.stats.invalid == 1
     assert follower.stats.missed == 1 and [(e.first_seq, e.last_seq) for e in events(final, "missed")] == [(seq, seq)]
-    assert [m for m in result.records["message"]] == ["before", "after 0", "after 1", "after 2"]
+    assert list(result.records["message"]) == ["before", "after 0", "after 1", "after 2"]
     assert result.stats.invalid == 1 and result.stats.gaps == 1
 
 

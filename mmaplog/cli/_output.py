@@ -209,9 +209,8 @@ class TextFormatter(Formatter):
             rows["fields"].tolist(),
             rows["exception"].tolist(),
         ):
-            if not message.isprintable():
-                message = sub(esc, message)
-            line = f"{heads[k]}.{str(us)[1:]}{tails[k]} {levels[level]} {loggers[logger]} {threads[thread]} {message}"
+            text = message if message.isprintable() else sub(esc, message)
+            line = f"{heads[k]}.{str(us)[1:]}{tails[k]} {levels[level]} {loggers[logger]} {threads[thread]} {text}"
             if fields:
                 line = f"{line} {fields_text(fields)}"
             if exception:

@@ -61,7 +61,7 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
 def _relative(value: str) -> float | None:
     """Seconds from now for ``-5min``, ``+2h``, ``1h 30min ago``; None if ``value`` is not of that form."""
     sign = 0
-    if value.endswith(" ago") or value.endswith("ago"):
+    if value.endswith("ago"):
         value, sign = value[: -len("ago")].strip(), -1
     if value[:1] in "+-":
         if sign:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import FormatError
-from ..follow import FollowEvent, Follower
+from ..follow import Follower, FollowEvent
 from ..reader import RECORD_DTYPE, Record, filter_mask, level_number, scan
 from ._output import CsvFormatter, Formatter, JsonFormatter, Meta, TextFormatter, escape
 from ._report import stats_report, verify_path
