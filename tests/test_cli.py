@@ -457,6 +457,14 @@ class Lines:
                 return line
 
 
+def wait_stopped(pid: int, timeout: float = 60) -> None:
+    """Wait until the kernel shows process ``pid`` stopped (state T), so it reads nothing more."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the follower did not stop"
+        time.sleep(0.001)
+
+
 def start_follow(path: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "mmaplog.cli.read", "-f", "-o", "json", "--interval", "0.01", *args, str(path)],
@@ -493,6 +501,7 @@ def test_follow_says_how_many_records_it_missed_when_lapped(tmp_path: Path) -> N
         out, err = Lines(proc.stdout), Lines(proc.stderr)
         assert json.loads(out.read(1)[0])["message"] == "first"
         proc.send_signal(signal.SIGSTOP)
+        wait_stopped(proc.pid)
         for i in range(300):
             writer.write(f"burst {i}")
         writer.write("last")
