@@ -87,7 +87,8 @@ def test_gap_in_json_mode(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     lost = oldest - 11
     assert lines[0]["level"] == "WARNING" and lines[0]["logger"] == "mmaplog.ship"
-    assert lines[0]["fields"] == {"lost": lost, "first_seq": 11, "last_seq": oldest - 1, "source": str(path)}
+    assert lines[0]["fields"] == {"lost": lost, "first_seq": 11, "last_seq": oldest - 1, "cause": "overwritten",
+                                  "source": str(path)}  # fmt: skip
     assert f"mmaplog-ship: {lost} records overwritten before they could be shipped" in result.stderr
     assert [x["seq"] for x in lines[1:]] == list(range(oldest, 501))
 

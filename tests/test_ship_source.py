@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import mmaplog
 from mmaplog import RingWriter
 from mmaplog import layout as L
 from mmaplog.reader import RingFile
@@ -98,7 +99,7 @@ def test_lapped_reader_gets_a_gap_with_the_exact_count(tmp_path: Path) -> None:
     items = drain(source)
     gaps = [i.gap for i in items if i.gap is not None]
     assert len(gaps) == 1
-    assert (gaps[0].first_seq, gaps[0].last_seq, gaps[0].count) == (11, 84, 74)
+    assert (gaps[0].first_seq, gaps[0].last_seq, gaps[0].count, gaps[0].cause) == (11, 84, 74, "overwritten")
     assert "74 records overwritten before they could be shipped" in gaps[0].describe()
     assert items[0].gap is gaps[0] and items[0].seq == 84
     assert seqs(items) == list(range(85, 101))
@@ -115,7 +116,7 @@ def test_new_series_reports_what_was_overwritten_before_it_was_seen(tmp_path: Pa
     source.poll()
     clock.now += 2
     items = drain(source)
-    assert items[0].gap is not None and items[0].gap.count == 34
+    assert items[0].gap is not None and (items[0].gap.count, items[0].gap.cause) == (34, "overwritten")
     assert seqs(items) == list(range(35, 51))
 
 
@@ -163,7 +164,9 @@ def test_dead_writer_hole_becomes_a_gap_of_one(tmp_path: Path) -> None:
     assert seqs(source.poll()) == [1]
     clock.now += 1.5
     items = drain(source)
-    assert items[0].gap is not None and (items[0].gap.first_seq, items[0].gap.count) == (2, 1)
+    gap = items[0].gap
+    assert gap is not None and (gap.first_seq, gap.count, gap.cause) == (2, 1, "unfinished")
+    assert gap.describe().startswith("1 record never finished by the writer")
     assert seqs(items) == [3]
 
 
@@ -238,3 +241,21 @@ def test_glob_pattern_picks_up_files_created_later(tmp_path: Path) -> None:
     with RingWriter(tmp_path / "app-2.mmlog", size=64 * 256) as w:
         w.write("from process 2")
     assert [i.record.message for i in drain(source)] == ["from process 2"]
+
+
+def test_segments_rotated_away_unread_are_a_gap(tmp_path: Path) -> None:
+    """Records in segments the writer deleted (rotate=K) before they were read are one gap with the exact count."""
+    path = tmp_path / "a.mmlog"
+    clock = FakeClock()
+    with RingWriter(path, size=16 * 256, rotate=2) as w:
+        for i in range(1, 101):
+            w.write(f"m{i}")
+    kept = sorted(int(s) for s in mmaplog.read_array(path)["seq"])
+    source = RingSource([path], grace=1.0, clock=clock)
+    source.poll()
+    clock.now += 2
+    items = drain(source)
+    gap = items[0].gap
+    assert gap is not None
+    assert (gap.first_seq, gap.last_seq, gap.cause) == (1, kept[0] - 1, "overwritten")
+    assert seqs(items) == kept == list(range(kept[0], 101))

@@ -295,6 +295,8 @@ class Shipper:
 
     def _went_down(self, reason: str) -> None:
         """Note the failure, then wait out the backoff (a stop request cuts the wait short)."""
+        if self.stats.gave_up:
+            return
         now = time.monotonic()
         delay = self.backoff.next_delay()
         if self._down_since is None:

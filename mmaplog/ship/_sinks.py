@@ -108,7 +108,8 @@ def gap_message(gap: Gap) -> str:
 
 def gap_fields(gap: Gap) -> dict[str, object]:
     """Machine-readable facts about a gap."""
-    return {"lost": gap.count, "first_seq": gap.first_seq, "last_seq": gap.last_seq, "source": gap.path}
+    return {"lost": gap.count, "first_seq": gap.first_seq, "last_seq": gap.last_seq, "cause": gap.cause,
+            "source": gap.path}  # fmt: skip
 
 
 class _SyslogItems:

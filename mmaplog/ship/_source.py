@@ -48,6 +48,9 @@ class Gap:
     host: str
     process: str
     pid: int
+    #: "overwritten" (the writer lapped the reader, or rotated the records away) or "unfinished"
+    #: (a writer thread died between claiming the records and committing them).
+    cause: str = "overwritten"
 
     @property
     def count(self) -> int:
@@ -58,7 +61,9 @@ class Gap:
         """One line for people: ``1234 records overwritten before they could be shipped (seq 1..1234 of app.mmlog)``."""
         span = f"seq {self.first_seq}" if self.count == 1 else f"seq {self.first_seq}..{self.last_seq}"
         noun = "record" if self.count == 1 else "records"
-        return f"{self.count} {noun} overwritten before they could be shipped ({span} of {self.path})"
+        if self.cause == "overwritten":
+            return f"{self.count} {noun} overwritten before they could be shipped ({span} of {self.path})"
+        return f"{self.count} {noun} never finished by the writer, so not shipped ({span} of {self.path})"
 
 
 class Item(NamedTuple):
@@ -96,6 +101,8 @@ class _Series:
     newest: int = 0
     #: (first missing seq, monotonic time first seen, highest seq seen then)
     hole: tuple[int, float, int] | None = None
+    #: Set when a file of the series was found lapped (positions overwritten before they were read).
+    lapped: bool = False
     info: tuple[str, str, str, int] = ("", "", "", 0)
     tails: list[_Tail] = field(default_factory=list)
 
@@ -317,7 +324,7 @@ class RingSource:
                         records.setdefault(record.seq, record)
         items = self._advance(series_id, series, records, now, limit)
         for tail, positions, candidates, capped in reads:
-            self._move(tail, positions, candidates, series.delivered, capped, now)
+            self._move(tail, series, positions, candidates, capped, now)
         return items
 
     def _assemble(self, tail: _Tail, slots: np.ndarray) -> Iterable[Record]:
@@ -381,14 +388,20 @@ class RingSource:
             series.hole = None
         if not records:
             series.hole = None
+        if series.hole is None:
+            series.lapped = False  # a lap that left no hole lost nothing
         return items
 
     def _gap(self, series: _Series, first: int, last: int) -> Gap:
         path, host, process, pid = series.info
-        return Gap(series.series_id, first, last, path, host, process, pid)
+        oldest_kept = min((t.ring.header.first_seq for t in series.tails), default=0)
+        overwritten = series.lapped or first < oldest_kept
+        series.lapped = False
+        cause = "overwritten" if overwritten else "unfinished"
+        return Gap(series.series_id, first, last, path, host, process, pid, cause)
 
     def _move(
-        self, tail: _Tail, positions: np.ndarray, candidates: np.ndarray, delivered: int, capped: bool, now: float
+        self, tail: _Tail, series: _Series, positions: np.ndarray, candidates: np.ndarray, capped: bool, now: float
     ) -> None:
         """Advance the file's position past everything seen, stopping before undelivered records and missing slots."""
         if not len(positions):
@@ -410,8 +423,10 @@ class RingSource:
         else:
             tail.stall = None
         # Positions a full ring behind the newest one seen are overwritten: nothing there to wait for.
-        frontier = max(frontier, highest - count)
-        waiting = candidates["pos"][candidates["seq"] > delivered]
+        if highest - count > frontier:
+            series.lapped = True
+            frontier = highest - count
+        waiting = candidates["pos"][candidates["seq"] > series.delivered]
         if len(waiting):
             frontier = min(frontier, int(waiting.min()) - 1)
         if frontier <= after and capped:
