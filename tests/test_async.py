@@ -212,9 +212,9 @@ def test_block_policy_makes_the_producer_wait_and_loses_nothing(handlers: Any) -
     assert inner.entered.wait(WAIT)  # the worker holds record 0; the queue is empty
     producer = threading.Thread(target=lambda: [handler.handle(rec(i)) for i in range(1, 11)])
     producer.start()
+    assert _poll(lambda: handler.pending == 5)  # record 0 in the worker's hands, 4 queued
     producer.join(0.3)
-    assert producer.is_alive()  # 4 queued, the 5th waits for room
-    assert handler.pending == 5
+    assert producer.is_alive() and handler.pending == 5  # the 5th waits for room instead of going in
     gate.set()
     producer.join(WAIT)
     assert not producer.is_alive()
