@@ -1,6 +1,7 @@
 """AsyncHandler benchmarks: the producer's cost per call, and writing a batch into a ring.
 
-Run with ``python -m pytest bench/bench_async_batch.py --benchmark-columns=min,median,mean``.
+Run with ``python -m pytest bench/test_async_batch.py --benchmark-only --benchmark-columns=min,median,rounds``
+(add ``-s`` to see the SIGKILL loss figures).
 
 Producer side: :meth:`AsyncHandler.handle` against an empty Python function
 (the yardstick: the target is at most ~4x) and ``queue.Queue.put_nowait``.
@@ -199,19 +200,21 @@ import threading; threading.Event().wait()
 
 
 @pytest.mark.parametrize("capacity", [1024, 16384])
-def test_sigkill_loss_right_after_a_burst(tmp_path: Path, capacity: int) -> None:
-    """A burst of 100,000 records through Logger -> AsyncHandler -> RingHandler, SIGKILL as soon as it returns.
+def test_sigkill_loss_right_after_a_burst(benchmark: Any, scale: Any, tmp_path: Path, capacity: int) -> None:
+    """A burst through Logger -> AsyncHandler -> RingHandler in a child, SIGKILL as soon as its last call returns.
 
-    Prints the queue depth the child saw when its last call returned and how many
-    records the ring is missing: the loss window is what was still queued.
+    Prints (and keeps in ``extra_info``) the queue depth the child saw when its
+    last call returned and how many records the ring is missing: the loss
+    window is what was still queued.  The time measured is one whole run.
     """
     import subprocess
     import sys
 
-    n = 100_000
+    n = 100_000 if scale.full else 5_000
     path = tmp_path / "loss.mmlog"
-    losses = []
-    for _ in range(5):
+    losses: list[tuple[int, int]] = []
+
+    def run() -> None:
         child = subprocess.Popen([sys.executable, "-c", LOSS_CHILD, str(path), str(n), str(capacity)],
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
@@ -220,6 +223,9 @@ def test_sigkill_loss_right_after_a_burst(tmp_path: Path, capacity: int) -> None
         child.wait()
         lost = n - len(mmaplog.read_array(path))
         losses.append((pending, lost))
-        assert lost <= pending
         path.unlink()
-    print(f"\ncapacity {capacity}: (pending when the burst returned, lost after SIGKILL) = {losses}")
+
+    benchmark.pedantic(run, rounds=5 if scale.full else 1, iterations=1)
+    benchmark.extra_info.update(records=n, capacity=capacity, pending_and_lost=losses)
+    print(f"\ncapacity {capacity}, {n} records: (pending when the burst returned, lost after SIGKILL) = {losses}")
+    assert all(lost <= pending for pending, lost in losses)
