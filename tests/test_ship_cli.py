@@ -283,3 +283,39 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert len({round(d, 6) for d in delays[4:]}) == 4, "jitter: capped delays still differ"
     backoff.reset()
     assert 0.25 <= backoff.next_delay() <= 0.5
+
+
+_ENDLESS_WRITER = """
+import sys
+from mmaplog import RingWriter
+with RingWriter(sys.argv[1], size=65536 * 256) as w:
+    w.write("first")
+    print("ready", flush=True)
+    i = 0
+    while True:
+        i += 1
+        w.write(f"more {i}")
+"""
+
+
+def test_once_ends_while_the_writer_keeps_writing(tmp_path: Path) -> None:
+    """--once ships what existed when it caught up and exits, even though the application never stops logging."""
+    path = tmp_path / "app.mmlog"
+    writer = subprocess.Popen([sys.executable, "-c", _ENDLESS_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        result = ship(str(path), "--to", "-", "--once", timeout=120)
+        assert writer.poll() is None, "the writer was still writing when the shipper finished"
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert result.returncode == 0, result.stderr
+    # The writer may lap the shipper: every seq is then either shipped or inside a reported gap, in order.
+    covered = []
+    for doc in map(json.loads, result.stdout.splitlines()):
+        if "seq" in doc:
+            covered.append(doc["seq"])
+        else:
+            covered += range(doc["fields"]["first_seq"], doc["fields"]["last_seq"] + 1)
+    assert covered == list(range(1, len(covered) + 1))
+    assert len(covered) > 1

@@ -171,6 +171,7 @@ class Shipper:
         self._down_reported = 0.0
         self._source_dry = False
         self._next_poll = 0.0
+        self._caught_up: float | None = None
         self._progress_at = 0.0
         self._rate_mark = (time.monotonic(), 0)
         self._rate = 0.0
@@ -219,15 +220,24 @@ class Shipper:
         self._progress_at = 0.0
 
     def _fill(self) -> None:
-        """Read more items when the backlog runs low; a source that had little is asked again only after a pause."""
+        """Read more items when the backlog runs low; a source that had little is asked again only after a pause.
+
+        With ``once``, reading ends at the first poll that finds less than a full
+        batch (everything that existed has been read), once missing records had
+        their grace period: a writer that keeps writing does not keep it going.
+        """
         now = time.monotonic()
-        if len(self._backlog) >= self.window or now < self._next_poll:
+        if len(self._backlog) >= self.window or now < self._next_poll or self._source_dry:
             return
         limit = max(self.window, 4096)
         items = self.source.poll(limit=limit)
         if len(items) < limit:
             self._next_poll = now + self.poll_interval
-        self._source_dry = not items and not self.source.waiting
+            if self.once:
+                if self._caught_up is None:
+                    self._caught_up = now
+                if not self.source.waiting or now - self._caught_up > 2 * self.source.grace + 1.0:
+                    self._source_dry = True
         for path, reason in self.source.problems.items():
             if (path, reason) not in self._reported_problems:
                 self._reported_problems.add((path, reason))
