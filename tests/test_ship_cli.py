@@ -101,6 +101,8 @@ def test_gap_in_json_mode(tmp_path: Path) -> None:
         (["{file}", "--to", "relp://host"], "needs a host and a port"),
         (["{file}", "--to", "relp://host:99999"], "bad port"),
         (["{file}", "--to", "-", "--window", "0"], "must be at least 1"),
+        (["{file}", "--to", "-", "--poll-interval", "0"], "more than 0 seconds"),
+        (["{file}", "--to", "-", "--grace", "-1"], "finite number of seconds >= 0"),
         (["{file}", "--to", "-", "--facility", "local9"], "unknown syslog facility"),
         (["{file}", "--to", "-", "--max-message-size", "12 parsecs"], "cannot read"),
         (["{file}", "--to", "-", "--max-message-size", "100"], "too small"),

@@ -66,6 +66,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rsyslog's maxMessageSize must be at least this)",
     )  # fmt: skip
     parser.add_argument(
-        "--poll-interval", type=_seconds, default=0.2, metavar="SECONDS",
+        "--poll-interval", type=_positive_seconds, default=0.2, metavar="SECONDS",
         help="pause between looks at the files when there is nothing new (default 0.2)",
     )  # fmt: skip
     parser.add_argument(
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up (exit 1) after the collector was unavailable this long (default: never; 30 with --once)",
     )  # fmt: skip
     parser.add_argument(
-        "--ack-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+        "--ack-timeout", type=_positive_seconds, default=30.0, metavar="SECONDS",
         help="reconnect when a RELP collector acknowledges nothing for this long (default 30)",
     )  # fmt: skip
     parser.add_argument(
