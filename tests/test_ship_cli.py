@@ -163,11 +163,16 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     path = tmp_path / "app.mmlog"
     make_ring(path, 3000)
     proc = subprocess.Popen([*SHIP, str(path), "--to", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.readline()
-    proc.stdout.close()
-    assert proc.wait(60) == 0
-    assert b"Traceback" not in proc.stderr.read()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.wait(60) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def _run_with_stderr_on_a_tty(args: list[str]) -> str:
