@@ -15,6 +15,7 @@ import itertools
 import json
 import mmap
 import os
+import resource
 import socket
 import stat
 import struct
@@ -29,7 +30,7 @@ from typing import Any, Iterable, Literal, Mapping, Protocol
 
 import numpy as np
 
-from . import _codec
+from . import _codec, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError, WriterBusyError
 
@@ -178,12 +179,16 @@ class RingWriter:
             raise ValueError(f"size {size!r} is smaller than one slot ({slot_size} bytes)")
         if isinstance(rotate, bool) or not isinstance(rotate, int) or rotate < 0:
             raise ValueError(f"rotate must be a whole number >= 0 (files to keep), not {rotate!r}")
+        if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o7777 or mode & 0o002:
+            raise ValueError(f"mode {mode!r} is not allowed: a log file must not be writable by every user (use 0o640)")
         self.rotate = rotate
         self._mode = mode
         self._prefault = prefault
         self._requested = (slot_size, ring_bytes // slot_size)
-        self._lock = threading.Lock()  # rotation, name registration, close
+        # Re-entrant: a signal handler that logs may interrupt this very thread while it holds the lock.
+        self._lock = threading.RLock()  # rotation, name registration, close
         self._claim_lock = threading.Lock()  # serialises whole writes where there is no GIL
+        self._registering = self._rotating = False  # what the interrupted thread was doing under _lock
         self._names: dict[str, int] = {"": 0}
         self._pid = os.getpid()
         self._closed = False
@@ -219,7 +224,18 @@ class RingWriter:
         if self._prefault:
             _prefault(mm, header.data_offset)
         self._seqs = itertools.count(next_seq)
-        self._map = _Map(fd, mm, header, next_pos, self._limit(header), self.path)
+        self._map = self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path))
+
+    def _guard(self, m: _Map) -> _Map:
+        """Let the writer survive its file being truncated by another process (see mmaplog._truncation)."""
+        ref = weakref.ref(self)
+
+        def names(mm: mmap.mmap) -> dict[str, int]:
+            writer = ref()
+            return dict(writer._names) if writer is not None and writer._map.mm is mm else {}
+
+        _truncation.watch(m.mm, m.fd, m.header, m.path, names)
+        return m
 
     def _new_header(self, segment: int, series_id: bytes, first_seq: int) -> L.FileHeader:
         slot_size, slot_count = self._requested
@@ -541,23 +557,42 @@ class RingWriter:
             logger = str(logger)
         raw = _encode_text(logger)
         with self._lock:
-            lid = self._names.get(logger)
-            if lid is not None:
-                return lid
-            header = self._map.header
-            ident = getattr(self, "_next_name_id", 1)
-            if len(raw) > L.NAME_MAX or ident > header.name_entries or not raw:
+            if self._registering:  # a signal handler interrupted a registration on this thread: go inline
                 return None
-            entry = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
-            off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
-            self._map.mm[off : off + L.NAME_ENTRY_SIZE] = entry
-            self._next_name_id = ident + 1
-            self._names[logger] = ident
-            return ident
+            self._registering = True
+            try:
+                return self._register(logger, raw)
+            finally:
+                self._registering = False
+
+    def _register(self, logger: str, raw: bytes) -> int | None:
+        lid = self._names.get(logger)
+        if lid is not None:
+            return lid
+        header = self._map.header
+        ident = getattr(self, "_next_name_id", 1)
+        if len(raw) > L.NAME_MAX or ident > header.name_entries or not raw:
+            return None
+        entry = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
+        off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
+        self._map.mm[off : off + L.NAME_ENTRY_SIZE] = entry
+        self._next_name_id = ident + 1
+        self._names[logger] = ident
+        return ident
 
     # ------------------------------------------------------------------ rotation
     def _rotate(self, current: _Map) -> None:
         """Seal the full file, give it its segment name and continue in a fresh one."""
+        with self._lock:
+            if self._rotating:  # a signal handler interrupted a rotation on this thread
+                raise MmaplogError("a record logged by a signal handler in the middle of a rotation was dropped")
+            self._rotating = True
+            try:
+                self._rotate_now(current)
+            finally:
+                self._rotating = False
+
+    def _rotate_now(self, current: _Map) -> None:
         with self._lock:
             if self._map is not current or self._closed:
                 if self._closed:
@@ -596,7 +631,8 @@ class RingWriter:
                 _unlink_quietly(sealed)
                 os.link(self.path, sealed)
             os.replace(temp, self.path)
-            self._map = _Map(fd, mm, new_header, 1, self._limit(new_header), self.path)
+            self._map = self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path))
+            _truncation.forget(current.mm)
             os.close(current.fd)
             self._prune_segments(new_header.segment)
 
@@ -627,6 +663,7 @@ class RingWriter:
                     m.mm.flush()
             finally:
                 m.hot = (None,) * 9  # type: ignore[assignment]
+                _truncation.forget(m.mm)
                 try:
                     m.mm.close()
                 except Exception:
@@ -640,13 +677,15 @@ class RingWriter:
         The child's copies of the descriptor and mapping are released without an
         unlock or a flush, so the parent keeps its lock and its ring untouched.
         """
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._claim_lock = threading.Lock()
+        self._registering = self._rotating = False
         if self._closed:
             return
         self._closed = True
         m = self._map
         m.hot = (None,) * 9  # type: ignore[assignment]
+        _truncation.forget(m.mm)
         try:
             m.mm.close()
         except Exception:  # noqa: BLE001 - a child must go on even if its copy cannot be unmapped
@@ -783,6 +822,11 @@ def _lock_file(fd: int, path: Path) -> None:
 
 def _create_ring(fd: int, path: Path, header: L.FileHeader) -> mmap.mmap:
     """Reserve the whole file on disk, write the header and map it; a full disk fails here."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and header.file_size > limit:
+        # Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills a process that did not ignore it.
+        raise OSError(errno.EFBIG, f"{path}: cannot reserve {header.file_size} bytes for the ring "
+                                   f"(the file size limit, ulimit -f, is {limit} bytes)")
     try:
         os.posix_fallocate(fd, 0, header.file_size)
     except OSError as exc:

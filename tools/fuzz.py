@@ -1041,7 +1041,7 @@ def _worker_main(args: argparse.Namespace) -> int:
     fuzzer = Fuzzer(Path(args.seed_dir), args.seed, Path(args.work_dir))
     out = sys.stdout
 
-    plant_kind, _, plant_at = (args.plant or "::").partition(":")
+    plant_kind, _, plant_at = (args.plant or "").partition(":")
 
     def progress(index: int) -> None:
         out.write(f"case {index}\n")
