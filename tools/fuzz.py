@@ -543,7 +543,7 @@ def m_copy_slot(buf: bytearray, rng: random.Random, seed: Seed, pool: list[bytes
         index = (dst - offsets[0]) // size
         old = struct.unpack_from("<Q", buf, dst)[0]
         lap = max(0, (old - 1) // count) + rng.choice([0, 1, -1])
-        buf[dst : dst + 8] = struct.pack("<Q", max(0, lap) * count + index + 1)
+        buf[dst : dst + 8] = struct.pack("<Q", (max(0, lap) * count + index + 1) % (1 << 64))
         _reseal(buf, dst, size)
         return "copy+fix"
     return "copy"
@@ -679,9 +679,14 @@ def _reader_rows(result: mmaplog.reader.Scan) -> list[tuple[tuple[bytes, int], t
     return out
 
 
-def check_files(directory: Path, files: dict[str, bytes], live: str, *, memory: bool = False,
+def check_files(directory: Path, files: dict[str, bytes], live: str, *, memory: bool = False, follow: bool = False,
                 timeout: float = CASE_TIMEOUT) -> Outcome:
-    """Write ``files`` into ``directory``, read ``live`` with the reader and check the invariant."""
+    """Write ``files`` into ``directory``, read ``live`` with the reader and check the invariant.
+
+    With ``follow``, :func:`mmaplog.follow` reads the same files too: it may
+    raise FormatError only when it opens them, and may show only records the
+    reference decoder finds complete.
+    """
     for old in directory.iterdir():
         old.unlink()
     for name, data in files.items():
@@ -761,7 +766,40 @@ def check_files(directory: Path, files: dict[str, bytes], live: str, *, memory: 
         problems.append(f"stats.empty is {result.stats.empty}, the reference counts {empty}")
     if result.stats.records != len(result.records):
         problems.append("stats.records differs from the number of records returned")
+    if follow:
+        problem = _check_follow(live_path, expected, timeout)
+        if problem:
+            problems.append(problem)
     return Outcome("records", len(result.records), result.stats.invalid, "; ".join(problems[:5]) or None, peak)
+
+
+def _check_follow(live_path: Path, expected: dict[tuple[bytes, int], list[tuple[Any, ...]]], timeout: float) -> str | None:
+    """Follow the files from the start (two polls and a close): only valid records, no exception after opening."""
+    by_seq: dict[int, set[str]] = {}
+    for (_series, seq), candidates in expected.items():
+        by_seq.setdefault(seq, set()).update(repr(c) for c in candidates)
+    old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        try:
+            follower = mmaplog.follow(live_path, from_start=True, poll_interval=0.001, grace=0.0)
+        except mmaplog.FormatError:
+            return None
+        items = follower.poll() + follower.poll() + follower.close()
+    except _Timeout:
+        return f"follow did not return within {timeout} s"
+    except Exception as exc:  # noqa: BLE001 - this is what the fuzzer looks for
+        return f"follow raised {type(exc).__name__}: {exc}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+    for item in items:
+        if isinstance(item, mmaplog.Record):
+            content = (item.seq, item.time_ns, item.level, item.thread, item.flags, item.logger, item.message,
+                       item.fields or {}, item.exception)
+            if repr(content) not in by_seq.get(item.seq, set()):
+                return f"follow showed record {item.seq} that no valid slots back: {content!r:.200}"
+    return None
 
 
 def check_bytes(directory: Path, data: bytes, name: str = "case.mmlog", **kwargs: Any) -> Outcome:
@@ -825,6 +863,7 @@ class Summary:
     records: int = 0
     format_errors: int = 0
     cli_runs: int = 0
+    follow_runs: int = 0
     memory_checks: int = 0
     max_memory_ratio: float = 0.0
     violations: list[tuple[int, str, list[str], str]] = dataclasses.field(default_factory=list)
@@ -833,7 +872,8 @@ class Summary:
 
     def line(self) -> str:
         return (f"{self.cases} cases in {self.seconds:.1f} s: {self.records} read, {self.format_errors} FormatError, "
-                f"{len(self.violations)} violations; {self.cli_runs} CLI runs; {self.memory_checks} memory checks "
+                f"{len(self.violations)} violations; {self.cli_runs} CLI runs; {self.follow_runs} follow runs; "
+                f"{self.memory_checks} memory checks "
                 f"(peak {self.max_memory_ratio:.1f}x file size)")
 
 
@@ -868,7 +908,8 @@ class Fuzzer:
         return Case(index, seed.name, files, seed.live, [f"{target}: {d}" for d in done])
 
     def run(self, cases: int | None = None, seconds: float | None = None, start: int = 0, *,
-            cli_every: int = 0, memory_every: int = 16, progress: Callable[[int], None] | None = None,
+            cli_every: int = 0, memory_every: int = 16, follow_every: int = 4,
+            progress: Callable[[int], None] | None = None,
             save: Path | None = None) -> Summary:
         """Run cases ``start, start+1, ...`` until ``cases`` are done or ``seconds`` have passed."""
         summary = Summary()
@@ -884,7 +925,9 @@ class Fuzzer:
                 progress(index)
             case = self.case(index)
             memory = memory_every > 0 and index % memory_every == 0
-            outcome = check_files(self.work_dir, case.files, case.live, memory=memory)
+            follow = follow_every > 0 and index % follow_every == 1
+            outcome = check_files(self.work_dir, case.files, case.live, memory=memory, follow=follow)
+            summary.follow_runs += follow and outcome.kind == "records"
             problems = [outcome.violation] if outcome.violation else []
             if use_cli and index % cli_every == 0:
                 summary.cli_runs += 1
@@ -1056,8 +1099,8 @@ def _worker_main(args: argparse.Namespace) -> int:
                          save=Path(args.save) if args.save else None)
     for index, seed, mutations, problem in summary.violations:
         out.write("violation " + json.dumps([index, seed, mutations, problem]) + "\n")
-    figures = {name: getattr(summary, name) for name in ("cases", "records", "format_errors", "cli_runs", "memory_checks",
-                                                          "max_memory_ratio")}
+    figures = {name: getattr(summary, name) for name in ("cases", "records", "format_errors", "cli_runs", "follow_runs",
+                                                          "memory_checks", "max_memory_ratio")}
     figures["mutations"] = dict(summary.mutations)
     out.write("summary " + json.dumps(figures) + "\n")
     out.flush()
@@ -1119,7 +1162,7 @@ def supervise(seed_dir: Path, seed: int, cases: int | None, seconds: float | Non
                 total.violations.append(tuple(json.loads(line[len("violation "):])))  # type: ignore[arg-type]
             elif line.startswith("summary "):
                 part = json.loads(line[len("summary "):])
-                for name in ("cases", "records", "format_errors", "cli_runs", "memory_checks"):
+                for name in ("cases", "records", "format_errors", "cli_runs", "follow_runs", "memory_checks"):
                     setattr(total, name, getattr(total, name) + part[name])
                 total.max_memory_ratio = max(total.max_memory_ratio, part["max_memory_ratio"])
                 total.mutations.update(part["mutations"])
