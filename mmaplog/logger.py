@@ -104,13 +104,24 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
     """The level method of an enabled level: build one record, give it to each handler."""
     if len(handlers) == 1 and type(handlers[0]) is RingHandler and handlers[0].line_format is None:
         # The common case, one ring: no LogRecord at all, straight into the writer, which takes
-        # the time and thread itself.  ``_write`` is looked up per call: it changes on fork and close.
+        # the time and thread itself.  ``_append`` and ``_write`` are looked up per call: they change
+        # on fork and close.  A plain record (no fields, no traceback) takes the writer's positional
+        # entry, and a %-format that works is applied here without render_message's checks.
         ring = handlers[0]
 
         def emit_ring(msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:
-            ring._write(render_message(msg, args) if args or type(msg) is not str else msg, level=level,
-                        logger=name, fields=fields or None,
-                        exception=exception_text(exc_info) if exc_info else None)
+            if fields or exc_info:
+                ring._write(render_message(msg, args), level=level, logger=name, fields=fields or None,
+                            exception=exception_text(exc_info) if exc_info else None)
+                return
+            if type(msg) is not str:
+                msg = render_message(msg, args)
+            elif args:
+                try:
+                    msg = msg % args
+                except Exception:  # noqa: BLE001 - render_message shows what went wrong in the text
+                    msg = render_message(msg, args)
+            ring._append(msg, level, name)
 
         return emit_ring
     if len(handlers) == 1:

@@ -203,6 +203,7 @@ class RingWriter:
         _register_atexit(self)
         if not _GIL:
             self.write = self._write_locked  # type: ignore[method-assign]
+            self._append = self._append_locked  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ opening
     def _open_initial(self) -> None:
@@ -357,6 +358,43 @@ class RingWriter:
     def _write_locked(self, message: str, **kwargs: Any) -> int:
         with self._claim_lock:
             return RingWriter.write(self, message, **kwargs)
+
+    def _append(self, message: str, level: int, logger: str) -> int:
+        """:meth:`write` without fields, traceback, time or thread, taking positional arguments.
+
+        The loggers' hot path (``level`` must be 0..255: the caller checked it).
+        Keyword arguments cost a Python call more than the record's checksum
+        does.  The fast path is :meth:`write`'s, kept in step with it; anything
+        else goes through :meth:`write`.  Never raises.
+        """
+        try:
+            lid = self._names.get(logger)
+            if lid is not None:
+                data = message.encode()
+                mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                n = len(data)
+                if n <= payload:
+                    stamp = _time_ns()
+                    ident = _get_ident()
+                    seq = next(self._seqs)
+                    pos = next(positions)
+                    try:
+                        if pos <= limit:
+                            off = base + (pos - 1) % count * size
+                            body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            mm[off : off + body_len] = body
+                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            return seq
+                        return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                    except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+                        return self._failed(exc)
+        except Exception:  # noqa: BLE001 - not text, lone surrogates, a closed writer: write() decides
+            pass
+        return self.write(message, level=level, logger=logger)
+
+    def _append_locked(self, message: str, level: int, logger: str) -> int:
+        with self._claim_lock:
+            return RingWriter._append(self, message, level, logger)
 
     def write_batch(self, records: Iterable[BatchRecord]) -> int:
         """Append several records in order, as :meth:`write` would one by one; return how many were written.

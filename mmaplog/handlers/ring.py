@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import _lifecycle
 from .. import layout as L
@@ -56,6 +56,7 @@ class RingHandler(Handler):
             writer = RingWriter(self._template, **self._options)
         self._writer: RingWriter | None = writer
         self._write = writer.write
+        self._append = _positional_write(writer, self._append_via_write)
         self._write_batch: Any = getattr(writer, "write_batch", None)
         self._lock = threading.Lock()
         self._dropped_in_child = 0
@@ -124,10 +125,15 @@ class RingHandler(Handler):
                 return
             self._closed = True
             self._write = self._drop
+            self._append = self._append_via_write
             self._write_batch = None
             writer = self._writer
         if writer is not None and self._owns_writer:
             writer.close()
+
+    def _append_via_write(self, message: str, level: int, logger: str) -> int:
+        """The loggers' positional entry while there is no writer's own (closed, forked, a custom writer)."""
+        return self._write(message, level=level, logger=logger)
 
     # ------------------------------------------------------------------ fork
     def _drop(self, message: Any, **_: Any) -> int:
@@ -159,6 +165,7 @@ class RingHandler(Handler):
                 else:
                     self._writer = writer
                     self._write = writer.write
+                    self._append = _positional_write(writer, self._append_via_write)
                     self._write_batch = getattr(writer, "write_batch", None)
         return self._write(message, **kwargs)
 
@@ -168,6 +175,7 @@ class RingHandler(Handler):
             return
         self._parent_path = self.path
         self._write_batch = None
+        self._append = self._append_via_write
         if self._template is not None and "{pid}" in self._template:
             self._reopen_pending = True
             self._write = self._open_in_child
@@ -177,3 +185,8 @@ class RingHandler(Handler):
 
     def __repr__(self) -> str:
         return f"<RingHandler {str(self.path)!r} level={self.level}>"
+
+
+def _positional_write(writer: RingWriter, fallback: Callable[[str, int, str], int]) -> Callable[[str, int, str], int]:
+    """The writer's positional fast entry (``RingWriter._append``), unless a subclass replaced :meth:`RingWriter.write`."""
+    return writer._append if type(writer).write is RingWriter.write else fallback
