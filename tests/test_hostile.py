@@ -238,6 +238,49 @@ def test_follower_survives_its_file_truncated_deleted_and_replaced(tmp_path: Pat
     assert follower.stats.warnings >= 2
 
 
+def test_reading_while_another_process_truncates_and_rewrites_the_file(tmp_path: Path) -> None:
+    """scan() racing a process that truncates, deletes and rewrites the file returns valid records or FormatError, never dies."""
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, size=512 * 256) as w:
+        for i in range(400):
+            w.write(f"m{i}" + "-" * (i % 300), fields={"i": i} if i % 3 == 0 else None)
+    pristine = path.read_bytes()
+    valid = {r.seq: (r.message, r.fields) for r in mmaplog.read(path)}
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
+        """
+        import os, sys
+        path, data = sys.argv[1], open(sys.argv[1], "rb").read()
+        print("ready", flush=True)
+        i = 0
+        while not os.path.exists(path + ".stop"):
+            i += 1
+            if i % 3 == 0:
+                os.unlink(path)
+                with open(path, "wb") as f:
+                    f.write(data)
+            else:
+                os.truncate(path, (i * 7919) % len(data))
+                with open(path, "r+b") as f:
+                    f.write(data)
+        """), str(path)], stdout=subprocess.PIPE, text=True)
+    outcomes = {"records": 0, "format_error": 0}
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 60
+        while min(outcomes.values()) < 20 and time.monotonic() < deadline:  # both outcomes, many times
+            try:
+                records = list(mmaplog.read(path))
+            except mmaplog.FormatError:
+                outcomes["format_error"] += 1
+                continue
+            outcomes["records"] += 1
+            assert all(valid[r.seq] == (r.message, r.fields) for r in records)
+    finally:
+        (tmp_path / "a.mmlog.stop").touch()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and min(outcomes.values()) >= 20, outcomes
+
+
 def _reader(stream: IO[str], sink: queue.Queue[str]) -> None:
     for line in stream:
         sink.put(line.rstrip("\n"))
