@@ -21,7 +21,11 @@ check and the store), so the guard acts after the fact, in a SIGBUS handler:
   memory so the process survives, and stderr says that records stored there are
   lost;
 * any other SIGBUS is not ours: the previous disposition is put back and the
-  fault happens again under it (default: the process dies, as it would have).
+  fault happens again under it (default: the process dies, as it would have);
+* a SIGBUS that was sent rather than caused by a fault (``kill -BUS``, or a
+  handler installed after ours, such as :mod:`faulthandler`, passing the fault
+  on with ``raise()``): every watched file found cut short is repaired, and if
+  there was none the signal goes to the previous disposition.
 
 The handler runs Python code on the faulting thread, which holds the GIL in
 the middle of a plain memory copy (``mmap`` slice assignment or
@@ -42,6 +46,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Callable, Mapping
 
@@ -54,6 +59,8 @@ _SA_NODEFER = 0x40000000
 _SA_RESTART = 0x10000000
 _PROT_READ_WRITE = 0x1 | 0x2
 _MAP_PRIVATE_ANONYMOUS_FIXED = 0x02 | 0x20 | 0x10
+#: Seconds after a repair during which a sent SIGBUS is taken for a late echo of that fault.
+_RECENT = 5.0
 #: A page still faulting this many times while its file has its full size is given up.
 _RETRIES = 3
 
@@ -81,7 +88,8 @@ def supported() -> bool:
 class _Region:
     """One watched mapping: its address range and what is needed to repair its file."""
 
-    __slots__ = ("start", "end", "mm", "fd", "header", "path", "names", "lock", "retries", "reported", "repairs")
+    __slots__ = ("start", "end", "mm", "fd", "header", "path", "names", "lock", "retries", "reported", "repairs",
+                 "repaired_at")
 
     def __init__(self, start: int, mm: mmap.mmap, fd: int, header: L.FileHeader, path: object,
                  names: Callable[[mmap.mmap], Mapping[str, int]]) -> None:
@@ -97,6 +105,7 @@ class _Region:
         self.retries: dict[int, int] = {}
         self.reported: set[str] = set()
         self.repairs = 0
+        self.repaired_at = -_RECENT
 
 
 _lock = threading.Lock()
@@ -197,23 +206,54 @@ def _say(region: _Region, key: str, message: str) -> None:
 def _on_sigbus(signum: int, info: Any, context: Any) -> None:
     """The SIGBUS handler (runs on the faulting thread)."""
     try:
-        addr = info.contents.si_addr or 0
-        ours = info.contents.si_code > 0 and next((r for r in _regions if r.start <= addr < r.end), None)
-        mm = ours.mm() if ours else None
+        addr, code = info.contents.si_addr or 0, info.contents.si_code
     except BaseException:  # noqa: BLE001 - nothing may escape into the interrupted C code
-        ours = mm = None
-    if not ours or mm is None or mm.closed:
-        _give_back()
+        addr, code = 0, 0
+    if code > 0:  # a fault: ours if it lies in a watched mapping
+        region = next((r for r in _regions if r.start <= addr < r.end), None)
+        mm = region.mm() if region is not None else None
+        if region is None or mm is None or mm.closed:
+            _give_back()  # the fault happens again under the previous disposition
+            return
+        try:
+            _repair(region, mm, addr)
+        except BaseException as exc:  # noqa: BLE001
+            _survive(region, addr, exc)
         return
+    # Sent rather than caused: ``kill -BUS``, or a handler installed after ours (faulthandler) passing
+    # a fault on with raise().  Repair whatever file was cut; if none was, and none was just repaired
+    # (another thread may have repaired the cut this fault came from), the signal is not ours.
     try:
-        _repair(ours, mm, addr)
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, KeyboardInterrupt):  # a Ctrl-C that arrived while we ran: deliver it later
-            _thread.interrupt_main()
-        try:  # the repair failed: keep the process alive at the price of that page
-            _lose_page(ours, addr)
-        except BaseException:  # noqa: BLE001
-            pass
+        if _repair_any():
+            return
+    except BaseException:  # noqa: BLE001
+        pass
+    _give_back()
+    signal.raise_signal(signal.SIGBUS)  # delivered at once to the previous disposition
+
+
+def _survive(region: _Region, addr: int, exc: BaseException) -> None:
+    """The repair failed: keep the process alive at the price of the faulting page."""
+    if isinstance(exc, KeyboardInterrupt):  # a Ctrl-C that arrived while we ran: deliver it later
+        _thread.interrupt_main()
+    try:
+        _lose_page(region, addr)
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+def _repair_any() -> bool:
+    """Repair every watched file found cut short; True if one was, now or in the last ``_RECENT`` seconds."""
+    ours = False
+    for region in _regions:
+        mm = region.mm()
+        if mm is None or mm.closed:
+            continue
+        with region.lock:  # a repair under way in another thread finishes first
+            if os.fstat(region.fd).st_size < region.header.file_size:
+                _repair(region, mm, region.start)
+            ours |= time.monotonic() - region.repaired_at < _RECENT
+    return ours
 
 
 def _give_back() -> None:
@@ -241,6 +281,7 @@ def _repair(region: _Region, mm: mmap.mmap, addr: int) -> None:
                 _rewrite_head(region, mm, have)
             region.retries.clear()
             region.repairs += 1
+            region.repaired_at = time.monotonic()
             _say(region, f"truncated {region.repairs}",
                  f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
                  f"extended it back to {size} bytes and went on writing; records in the cut part are gone")

@@ -400,6 +400,39 @@ def test_rotating_writer_survives_truncation_of_its_live_file(tmp_path: Path) ->
     assert list(mmaplog.read(path, segments=False))[-1].message == "last words"
 
 
+def test_writer_survives_truncation_with_faulthandler_enabled_after_it(tmp_path: Path) -> None:
+    """With faulthandler installed after the writer (it sees the fault first and re-raises it), the writer still survives."""
+    path = tmp_path / "a.mmlog"
+    proc = subprocess.Popen([sys.executable, "-c", "import faulthandler\n"
+                             + textwrap.dedent(_TRUNCATED_WRITER).replace('print("ready"', 'faulthandler.enable()\nprint("ready"'),
+                             str(path), "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    os.truncate(path, 0)
+    _wait_for(lambda: os.stat(path).st_size > 0, "the writer to restore its file")
+    out, err = proc.communicate("stop\n", timeout=60)
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert "Fatal Python error: Bus error" in err  # faulthandler did see the fault first ...
+    assert "truncated to 0 bytes" in err  # ... and passed it on to the guard, which repaired the file
+    assert list(mmaplog.read(path))[-1].message == "last words"
+
+
+def test_sigbus_sent_with_kill_keeps_its_default_action(tmp_path: Path) -> None:
+    """``kill -BUS`` at a process with an open writer whose file is intact still terminates it, as without mmaplog."""
+    proc = _child(
+        """
+        import os, signal, sys, mmaplog
+        w = mmaplog.RingWriter(sys.argv[1], size=64 * 256)
+        w.write("open")
+        print("sending", flush=True)
+        os.kill(os.getpid(), signal.SIGBUS)
+        print("survived", flush=True)
+        """,
+        tmp_path / "a.mmlog",
+    )
+    assert proc.stdout.split() == ["sending"] and proc.returncode == -signal.SIGBUS, (proc.returncode, proc.stderr)
+
+
 def test_sigbus_outside_any_ring_still_kills(tmp_path: Path) -> None:
     """The truncation guard handles only its own mappings: an application's own SIGBUS keeps its default action."""
     proc = _child(
