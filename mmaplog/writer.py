@@ -177,6 +177,8 @@ class RingWriter:
             )
         if ring_bytes < slot_size:
             raise ValueError(f"size {size!r} is smaller than one slot ({slot_size} bytes)")
+        if ring_bytes // slot_size > L.MAX_SLOT_COUNT:
+            raise ValueError(f"size {size!r} needs more than {L.MAX_SLOT_COUNT} slots; use a larger slot_size")
         if isinstance(rotate, bool) or not isinstance(rotate, int) or rotate < 0:
             raise ValueError(f"rotate must be a whole number >= 0 (files to keep), not {rotate!r}")
         if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o7777 or mode & 0o002:
