@@ -112,6 +112,7 @@ def test_pid_placeholder_in_path(tmp_path: Path) -> None:
         ({"size": 10}, "smaller than one slot"),
         ({"size": "lots"}, "cannot read 'lots' as a size"),
         ({"rotate": -1}, "rotate must be"),
+        ({"size": (1 << 32) * 64, "slot_size": 64}, "needs more than 4294967295 slots"),
     ],
 )
 def test_bad_arguments_name_the_value(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
