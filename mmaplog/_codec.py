@@ -72,6 +72,8 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
     ok &= slots["commit"] == (pos & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     ok &= (pos - np.uint64(1)) % np.uint64(slot_count) == index.astype(np.uint64)
     ok &= slots["seq"] != 0
+    # No writer gets near 2**63 positions or records, so readers may hold both as int64.
+    ok &= (pos < np.uint64(1 << 63)) & (slots["seq"] < np.uint64(1 << 63))
     length = slots["length"].astype(np.int64)
     ok &= length <= payload
     ok &= (slots["flags"] & ~np.uint8(L.KNOWN_FLAGS)) == 0

@@ -309,3 +309,29 @@ def test_single_slot_record_with_inconsistent_lengths_is_invalid(tmp_path: Path)
     scan = mmaplog.scan(path)
     assert [r.message for r in scan.iter_records()] == ["kept"]
     assert scan.stats.invalid == 2
+
+
+def test_positions_past_two_to_the_63_are_invalid_and_cannot_stall_a_follower(tmp_path: Path) -> None:
+    """A forged checksum-valid slot at pos >= 2**63 is invalid for every reader; follow on it returns at once."""
+    import subprocess
+    import textwrap
+
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, size=64, slot_size=64) as w:  # one slot: every pos lands on index 0
+        w.write("x")
+    raw = bytearray(path.read_bytes())
+    off, pos = L.DATA_OFFSET, (1 << 63) + 1
+    raw[off : off + 8] = struct.pack("<Q", pos)
+    raw[off + 56 : off + 64] = struct.pack("<II", zlib.adler32(bytes(raw[off : off + 56])), pos & 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
+    assert mmaplog.scan(path).stats.invalid == 1
+    code = textwrap.dedent(
+        """
+        import sys, mmaplog
+        f = mmaplog.follow(sys.argv[1], from_start=True, grace=0.0)
+        items = f.poll() + f.poll() + f.close()
+        print(sum(isinstance(i, mmaplog.Record) for i in items))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr

@@ -188,6 +188,8 @@ def reference_decode(data: bytes) -> RefFile:
             commit == pos & 0xFFFFFFFF
             and (pos - 1) % slot_count == index
             and seq != 0
+            and pos < 1 << 63
+            and seq < 1 << 63
             and length <= room
             and not flags & ~_KNOWN
             and bool(flags & _FIRST) == (part == 0)
@@ -230,41 +232,42 @@ def _ref_split(payload: bytes, head: RefSlot, names: dict[int, str]) -> tuple[An
     return (head.seq, head.time_ns, head.level, head.thread, head.flags, logger, message, fields, exception)
 
 
-def reference_records(files: list[RefFile]) -> dict[tuple[bytes, int], list[tuple[Any, ...]]]:
+def reference_records(files: list[RefFile], any_copy: bool = False) -> dict[tuple[bytes, int], list[tuple[Any, ...]]]:
     """Every complete record of a set of files, keyed by (series, seq): the candidates a reader may show.
 
     A record is complete (FORMAT.md) when parts 0..k are valid, part 0 is FIRST,
     part k is LAST, no other part is LAST and the lengths add up to ``rec_len``;
-    of several copies of a part the one with the highest ``pos`` counts.
+    of several copies of a seq (or of a part) the one with the highest ``pos``
+    counts.  With ``any_copy`` (a follower, which shows the first copy it meets)
+    every valid copy is a candidate: each one-slot copy, and the chains made of
+    the newest and of the oldest copies of the parts.
     """
     out: dict[tuple[bytes, int], list[tuple[Any, ...]]] = {}
     for rf in files:
-        by_seq: dict[int, dict[int, RefSlot]] = {}
-        for s in rf.valid:
-            parts = by_seq.setdefault(s.seq, {})
-            if s.part not in parts or parts[s.part].pos < s.pos:
-                parts[s.part] = s
-        whole_singles: dict[int, RefSlot] = {}
-        for s in rf.valid:
+        singles: dict[int, list[RefSlot]] = {}
+        parts_by_seq: dict[int, dict[int, list[RefSlot]]] = {}
+        for s in sorted(rf.valid, key=lambda s: s.pos):
             if s.flags & _FIRST and s.flags & _LAST:
-                if s.seq not in whole_singles or whole_singles[s.seq].pos < s.pos:
-                    whole_singles[s.seq] = s
-        for seq, s in whole_singles.items():
-            out.setdefault((rf.series_id, seq), []).append(_ref_split(s.payload, s, rf.names))
-        for seq, parts in by_seq.items():
-            multi = {p: s for p, s in parts.items() if not (s.flags & _FIRST and s.flags & _LAST)}
-            k = len(multi)
-            if k < 2 or any(p not in multi for p in range(k)):
+                singles.setdefault(s.seq, []).append(s)
+            else:
+                parts_by_seq.setdefault(s.seq, {}).setdefault(s.part, []).append(s)
+        for seq, copies in singles.items():
+            for s in copies if any_copy else copies[-1:]:
+                out.setdefault((rf.series_id, seq), []).append(_ref_split(s.payload, s, rf.names))
+        for seq, parts in parts_by_seq.items():
+            k = len(parts)
+            if k < 2 or any(p not in parts for p in range(k)):
                 continue
-            chain = [multi[p] for p in range(k)]
-            if not chain[0].flags & _FIRST or not chain[-1].flags & _LAST:
-                continue
-            if any(s.flags & _LAST for s in chain[:-1]):
-                continue
-            payload = b"".join(s.payload for s in chain)
-            if len(payload) != chain[0].rec_len:
-                continue
-            out.setdefault((rf.series_id, seq), []).append(_ref_split(payload, chain[0], rf.names))
+            for pick in (-1, 0) if any_copy else (-1,):
+                chain = [parts[p][pick] for p in range(k)]
+                if not chain[0].flags & _FIRST or not chain[-1].flags & _LAST:
+                    continue
+                if any(s.flags & _LAST for s in chain[:-1]):
+                    continue
+                payload = b"".join(s.payload for s in chain)
+                if len(payload) != chain[0].rec_len:
+                    continue
+                out.setdefault((rf.series_id, seq), []).append(_ref_split(payload, chain[0], rf.names))
     return out
 
 
@@ -767,7 +770,7 @@ def check_files(directory: Path, files: dict[str, bytes], live: str, *, memory: 
     if result.stats.records != len(result.records):
         problems.append("stats.records differs from the number of records returned")
     if follow:
-        problem = _check_follow(live_path, expected, timeout)
+        problem = _check_follow(live_path, reference_records(refs, any_copy=True), timeout)
         if problem:
             problems.append(problem)
     return Outcome("records", len(result.records), result.stats.invalid, "; ".join(problems[:5]) or None, peak)
@@ -1219,7 +1222,7 @@ def main(argv: list[str] | None = None) -> int:
         fuzzer = Fuzzer(seed_dir, args.seed)
         case = fuzzer.case(args.reproduce)
         print(f"case {case.index} from seed set {case.seed!r}: {case.mutations}")
-        outcome = check_files(fuzzer.work_dir, case.files, case.live, memory=True)
+        outcome = check_files(fuzzer.work_dir, case.files, case.live, memory=True, follow=True)
         print(outcome)
         if cli_available():
             print("cli:", check_cli(fuzzer.work_dir / case.live, outcome) or "ok")
