@@ -207,12 +207,24 @@ class RingFile:
             count = h.slot_count - start
         count = max(0, min(count, h.slot_count - start))
         size = h.slot_size
-        raw = self._pread(count * size, h.data_offset + start * size)
-        have = len(raw) // size
-        out = np.zeros(count, dtype=self.dtype)
-        if have:
-            out[:have] = np.frombuffer(raw, dtype=self.dtype, count=have)
+        out = np.empty(count, dtype=self.dtype)
+        buf = out.view(np.uint8)
+        got = self._read_into(buf, h.data_offset + start * size)
+        buf[got // size * size :] = 0  # past the file's end, and a partial last slot: empty slots
         return out
+
+    def _read_into(self, buf: np.ndarray, offset: int) -> int:
+        """Fill ``buf`` from ``offset`` straight into its memory (no intermediate bytes); return bytes read."""
+        got = 0
+        try:
+            while got < len(buf):
+                n = os.preadv(self._fd, [buf[got:]], offset + got)
+                if n <= 0:
+                    break
+                got += n
+        except OSError as exc:
+            raise FormatError(self.path, f"read failed: {exc.strerror or exc}") from None
+        return got
 
     def close(self) -> None:
         """Close the descriptor; idempotent."""
