@@ -79,6 +79,7 @@ def test_targets_are_judged_from_the_ratios(tmp_path: Path) -> None:
 
 def test_report_shows_ratios_and_marks_missed_targets(tmp_path: Path) -> None:
     """The markdown names the machine and date, shows each logger's ratio to the floor and flags missed targets."""
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (pip install -e '.[bench]')")
     out = tmp_path / "table.md"
     plot = tmp_path / "latency.png"
     assert bench_report.main([str(_sample(tmp_path)), "--plot", str(plot), "-o", str(out)]) == 0
