@@ -72,7 +72,7 @@ def test_threads(benchmark: Any, subject_factory: Callable[..., Subject], scale:
         subject.flush()  # a queued record counts once it is written
 
     try:
-        benchmark.pedantic(one_round, rounds=3 if scale.full else 1, warmup_rounds=1 if scale.full else 0)
+        benchmark.pedantic(one_round, rounds=5 if scale.full else 1, warmup_rounds=1 if scale.full else 0)
     finally:
         crew.stop()
     assert not crew.errors, crew.errors
