@@ -96,7 +96,10 @@ class SeqTracker:
             entry.polls += 1
 
     def due(self, now: float, grace: float, force: bool = False) -> list[_Range]:
-        """Ranges pending past the grace period and seen again by a later poll (all with ``force``); they now count as missed."""
+        """Ranges pending past the grace period and looked for again by a later poll (all with ``force``).
+
+        They now count as missed.
+        """
         out, keep = [], []
         for entry in self._pending:
             if force or (entry.polls >= 1 and now - entry.since >= grace):

@@ -185,6 +185,7 @@ class Tailer:
         self._budget = 0
         self._starved = False
         self._cause: Cause = "missing"
+        self.series = b""  # set per file by _open
         live = RingFile(path)
         try:
             self._begin(live, start)
@@ -263,7 +264,7 @@ class Tailer:
         self.ring = ring
         self.names = dict(ring.names)
         self.pos = max(1, pos)
-        if ring.header.series_id != getattr(self, "series", None):
+        if ring.header.series_id != self.series:
             self.newest = tracker.max_seq
         self.tracker = tracker
         self.series = ring.header.series_id

@@ -100,6 +100,7 @@ class Follower(Iterator[Record]):
         self.poll_interval = float(poll_interval)
         self.grace = float(grace)
         self.stats = FollowStats()
+        self._retired = FollowStats()
         self._stop = stop if stop is not None else threading.Event()
         self._on_event = on_event
         self.ordered = ordered
@@ -196,6 +197,8 @@ class Follower(Iterator[Record]):
         only about as far as ``limit`` needs), so memory stays bounded however
         far behind the follower is.
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a whole number >= 1, not {limit!r}")
         if self._closed:
             return []
         if limit is None or len(self._ready) < limit:
@@ -213,11 +216,20 @@ class Follower(Iterator[Record]):
         self._turn = (self._turn + 1) % max(1, len(self._tailers))
         per_file: list[list[Followed]] = []
         for tailer in self._tailers[self._turn :] + self._tailers[: self._turn]:
-            progressed |= tailer.poll(now, limit)
+            moved = tailer.poll(now, limit)
+            progressed |= moved
+            if self.watch and not moved and not tailer.waiting and not tailer.path.exists():
+                self._retire(tailer, now)  # deleted and read to the end: the pattern may bring it back as new
             per_file.append(tailer.out)
             tailer.out = []
         self._progressed = progressed
         self._merge(per_file)
+
+    def _retire(self, tailer: Tailer, now: float) -> None:
+        tailer.finish(now)
+        tailer.close()
+        self._tailers.remove(tailer)
+        self._retired.add(tailer.counts)
 
     def _merge(self, per_file: list[list[Followed]]) -> None:
         per_file = [entries for entries in per_file if entries]
@@ -231,6 +243,7 @@ class Follower(Iterator[Record]):
                 records.append([e for e in entries if isinstance(e.item, Record)])
             self._ready.extend(heapq.merge(*records, key=_entry_time))
         total = FollowStats()
+        total.add(self._retired)
         for tailer in self._tailers:
             total.add(tailer.counts)
         self.stats = total
