@@ -38,6 +38,8 @@ _READ_BYTES = 8 << 20
 _POLL_BYTES = 64 << 20
 #: Bytes read ahead when idle (at least a few slots): an idle poll costs a few KiB of I/O.
 _IDLE_BYTES = 16 << 10
+#: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
+_HOLD_MAX = 1 << 16
 #: Causes of missing records, the one explaining most first.
 _BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
@@ -296,7 +298,10 @@ class Tailer:
         """Read what is new into :attr:`out` (about ``limit`` slots at most); True if anything moved."""
         # Slots to consume at most; records held back count against it, so they cannot pile up unbounded.
         held = len(self._waiting) + len(self._holdback)
-        self._budget = (1 << 62) if limit is None else max(0, limit - held)
+        room = (1 << 62) if limit is None else limit
+        if self.ordered:
+            room = min(room, _HOLD_MAX)
+        self._budget = max(0, room - held)
         self._starved = False
         self.tracker.tick()
         for entry in self._holes.values():
@@ -335,7 +340,7 @@ class Tailer:
         n = ring.header.slot_count
         sealed = ring.sealed()
         budget = max(1, _POLL_BYTES // ring.header.slot_size)
-        room = self._budget
+        room = given = self._budget
         min_window = max(4, _IDLE_BYTES // ring.header.slot_size)
         max_window = max(min_window, _READ_BYTES // ring.header.slot_size)
         moved = False
@@ -388,7 +393,8 @@ class Tailer:
         for hole in [p for p in self._holes if p < self.pos]:
             del self._holes[hole]
         self._budget = room
-        self._starved = room <= 0
+        # Cut short by the budget (not merely full of held-back records: those wait for time, not for reading).
+        self._starved = self._starved or (given > 0 and room <= 0)
         return moved
 
     def _skip_hole(self) -> None:

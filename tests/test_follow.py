@@ -541,3 +541,27 @@ def test_watch_follows_files_that_match_a_pattern_later_and_notes_unreadable_one
         assert [r.message for r in records(follower.poll())] == ["from a process started later"]
     assert list(follower.problems) == [str(tmp_path / "app-0.mmlog")]
     follower.close()
+
+
+def test_take_behind_a_missing_seq_reads_no_further_and_resumes_after_the_grace_period(tmp_path: Path) -> None:
+    """Records held back behind a missing seq count against ``take``'s limit; once the seq is given up on,
+    everything after it comes out in order, nothing lost or doubled."""
+    path = tmp_path / "app.mmlog"
+    now = [1000.0]
+    with small_writer(path, slots=512) as writer:
+        follower = Follower(path, from_start=True, ordered=True, grace=1.0, clock=lambda: now[0])
+        first = writer.write("one")
+        lost = next(writer._seqs)  # a thread that died after taking its seq
+        after = [writer.write(f"r{i}") for i in range(50)]
+        assert [entry.item.seq for entry in follower.take(5) if isinstance(entry.item, Record)] == [first]
+        assert follower.take(5) == [] and follower.waiting
+        assert 0 < follower.lag() <= 10  # read about as far as the limit needs, not all 50
+        now[0] += 2
+        got = []
+        while batch := follower.take(5):
+            assert len(batch) <= 5
+            got += [entry.item for entry in batch]
+        follower.close()
+    gap = got[0]
+    assert isinstance(gap, FollowEvent) and (gap.kind, gap.first_seq, gap.last_seq) == ("missed", lost, lost)
+    assert [r.seq for r in records(got)] == after and follower.lag() == 0
