@@ -140,8 +140,9 @@ class Follower(Iterator[Record]):
                 listing += sorted(Path(p) for p in glob.glob(text))
             else:
                 listing.append(path)
-        followed = {t.path for t in self._tailers}
-        for path in live_paths(listing):
+        followed = [t.path for t in self._tailers]
+        # A segment of a file followed already is followed through it (a rotation caught half-way, too).
+        for path in live_paths([*followed, *listing]):
             if path in followed or not path.exists():
                 continue
             try:
