@@ -43,6 +43,8 @@ class SeqTracker:
     def __init__(self, min_seq: int) -> None:
         self.min_seq = min_seq
         self.max_seq = min_seq - 1
+        #: Seqs known lost already (their slot was waited for and skipped): the next ones skipped over are due at once.
+        self.ripe = 0
         self._pending: list[_Range] = []
         #: Ranges recently counted as missed, so a straggler can be un-counted.
         self._final: deque[_Range] = deque(maxlen=_FINAL_MEMORY)
@@ -53,7 +55,7 @@ class SeqTracker:
             return False, None
         if seq > self.max_seq:
             if seq > self.max_seq + 1:
-                self._pending.append(_Range(self.max_seq + 1, seq, now, cause))
+                self._skip(self.max_seq + 1, seq, now, cause)
             self.max_seq = seq
             return True, None
         for i, entry in enumerate(self._pending):
@@ -67,16 +69,40 @@ class SeqTracker:
                 return True, entry.cause
         return False, None  # a duplicate: already shown
 
+    def _skip(self, lo: int, hi: int, now: float, cause: Cause) -> None:
+        """Note seqs ``lo..hi-1`` as pending; the first :attr:`ripe` of them are due without a further wait."""
+        ripe = min(self.ripe, hi - lo)
+        if ripe:
+            self.ripe -= ripe
+            entry = _Range(lo, lo + ripe, float("-inf"), cause)
+            entry.polls = 1
+            self._pending.append(entry)
+            lo += ripe
+        if lo < hi:
+            self._pending.append(_Range(lo, hi, now, cause))
+
+    @property
+    def waiting(self) -> bool:
+        """True while some seq is pending (may still arrive)."""
+        return bool(self._pending)
+
+    def lowest_pending(self) -> int | None:
+        """The lowest seq still pending, if any: an ordered follower shows nothing from it on."""
+        return min((entry.lo for entry in self._pending), default=None)
+
     def tick(self) -> None:
         """Count one more poll for every pending range."""
         for entry in self._pending:
             entry.polls += 1
 
     def due(self, now: float, grace: float, force: bool = False) -> list[_Range]:
-        """Ranges pending past the grace period (all of them with ``force``); they now count as missed."""
+        """Ranges pending past the grace period and looked for again by a later poll (all with ``force``).
+
+        They now count as missed.
+        """
         out, keep = [], []
         for entry in self._pending:
-            if force or (entry.polls >= 2 and now - entry.since >= grace):
+            if force or (entry.polls >= 1 and now - entry.since >= grace):
                 out.append(entry)
                 self._final.append(entry)
             else:

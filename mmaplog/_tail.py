@@ -5,16 +5,21 @@ reads only the slots ahead of it with ``pread``, skips holes left by writers
 that died mid-write, re-synchronises when the writer laps it, and moves on to
 the next segment when the writer rotates.  :class:`mmaplog.Follower` merges
 several tailers.
+
+A tailer shows records as they arrive, or, when ``ordered``, strictly in seq
+order: a record waits behind a missing seq until that seq arrives or is
+declared missed after the grace period, so every seq up to the last one handed
+out was either shown or reported in a ``missed`` event.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Literal, Mapping, NamedTuple, Sequence
+from typing import Literal, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -23,7 +28,7 @@ from ._errors import FormatError
 from ._seqtrack import Cause, SeqTracker
 from .reader import Record, RingFile, expand_paths
 
-__all__ = ["EventKind", "FollowEvent", "FollowStats", "Start", "Tailer", "live_paths"]
+__all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths"]
 
 EventKind = Literal["missed", "invalid", "incomplete", "rotated", "truncated", "deleted", "replaced", "unreadable"]
 
@@ -33,6 +38,8 @@ _READ_BYTES = 8 << 20
 _POLL_BYTES = 64 << 20
 #: Bytes read ahead when idle (at least a few slots): an idle poll costs a few KiB of I/O.
 _IDLE_BYTES = 16 << 10
+#: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
+_HOLD_MAX = 1 << 16
 #: Causes of missing records, the one explaining most first.
 _BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
@@ -54,6 +61,11 @@ class FollowEvent:
     records dropped), ``rotated`` (the writer moved on to a new segment;
     informational), or ``truncated``, ``deleted``, ``replaced``, ``unreadable``
     (the file changed under the follower, which goes on with what exists).
+    ``series`` is the id of the writer's series the event is about; for
+    ``missed``, ``cause`` says why the records are gone: ``overwritten``
+    (lapped or rotated away unread), ``invalid`` (their slots stayed
+    uncommitted or failed validation), ``incomplete`` (parts never arrived) or
+    ``missing`` (taken by a writer but never committed).
     """
 
     kind: EventKind
@@ -62,6 +74,8 @@ class FollowEvent:
     count: int = 0
     first_seq: int = 0
     last_seq: int = 0
+    series: bytes = b""
+    cause: str = ""
 
     @property
     def warning(self) -> bool:
@@ -103,6 +117,13 @@ class FollowStats:
             setattr(self, name, getattr(self, name) + value)
 
 
+class Followed(NamedTuple):
+    """A record or an event, with the id of the series (one writer and its segments) it belongs to."""
+
+    series: bytes
+    item: Union[Record, FollowEvent]
+
+
 class Start(NamedTuple):
     """A start policy: ``end``, ``oldest`` (everything kept), ``last`` N records, or ``after`` a seq."""
 
@@ -141,11 +162,17 @@ def _inode(path: Path) -> tuple[int, int] | None:
 class Tailer:
     """Follows one path: the writer's live file, then each segment it rotates into."""
 
-    def __init__(self, path: Path, start: Start, after: Mapping[str, int], grace: float) -> None:
+    def __init__(
+        self, path: Path, start: Start, after: Mapping[str, int], grace: float, ordered: bool = False
+    ) -> None:
         self.path = path
         self.source = str(path)
         self.grace = grace
-        self.events: list[FollowEvent] = []
+        self.ordered = ordered
+        #: Records released and events noticed, in the order they happened (the caller takes them).
+        self.out: list[Followed] = []
+        #: The highest seq read from the current series (shown or not yet).
+        self.newest = 0
         self.counts = FollowStats()
         self._after = after
         self._warned: set[tuple[str, object]] = set()
@@ -155,7 +182,12 @@ class Tailer:
         self._holes: dict[int, list[float]] = {}
         self._partials: dict[int, list[float]] = {}
         self._holdback: list[Record] = []
+        #: Ordered mode: records accepted but waiting behind a pending seq.
+        self._waiting: list[Record] = []
+        self._budget = 0
+        self._starved = False
         self._cause: Cause = "missing"
+        self.series = b""  # set per file by _open
         live = RingFile(path)
         try:
             self._begin(live, start)
@@ -234,6 +266,8 @@ class Tailer:
         self.ring = ring
         self.names = dict(ring.names)
         self.pos = max(1, pos)
+        if ring.header.series_id != self.series:
+            self.newest = tracker.max_seq
         self.tracker = tracker
         self.series = ring.header.series_id
         self._pending = np.empty(0, dtype=ring.dtype)
@@ -251,28 +285,42 @@ class Tailer:
         """The series id as hex: the key of :attr:`Follower.cursor`."""
         return self.series.hex()
 
+    @property
+    def waiting(self) -> bool:
+        """True while a slot, a record part or a seq is given time to arrive (a later poll may show more)."""
+        return bool(self._holes or self._partials or self._holdback or self._waiting or self.tracker.waiting)
+
+    def _emit(self, event: FollowEvent) -> None:
+        self.out.append(Followed(self.series, replace(event, series=self.series)))
+
     # ------------------------------------------------------------------ polling
-    def poll(self, now: float) -> tuple[list[Record], bool]:
-        """Read what is new; returns the records ready to show (in seq order) and whether anything moved."""
+    def poll(self, now: float, limit: int | None = None) -> bool:
+        """Read what is new into :attr:`out` (about ``limit`` slots at most); True if anything moved."""
+        # Slots to consume at most; records held back count against it, so they cannot pile up unbounded.
+        held = len(self._waiting) + len(self._holdback)
+        room = (1 << 62) if limit is None else limit
+        if self.ordered:
+            room = min(room, _HOLD_MAX)
+        self._budget = max(0, room - held)
+        self._starved = False
         self.tracker.tick()
         for entry in self._holes.values():
             entry[1] += 1
         for entry in self._partials.values():
             entry[1] += 1
         progressed = False
-        ready: list[Record] = []
         try:
             for _ in range(64):  # bounded: a poll follows at most a few segment changes
                 moved = self._advance(now)
                 progressed |= moved
-                ready.extend(self._assemble(now))
+                self._release(self._assemble(now), now)
                 if not self._switch_if_due(now, moved):
                     break
                 progressed = True
             self._check_file()
         except FormatError as exc:
             self._warn("unreadable", self.ring.inode, f"read failed ({exc.reason}); retrying")
-        return self._release(ready, now), progressed
+        return progressed
 
     def _read_window(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read ``count`` slots from the expected position on: (slots, expected positions, ring indexes)."""
@@ -292,11 +340,12 @@ class Tailer:
         n = ring.header.slot_count
         sealed = ring.sealed()
         budget = max(1, _POLL_BYTES // ring.header.slot_size)
+        room = given = self._budget
         min_window = max(4, _IDLE_BYTES // ring.header.slot_size)
         max_window = max(min_window, _READ_BYTES // ring.header.slot_size)
         moved = False
-        while budget > 0:
-            count = min(self._window, n, budget)
+        while budget > 0 and room > 0:
+            count = min(self._window, n, budget, room)
             if sealed:
                 count = min(count, n - self.pos + 1)
                 if count <= 0:
@@ -310,6 +359,7 @@ class Tailer:
                 self._fresh.append(slots[:stop])
                 self.pos += stop
                 budget -= stop
+                room -= stop
                 moved = True
                 self._lap_margin = 0
             if stop == count:
@@ -336,18 +386,24 @@ class Tailer:
             if polls >= 2 and now - since >= self.grace:
                 self._skip_hole()
                 budget -= 1
+                room -= 1
                 moved = True
                 continue
             break
         for hole in [p for p in self._holes if p < self.pos]:
             del self._holes[hole]
+        self._budget = room
+        # Cut short by the budget (not merely full of held-back records: those wait for time, not for reading).
+        self._starved = self._starved or (given > 0 and room <= 0)
         return moved
 
     def _skip_hole(self) -> None:
         del self._holes[self.pos]
         self.counts.invalid += 1
         self._blame("invalid")
-        self.events.append(
+        if self.ordered:
+            self.tracker.ripe += 1  # the seq its slot held was waited for already: do not hold records twice
+        self._emit(
             FollowEvent(
                 "invalid",
                 self.source,
@@ -365,8 +421,9 @@ class Tailer:
         target = self.pos + 1
         if len(pos):
             target = max(target, min(int(pos.min()) + self._lap_margin, int(pos.max())))
-        # Lapped again before making progress: start further ahead so a faster writer cannot starve us.
-        self._lap_margin = min(n // 2, max(1, self._lap_margin * 2))
+        # Lapped again before making progress: the writer overwrites faster than we survey, so start a
+        # quarter, then half a ring ahead of the oldest slot (gone by the time we read it anyway).
+        self._lap_margin = min(n // 2, max(1, n // 4, self._lap_margin * 2))
         self.pos = target
         self._holes.clear()
         self.counts.laps += 1
@@ -386,6 +443,8 @@ class Tailer:
         if any(i not in self.names for i in ids):
             self.names = self.ring.read_names()
         asm = _codec.assemble(slots, self.names)
+        if len(asm.seq):
+            self.newest = max(self.newest, int(asm.seq.max()))
         unfinished = set(asm.incomplete_seqs)
         if unfinished:
             keep = np.isin(slots["seq"], np.fromiter(unfinished, dtype=np.uint64, count=len(unfinished)))
@@ -396,7 +455,8 @@ class Tailer:
             self._partials.setdefault(int(seq), [now, 1])
         for seq in [s for s in self._partials if s not in unfinished]:
             del self._partials[seq]
-        self._abandon_partials(now, force=False, hopeless=_gapped(self._pending))
+        # A poll cut short by its budget has not looked for the missing parts: only the hopeless go.
+        self._abandon_partials(now, force=False, hopeless=_gapped(self._pending), patient=self._starved)
         h = self.ring.header
         seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
         threads, flags = asm.thread.tolist(), asm.flags.tolist()
@@ -421,12 +481,19 @@ class Tailer:
             for i in np.argsort(asm.seq, kind="stable").tolist()
         ]
 
-    def _abandon_partials(self, now: float, force: bool, silent: bool = False, hopeless: frozenset[int] = frozenset()) -> None:
+    def _abandon_partials(
+        self,
+        now: float,
+        force: bool,
+        silent: bool = False,
+        hopeless: frozenset[int] = frozenset(),
+        patient: bool = False,
+    ) -> None:
         """Drop unfinished records that cannot complete, or whose parts did not arrive within the grace period."""
         dead = [
             s
             for s, (since, polls) in self._partials.items()
-            if force or s in hopeless or (polls >= 2 and now - since >= self.grace)
+            if force or s in hopeless or (not patient and polls >= 2 and now - since >= self.grace)
         ]
         if not dead:
             return
@@ -437,7 +504,9 @@ class Tailer:
             return
         self.counts.incomplete += len(dead)
         self._blame("incomplete")
-        self.events.append(
+        if self.ordered:
+            self.tracker.ripe += len(dead)  # waited for already
+        self._emit(
             FollowEvent(
                 "incomplete",
                 self.source,
@@ -449,8 +518,13 @@ class Tailer:
             )
         )
 
-    def _release(self, ready: list[Record], now: float) -> list[Record]:
-        """Records in seq order, holding back those newer than a record still being assembled."""
+    def _release(self, ready: list[Record], now: float, force: bool = False) -> None:
+        """Show records in seq order, holding back those newer than a record still being assembled.
+
+        Unordered, a record is shown as soon as it is whole; ordered, it also
+        waits behind any seq still pending, and the ``missed`` events of seqs
+        given up on take their place in the stream.
+        """
         if self._holdback:
             ready = self._holdback + ready
             ready.sort(key=_seq_of)
@@ -460,28 +534,51 @@ class Tailer:
             ready, self._holdback = ready[:cut], ready[cut:]
         else:
             self._holdback = []
-        shown = []
+        accepted = []
         for record in ready:
             show, recounted = self.tracker.accept(record.seq, now, self._cause)
+            if recounted is not None and self.ordered:
+                continue  # already reported missed, and later seqs handed out: too late to show
             if show:
-                shown.append(record)
+                accepted.append(record)
                 if recounted is not None:
                     self.counts.missed -= 1
                     self.counts.overwritten -= recounted == "overwritten"
-        if shown:
+        if accepted:
             self._cause = "missing"
-        self.counts.records += len(shown)
-        self._count_missed(now, force=False)
-        return shown
+            self.tracker.ripe = 0  # a skipped slot not explained by the seqs skipped now explains nothing later
+        missed = self._count_missed(now, force)
+        if not self.ordered:
+            self._show(accepted)
+            for event in missed:
+                self._emit(event)
+            return
+        waiting = sorted(self._waiting + accepted, key=_seq_of)
+        bound = self.tracker.lowest_pending()
+        cut = len(waiting) if bound is None else next((i for i, r in enumerate(waiting) if r.seq > bound), len(waiting))
+        shown, self._waiting = waiting[:cut], waiting[cut:]
+        # Gaps and records in seq order: everything below a gap is out before it.
+        for event in missed:
+            before = next((i for i, r in enumerate(shown) if r.seq > event.first_seq), len(shown))
+            self._show(shown[:before])
+            shown = shown[before:]
+            self._emit(event)
+        self._show(shown)
 
-    def _count_missed(self, now: float, force: bool) -> None:
-        for entry in self.tracker.due(now, self.grace, force):
+    def _show(self, records: list[Record]) -> None:
+        self.counts.records += len(records)
+        self.out.extend(Followed(self.series, record) for record in records)
+
+    def _count_missed(self, now: float, force: bool) -> list[FollowEvent]:
+        """Count the seqs pending past the grace period (all with ``force``) as missed; their events, in seq order."""
+        events = []
+        for entry in sorted(self.tracker.due(now, self.grace, force), key=lambda e: e.lo):
             count = entry.hi - entry.lo
             self.counts.missed += count
             if entry.cause == "overwritten":
                 self.counts.overwritten += count
             span = f"seq {entry.lo}" if count == 1 else f"seq {entry.lo}..{entry.hi - 1}"
-            self.events.append(
+            events.append(
                 FollowEvent(
                     "missed",
                     self.source,
@@ -489,15 +586,15 @@ class Tailer:
                     count=count,
                     first_seq=entry.lo,
                     last_seq=entry.hi - 1,
+                    cause=entry.cause,
                 )
             )
+        return events
 
-    def finish(self, now: float) -> list[Record]:
-        """Give up on everything still pending (the follower is closing); returns held-back records."""
+    def finish(self, now: float) -> None:
+        """Give up on everything still pending (the follower is closing); what was held back goes to :attr:`out`."""
         self._abandon_partials(now, force=True)
-        ready = self._release([], now)
-        self._count_missed(now, force=True)
-        return ready
+        self._release([], now, force=True)
 
     # ------------------------------------------------------------------ files changing
     def _warn(self, kind: EventKind, key: object, message: str) -> None:
@@ -505,7 +602,7 @@ class Tailer:
             return
         self._warned.add((kind, key))
         self.counts.warnings += 1
-        self.events.append(FollowEvent(kind, self.source, f"{self.source}: {message}"))
+        self._emit(FollowEvent(kind, self.source, f"{self.source}: {message}"))
 
     def _check_file(self) -> None:
         try:
@@ -538,12 +635,12 @@ class Tailer:
         ring.close()
         if nxt.header.series_id == self.series:
             self.counts.rotations += 1
-            self.events.append(
+            self._emit(
                 FollowEvent("rotated", self.source, f"{self.source}: continuing in segment {nxt.header.segment}")
             )
             self._open(nxt, 1, self.tracker)
         else:
-            self._count_missed(now, force=True)
+            self._release([], now, force=True)  # the old series ends here
             key = nxt.header.series_id.hex()
             self._open_at(nxt, int(self._after[key]) + 1 if key in self._after else None)
         return True

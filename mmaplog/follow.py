@@ -14,10 +14,19 @@ corrupt, and multi-slot records whose parts never all arrived are reported as
 :class:`FollowEvent` objects and counted in :class:`FollowStats`, so that
 ``stats.records + stats.missed`` equals the records written after the starting
 point.
+
+With ``ordered=True`` each series (one writer and its segments) comes out
+strictly in seq order: a record that committed late is waited for, for the
+grace period, and the records after it wait with it; a seq given up on is a
+``missed`` event in its place.  :attr:`Follower.cursor` then never skips a
+record: everything up to it was shown or reported missed.  This is what a
+shipper needs (``mmaplog-ship`` is built on it); :meth:`Follower.take` also
+says which series each item belongs to and bounds the batch.
 """
 
 from __future__ import annotations
 
+import glob
 import heapq
 import os
 import threading
@@ -26,16 +35,22 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, Union
 
-from ._tail import FollowEvent, FollowStats, Start, Tailer, live_paths
+from ._errors import FormatError
+from ._tail import FollowEvent, FollowStats, Followed, Start, Tailer, live_paths
 from .reader import PathArg, Record
 
-__all__ = ["FollowEvent", "FollowStats", "Follower", "follow"]
+__all__ = ["FollowEvent", "FollowStats", "Followed", "Follower", "Start", "follow"]
 
 Item = Union[Record, FollowEvent]
 
 
 def _time_of(record: Record) -> int:
     return record.time_ns
+
+
+def _entry_time(entry: Followed) -> int:
+    """Merge key of an ordered item: a record's time; events sort first (they explain what follows)."""
+    return entry.item.time_ns if isinstance(entry.item, Record) else 0
 
 
 class Follower(Iterator[Record]):
@@ -47,6 +62,15 @@ class Follower(Iterator[Record]):
     poll that found nothing, and hands events to ``on_event``.  :attr:`stats`
     counts what was shown and what was missed; :meth:`close` counts whatever is
     still pending as missed, so the totals are exact.
+
+    With ``watch``, a path that does not exist yet is waited for and a path
+    with glob characters that names no file (``/var/log/app-*.mmlog``) is a
+    pattern matched again on every poll, so files of processes started later
+    are followed too; a file that cannot be opened is noted in
+    :attr:`problems` and tried again.  ``start`` overrides ``last`` and
+    ``from_start`` with a :class:`Start` policy (``Start("after", 0)``: every
+    record from seq 1 on, those already gone reported missed).  ``clock`` is the
+    monotonic clock grace periods are measured with.
     """
 
     def __init__(
@@ -60,6 +84,10 @@ class Follower(Iterator[Record]):
         grace: float = 1.0,
         stop: threading.Event | None = None,
         on_event: Callable[[FollowEvent], None] | None = None,
+        ordered: bool = False,
+        watch: bool = False,
+        start: Start | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -72,21 +100,58 @@ class Follower(Iterator[Record]):
         self.poll_interval = float(poll_interval)
         self.grace = float(grace)
         self.stats = FollowStats()
+        self._retired = FollowStats()
         self._stop = stop if stop is not None else threading.Event()
         self._on_event = on_event
+        self.ordered = ordered
+        self.watch = watch
+        #: Files that could not be opened (path -> reason), while ``watch`` waits for them to become readable.
+        self.problems: dict[str, str] = {}
+        self._clock = clock
         self._queue: deque[Item] = deque()
+        self._ready: deque[Followed] = deque()
         self._cursor: dict[str, int] = {}
         self._closed = False
         self._progressed = False
-        start = Start("oldest") if from_start else Start("last", last) if last else Start("end")
+        self._turn = 0
+        if start is None:
+            start = Start("oldest") if from_start else Start("last", last) if last else Start("end")
+        self._start = start
+        self._after = dict(after or {})
+        self._paths = [Path(os.fspath(p)) for p in paths]
         self._tailers: list[Tailer] = []
+        if watch:
+            self._discover()
+            return
         try:
-            for path in live_paths([Path(os.fspath(p)) for p in paths]):
-                self._tailers.append(Tailer(path, start, dict(after or {}), self.grace))
+            for path in live_paths(self._paths):
+                self._tailers.append(Tailer(path, start, self._after, self.grace, ordered))
         except BaseException:
             for tailer in self._tailers:
                 tailer.close()
             raise
+
+    def _discover(self) -> None:
+        """Start following files that appeared since the last poll (``watch``)."""
+        listing: list[Path] = []
+        for path in self._paths:
+            text = str(path)
+            if glob.has_magic(text) and not path.exists():
+                listing += sorted(Path(p) for p in glob.glob(text))
+            else:
+                listing.append(path)
+        followed = [t.path for t in self._tailers]
+        # A segment of a file followed already is followed through it (a rotation caught half-way, too).
+        for path in live_paths([*followed, *listing]):
+            if path in followed or not path.exists():
+                continue
+            try:
+                tailer = Tailer(path, self._start, self._after, self.grace, self.ordered)
+            except FormatError as exc:
+                self.problems[str(path)] = exc.reason
+                continue
+            self.problems.pop(str(path), None)
+            self._tailers.append(tailer)
 
     @property
     def idle(self) -> bool:
@@ -95,43 +160,109 @@ class Follower(Iterator[Record]):
 
     @property
     def cursor(self) -> dict[str, int]:
-        """Per series (hex id), the highest seq yielded so far: pass it as ``after=`` to resume there."""
+        """Per series (hex id), the highest seq yielded so far: pass it as ``after=`` to resume there.
+
+        With ``ordered``, seqs reported missed count as yielded: every seq up to
+        the cursor was shown or reported, so resuming there skips nothing.
+        """
         return dict(self._cursor)
+
+    @property
+    def waiting(self) -> bool:
+        """True while a record is given time to arrive (a later poll may yield more even if nothing is written)."""
+        return any(tailer.waiting for tailer in self._tailers)
+
+    def lag(self) -> int:
+        """Records read from the files but not yet yielded, summed over the series followed."""
+        total = 0
+        for tailer in self._tailers:
+            total += max(0, tailer.newest - self._cursor.get(tailer.series_key, tailer.tracker.min_seq - 1))
+        return total
+
+    def origin(self, series: bytes) -> tuple[str, str, str, int] | None:
+        """Where a series followed now is written: (path, host, process name, pid); None if none is."""
+        for tailer in self._tailers:
+            if tailer.series == series:
+                h = tailer.ring.header
+                return tailer.source, h.hostname, h.process_name, h.pid
+        return None
 
     def poll(self) -> list[Item]:
         """One non-blocking pass over every file: events, then new records merged by time."""
+        return [entry.item for entry in self.take()]
+
+    def take(self, limit: int | None = None) -> list[Followed]:
+        """Like :meth:`poll`, but at most ``limit`` items, each with its series id.
+
+        Items beyond ``limit`` are kept for the next call (and files are read
+        only about as far as ``limit`` needs), so memory stays bounded however
+        far behind the follower is.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a whole number >= 1, not {limit!r}")
         if self._closed:
             return []
-        now = time.monotonic()
-        per_file: list[list[Record]] = []
-        items: list[Item] = []
+        if limit is None or len(self._ready) < limit:
+            self._read(None if limit is None else limit - len(self._ready))
+        else:
+            self._progressed = True
+        return self._hand_out(limit)
+
+    def _read(self, limit: int | None) -> None:
+        if self.watch:
+            self._discover()
+        now = self._clock()
         progressed = False
-        for tailer in self._tailers:
-            records, moved = tailer.poll(now)
+        # Start with a different file each time, so a long backlog in one cannot starve the others.
+        self._turn = (self._turn + 1) % max(1, len(self._tailers))
+        per_file: list[list[Followed]] = []
+        for tailer in self._tailers[self._turn :] + self._tailers[: self._turn]:
+            moved = tailer.poll(now, limit)
             progressed |= moved
-            self._take(tailer, records, items, per_file)
+            if self.watch and not moved and not tailer.waiting and not tailer.path.exists():
+                self._retire(tailer, now)  # deleted and read to the end: the pattern may bring it back as new
+            per_file.append(tailer.out)
+            tailer.out = []
         self._progressed = progressed
-        self._merge(per_file, items)
-        return items
+        self._merge(per_file)
 
-    def _take(self, tailer: Tailer, records: list[Record], items: list[Item], per_file: list[list[Record]]) -> None:
-        if records:
-            per_file.append(records)
-            key = tailer.series_key
-            self._cursor[key] = max(self._cursor.get(key, 0), *(r.seq for r in records))
-        items.extend(tailer.events)
-        tailer.events = []
+    def _retire(self, tailer: Tailer, now: float) -> None:
+        tailer.finish(now)
+        tailer.close()
+        self._tailers.remove(tailer)
+        self._retired.add(tailer.counts)
 
-    def _merge(self, per_file: list[list[Record]], items: list[Item]) -> None:
-        if len(per_file) == 1:
-            items.extend(per_file[0])
-        elif per_file:
-            merged: Iterator[Record] = heapq.merge(*per_file, key=_time_of)
-            items.extend(merged)
+    def _merge(self, per_file: list[list[Followed]]) -> None:
+        per_file = [entries for entries in per_file if entries]
+        if self.ordered:
+            merged: Iterator[Followed] = heapq.merge(*per_file, key=_entry_time)
+            self._ready.extend(merged)
+        else:
+            records: list[list[Followed]] = []
+            for entries in per_file:
+                self._ready.extend(e for e in entries if isinstance(e.item, FollowEvent))
+                records.append([e for e in entries if isinstance(e.item, Record)])
+            self._ready.extend(heapq.merge(*records, key=_entry_time))
         total = FollowStats()
+        total.add(self._retired)
         for tailer in self._tailers:
             total.add(tailer.counts)
         self.stats = total
+
+    def _hand_out(self, limit: int | None) -> list[Followed]:
+        count = len(self._ready) if limit is None else min(limit, len(self._ready))
+        out = [self._ready.popleft() for _ in range(count)]
+        for series, item in out:
+            if isinstance(item, Record):
+                seq = item.seq
+            elif self.ordered and item.kind == "missed":
+                seq = item.last_seq
+            else:
+                continue
+            key = series.hex()
+            if seq > self._cursor.get(key, 0):
+                self._cursor[key] = seq
+        return out
 
     def __iter__(self) -> Follower:
         return self
@@ -167,15 +298,16 @@ class Follower(Iterator[Record]):
         """
         if self._closed:
             return []
-        now = time.monotonic()
-        items: list[Item] = []
-        per_file: list[list[Record]] = []
+        now = self._clock()
+        per_file: list[list[Followed]] = []
         for tailer in self._tailers:
-            self._take(tailer, tailer.finish(now), items, per_file)
+            tailer.finish(now)
+            per_file.append(tailer.out)
+            tailer.out = []
             tailer.close()
-        self._merge(per_file, items)
+        self._merge(per_file)
         self._closed = True
-        return items
+        return [entry.item for entry in self._hand_out(None)]
 
     def __enter__(self) -> Follower:
         return self
@@ -194,6 +326,8 @@ def follow(
     grace: float = 1.0,
     stop: threading.Event | None = None,
     on_event: Callable[[FollowEvent], None] | None = None,
+    ordered: bool = False,
+    watch: bool = False,
 ) -> Follower:
     """Follow ring files as writers append to them, like ``tail -f``; returns an iterable :class:`Follower`.
 
@@ -206,7 +340,8 @@ def follow(
     and counted.  Iteration ends when ``stop`` is set or :meth:`Follower.stop` is
     called.  Raises :class:`mmaplog.FormatError` when a file cannot be opened or
     is not a ring file; once following, a file truncated, deleted or replaced is
-    reported as an event and never ends the iteration.
+    reported as an event and never ends the iteration.  ``ordered`` and
+    ``watch`` are described at :class:`Follower`.
     """
     return Follower(
         paths,
@@ -217,4 +352,6 @@ def follow(
         grace=grace,
         stop=stop,
         on_event=on_event,
+        ordered=ordered,
+        watch=watch,
     )

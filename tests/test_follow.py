@@ -465,3 +465,103 @@ def test_bad_arguments_and_unreadable_files_raise_clearly(tmp_path: Path) -> Non
         follow(tmp_path / "junk")
     with pytest.raises(mmaplog.FormatError, match="missing"):
         follow(tmp_path / "missing")
+
+
+def test_ordered_waits_for_a_record_committed_late_and_the_cursor_never_passes_it(tmp_path: Path) -> None:
+    """A record whose seq was taken first but committed after a later one: unordered shows it late, ordered
+    shows it in its place, and the cursor does not move past it while it is missing."""
+    path = tmp_path / "app.mmlog"
+    with small_writer(path) as writer:
+        unordered = follow(path, grace=3600)
+        ordered = follow(path, grace=3600, ordered=True)
+        seq = next(writer._seqs)  # a thread took its seq ...
+        later = writer.write("took its seq after, committed first")
+        pos = next(writer._map.positions)  # ... and its slot only now
+        assert [r.seq for r in records(unordered.poll())] == [later]
+        assert records(ordered.poll()) == [] and ordered.cursor == {} and ordered.waiting
+        put_slot(writer, slot_bytes(pos, seq, b"late"), pos)
+        assert [r.seq for r in records(unordered.poll())] == [seq]
+        shown = [(r.seq, r.message) for r in records(ordered.poll())]
+        assert shown == [(seq, "late"), (later, "took its seq after, committed first")]
+        assert ordered.cursor == {writer.header.series_id.hex(): later} and not ordered.waiting
+        unordered.close()
+        ordered.close()
+    assert ordered.stats.missed == 0 and ordered.stats.records == 2
+
+
+def test_ordered_reports_a_lost_seq_in_its_place_with_series_and_cause(tmp_path: Path) -> None:
+    """A seq taken and never committed becomes, after the grace period, a ``missed`` event between the records
+    around it, naming its series, exact range and cause; the cursor covers it."""
+    path = tmp_path / "app.mmlog"
+    with small_writer(path) as writer:
+        follower = follow(path, from_start=True, grace=0, ordered=True)
+        first = writer.write("one")
+        lost = next(writer._seqs)  # a thread that died after taking its seq
+        last = writer.write("three")
+        items = follower.poll() + follower.poll()
+        follower.close()
+        series = writer.header.series_id
+    kinds = [
+        (item.seq, None) if isinstance(item, Record) else (item.kind, item.first_seq, item.last_seq) for item in items
+    ]
+    assert kinds == [(first, None), ("missed", lost, lost), (last, None)]
+    gap = events(items, "missed")[0]
+    assert gap.series == series and gap.cause == "missing" and gap.count == 1
+    assert follower.cursor == {series.hex(): last}
+
+
+def test_take_hands_out_bounded_batches_tagged_with_their_series(tmp_path: Path) -> None:
+    """``take(limit)`` never returns more than ``limit`` items, loses none across calls, and names each one's series."""
+    a, b = tmp_path / "a.mmlog", tmp_path / "b.mmlog"
+    with small_writer(a, slots=512) as wa, small_writer(b, slots=512) as wb:
+        for i in range(100):
+            wa.write(f"a{i}")
+            wb.write(f"b{i}")
+        follower = Follower([a, b], from_start=True, ordered=True)
+        got = []
+        while batch := follower.take(7):
+            assert len(batch) <= 7
+            got += batch
+        follower.close()
+        names = {wa.header.series_id: "a", wb.header.series_id: "b"}
+    assert len(got) == 200 and all(isinstance(entry.item, Record) for entry in got)
+    for series, name in names.items():
+        mine = [entry.item for entry in got if entry.series == series]
+        assert [r.seq for r in mine] == list(range(1, 101)) and {r.message[0] for r in mine} == {name}
+
+
+def test_watch_follows_files_that_match_a_pattern_later_and_notes_unreadable_ones(tmp_path: Path) -> None:
+    """With ``watch`` a glob pattern is matched again on every poll; a matching file that is not a ring is
+    noted in ``problems`` instead of raising."""
+    follower = follow(tmp_path / "app-*.mmlog", watch=True, from_start=True)
+    assert follower.poll() == []
+    (tmp_path / "app-0.mmlog").write_bytes(b"not a ring file")
+    with small_writer(tmp_path / "app-1.mmlog") as writer:
+        writer.write("from a process started later")
+        assert [r.message for r in records(follower.poll())] == ["from a process started later"]
+    assert list(follower.problems) == [str(tmp_path / "app-0.mmlog")]
+    follower.close()
+
+
+def test_take_behind_a_missing_seq_reads_no_further_and_resumes_after_the_grace_period(tmp_path: Path) -> None:
+    """Records held back behind a missing seq count against ``take``'s limit; once the seq is given up on,
+    everything after it comes out in order, nothing lost or doubled."""
+    path = tmp_path / "app.mmlog"
+    now = [1000.0]
+    with small_writer(path, slots=512) as writer:
+        follower = Follower(path, from_start=True, ordered=True, grace=1.0, clock=lambda: now[0])
+        first = writer.write("one")
+        lost = next(writer._seqs)  # a thread that died after taking its seq
+        after = [writer.write(f"r{i}") for i in range(50)]
+        assert [entry.item.seq for entry in follower.take(5) if isinstance(entry.item, Record)] == [first]
+        assert follower.take(5) == [] and follower.waiting
+        assert 0 < follower.lag() <= 10  # read about as far as the limit needs, not all 50
+        now[0] += 2
+        got = []
+        while batch := follower.take(5):
+            assert len(batch) <= 5
+            got += [entry.item for entry in batch]
+        follower.close()
+    gap = got[0]
+    assert isinstance(gap, FollowEvent) and (gap.kind, gap.first_seq, gap.last_seq) == ("missed", lost, lost)
+    assert [r.seq for r in records(got)] == after and follower.lag() == 0

@@ -255,7 +255,7 @@ def _follow(
         out.write(formatter.header())
         _write_rows(out, formatter, shown, meta)
         out.flush()
-        follower = Follower(args.files, after=cursor, from_start=True, poll_interval=args.interval)
+        follower = Follower(args.files, after=cursor, from_start=True, poll_interval=args.interval, ordered=True)
         live_meta: list[tuple[str, str]] = []
         meta_index: dict[tuple[str, str], int] = {}
 
