@@ -52,7 +52,7 @@ from typing import Any, Callable, Mapping
 
 from . import layout as L
 
-__all__ = ["forget", "supported", "watch"]
+__all__ = ["forget", "reset_after_fork", "supported", "watch"]
 
 _SA_SIGINFO = 0x4
 _SA_NODEFER = 0x40000000
@@ -153,6 +153,14 @@ def forget(mm: mmap.mmap) -> None:
         _regions = tuple(r for r in _regions if r.mm() is not mm and r.mm() is not None)
         if not _regions:
             _uninstall()
+
+
+def reset_after_fork() -> None:
+    """In a forked child: locks held at the fork by threads that do not exist here are made anew."""
+    global _lock
+    _lock = threading.Lock()
+    for region in _regions:
+        region.lock = threading.RLock()
 
 
 def _install() -> bool:

@@ -105,6 +105,7 @@ def _abandon_all_in_child() -> None:
     """After ``os.fork()``, in the child: no inherited writer may touch its parent's ring."""
     global _atexit_lock
     _atexit_lock = threading.Lock()
+    _truncation.reset_after_fork()
     for writer in list(_open_writers):
         writer._abandon_after_fork()
 

@@ -878,3 +878,31 @@ def test_sixteen_writers_two_followers_hundred_wraps_loss_is_counted_exactly(tmp
         assert result["shown"] == stats["records"]
         assert stats["records"] + stats["missed"] == total, (stats, total)
         assert stats["records"] >= slots  # the newest ring-full at least was read after the writers stopped
+
+
+def test_fork_while_another_thread_holds_the_guard_lock_does_not_hang_the_child(tmp_path: Path) -> None:
+    """A child forked while a thread of the parent is inside the truncation guard can still abandon its writers."""
+    proc = _child(
+        """
+        import os, sys, threading, mmaplog
+        from mmaplog import _truncation
+        w = mmaplog.RingWriter(sys.argv[1], size=64 * 256)
+        held, release = threading.Event(), threading.Event()
+        def hold():
+            with _truncation._lock:
+                held.set()
+                release.wait()
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            w.write("in the child: dropped")
+            os._exit(0 if w.dropped == 1 else 1)
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path / "a.mmlog",
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr
