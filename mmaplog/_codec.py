@@ -287,7 +287,11 @@ def assemble(slots: np.ndarray, names: dict[int, str]) -> Assembled:
     single_idx = np.flatnonzero(whole)
     order, duplicates = _dedupe(head["seq"][single_idx], head["pos"][single_idx])
     sel = single_idx[order]
-    single = {name: head[name][sel] for name in ("seq", "time_ns", "level", "thread", "flags", "length", "msg_len", "logger_id")}
+    in_place = len(sel) == len(head) and bool((sel[1:] > sel[:-1]).all())  # every slot, already in order
+    single = {
+        name: head[name].copy() if in_place else head[name][sel]
+        for name in ("seq", "time_ns", "level", "thread", "flags", "length", "msg_len", "logger_id")
+    }
     n = len(sel)
 
     ids = single["logger_id"]
