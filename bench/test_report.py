@@ -82,10 +82,11 @@ def test_report_shows_ratios_and_marks_missed_targets(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plot needs matplotlib (pip install -e '.[bench]')")
     out = tmp_path / "table.md"
     plot = tmp_path / "latency.png"
-    assert bench_report.main([str(_sample(tmp_path)), "--plot", str(plot), "-o", str(out)]) == 0
+    assert bench_report.main([str(_sample(tmp_path)), "--stat", "median", "--plot", str(plot), "-o", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert "Test CPU" in text and "2024-05-01 12:00" in text
     assert "| mmaplog `Logger` + `RingHandler` | 700 ns | 7.00x | 30.0x |" in text
+    assert "| measured (median) | (min) |" in text
     assert text.count("**missed**") == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -105,3 +106,18 @@ def test_unreadable_input_is_one_line(tmp_path: Path) -> None:
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="bad.json: not a pytest-benchmark JSON file"):
         bench_report.load([bad], "median")
+
+
+def test_default_statistic_is_the_minimum(tmp_path: Path) -> None:
+    """Without --stat the tables use each benchmark's least disturbed round, and the targets show the median beside it."""
+    g = "call: 3 args"
+    path = _run_file(tmp_path, [_bench(g, "noop", 100e-9), _bench(g, "mmaplog-direct", 900e-9)])
+    data = json.loads(path.read_text())
+    data["benchmarks"][1]["stats"]["min"] = 500e-9  # a disturbed run: the median is far above the best round
+    path.write_text(json.dumps(data))
+    out = tmp_path / "table.md"
+    assert bench_report.main([str(path), "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| mmaplog `Logger` + `RingHandler` | 500 ns | 5.56x |" in text
+    floor_row = next(line for line in text.splitlines() if "mmaplog time ÷ empty function" in line)
+    assert "| 5.56x | 9.00x | met |" in floor_row

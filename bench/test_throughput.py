@@ -83,6 +83,7 @@ def test_threads(benchmark: Any, subject_factory: Callable[..., Subject], scale:
     assert last is not None and last.endswith(PLAIN), last
 
 
+@pytest.mark.benchmark(min_time=0.0002, warmup=True)
 @pytest.mark.parametrize("size", ALL_RING_SIZES)
 def test_ring_size(benchmark: Any, tmp_path: Any, scale: Scale, size: str) -> None:
     """One three-argument INFO call into rings of 1 MiB to 1 GiB (small rings wrap many times during the run)."""

@@ -9,8 +9,10 @@ Every figure is a ratio between benchmarks of the same run (the machine is
 shared, so absolute times mean little): each logger against the empty
 function called with the same arguments, and the standard library's
 ``FileHandler`` against each logger.  ``--stat`` picks the per-benchmark
-statistic the ratios use (median by default; min is the least disturbed by
-other load).  ``--icount`` adds instruction counts per call from
+statistic the ratios use: min by default (each round averages many calls, and
+the least disturbed round is the figure that other load on the machine moves
+least; benchmarks of one run are measured minutes apart), or median or mean.
+The targets table shows the median-based figure beside it.  ``--icount`` adds instruction counts per call from
 ``bench/icount.py``, which do not depend on the machine's load at all.
 """
 
@@ -84,11 +86,13 @@ class Target:
             return None
         return self.measured >= self.limit if self.at_least else self.measured <= self.limit
 
-    def row(self) -> str:
+    def row(self, other: Target | None = None) -> str:
         bound = f"{'>=' if self.at_least else '<='} {_num(self.limit)}{self.unit}"
         if self.met is None:
-            return f"| {self.text} | {bound} | not measured | - |"
-        return f"| {self.text} | {bound} | {_num(self.measured)}{self.unit} | {'met' if self.met else '**missed**'} |"
+            return f"| {self.text} | {bound} | not measured | - | - |"
+        second = f"{_num(other.measured)}{self.unit}" if other is not None and other.measured is not None else "-"
+        verdict = "met" if self.met else "**missed**"
+        return f"| {self.text} | {bound} | {_num(self.measured)}{self.unit} | {second} | {verdict} |"
 
 
 def _num(value: float | None) -> str:
@@ -303,9 +307,11 @@ def targets(benches: list[Bench]) -> list[Target]:
     ]
 
 
-def target_table(benches: list[Bench]) -> list[str]:
-    out = ["**Targets**\n", "| target | goal | measured | |", "| --- | ---: | ---: | --- |"]
-    out += [t.row() for t in targets(benches)]
+def target_table(benches: list[Bench], stat: str, others: list[Bench] | None = None, other_stat: str = "") -> list[str]:
+    out = ["**Targets**\n", f"| target | goal | measured ({stat}) | ({other_stat or '-'}) | |",
+           "| --- | ---: | ---: | ---: | --- |"]
+    second = targets(others) if others is not None else [None] * len(targets(benches))
+    out += [t.row(o) for t, o in zip(targets(benches), second)]
     out.append("")
     return out
 
@@ -353,9 +359,9 @@ def load_icount(path: Path | None) -> dict[str, dict[str, float]]:
 
 
 def report(benches: list[Bench], header: dict[str, Any], stat: str, icount: dict[str, dict[str, float]],
-           plot: str | None) -> str:
+           plot: str | None, others: list[Bench] | None = None, other_stat: str = "") -> str:
     sections: list[Callable[[], list[str]]] = [
-        lambda: target_table(benches),
+        lambda: target_table(benches, stat, others, other_stat),
         lambda: hot_path_tables(benches, icount, stat),
         lambda: thread_table(benches),
         lambda: ring_table(benches, stat),
@@ -373,18 +379,20 @@ def report(benches: list[Bench], header: dict[str, Any], stat: str, icount: dict
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON file(s) (--benchmark-json)")
-    parser.add_argument("--stat", default="median", choices=["median", "min", "mean"], help="statistic for ratios")
+    parser.add_argument("--stat", default="min", choices=["min", "median", "mean"], help="statistic for ratios (min)")
     parser.add_argument("--plot", type=Path, help="write the latency plot (PNG) here")
     parser.add_argument("--plot-link", help="path of the plot as the markdown should link it (default: --plot)")
     parser.add_argument("--icount", type=Path, help="instruction counts from bench/icount.py --json")
     parser.add_argument("-o", "--output", type=Path, help="write the markdown here instead of standard output")
     args = parser.parse_args(argv)
     benches, header = load(args.json, args.stat)
+    other_stat = "median" if args.stat != "median" else "min"
+    others, _ = load(args.json, other_stat)
     link = None
     title = "Latency per call in a burst\n" + machine_line(header).replace("; ", "\n", 1)
     if args.plot and plot_latency(benches, args.plot, title):
         link = args.plot_link or str(args.plot)
-    text = report(benches, header, args.stat, load_icount(args.icount), link)
+    text = report(benches, header, args.stat, load_icount(args.icount), link, others, other_stat)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:
