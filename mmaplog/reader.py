@@ -355,7 +355,8 @@ def scan(paths: Paths, *, segments: bool = True) -> Scan:
                 total.add(stats)
             columns = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
             seq = columns["seq"]
-            if len(decoded) > 1:
+            # One file's records come ordered by seq, but a seq can be both a one-slot and a multi-slot record.
+            if len(decoded) > 1 or (len(seq) > 1 and bool((seq[1:] == seq[:-1]).any())):
                 order = np.argsort(seq, kind="stable")
                 seq = seq[order]
                 keep = np.ones(len(seq), dtype=bool)

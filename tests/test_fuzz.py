@@ -335,3 +335,19 @@ def test_positions_past_two_to_the_63_are_invalid_and_cannot_stall_a_follower(tm
     )
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr
+
+
+def test_a_seq_that_is_both_a_one_slot_and_a_multi_slot_record_is_shown_once(tmp_path: Path) -> None:
+    """A forged one-slot copy of a multi-slot record's seq in the same file: one record shown, one duplicate counted."""
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, size=16 * 64, slot_size=64) as w:
+        w.write("a")
+        w.write("a record of two slots")  # seq 2 in slots 1..3 (8 payload bytes per slot)
+        w.write("c")  # seq 3, slot 4
+    raw = bytearray(path.read_bytes())
+    off = L.DATA_OFFSET + 4 * 64
+    raw[off + 8 : off + 16] = struct.pack("<Q", 2)  # "c" now claims seq 2 as well
+    raw[off + 56 : off + 60] = struct.pack("<I", zlib.adler32(bytes(raw[off : off + 56])))
+    path.write_bytes(bytes(raw))
+    scan = mmaplog.scan(path)
+    assert [int(s) for s in scan.records["seq"]] == [1, 2] and scan.stats.duplicates == 1
