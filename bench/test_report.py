@@ -121,3 +121,20 @@ def test_default_statistic_is_the_minimum(tmp_path: Path) -> None:
     assert "| mmaplog `Logger` + `RingHandler` | 500 ns | 5.56x |" in text
     floor_row = next(line for line in text.splitlines() if "mmaplog time ÷ empty function" in line)
     assert "| 5.56x | 9.00x | met |" in floor_row
+
+
+def test_compact_drops_round_times_and_keeps_the_figures(tmp_path: Path) -> None:
+    """--compact removes the per-round times pytest-benchmark stores, and the report from the file is unchanged."""
+    path = _sample(tmp_path)
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"]:
+        bench["stats"]["data"] = [1e-6] * 1000
+    path.write_text(json.dumps(data))
+    before = tmp_path / "before.md"
+    after = tmp_path / "after.md"
+    assert bench_report.main([str(path), "-o", str(before)]) == 0
+    size = path.stat().st_size
+    assert bench_report.main([str(path), "--compact", "-o", str(after)]) == 0
+    assert path.stat().st_size < size / 10
+    assert all("data" not in b["stats"] for b in json.loads(path.read_text())["benchmarks"])
+    assert before.read_text() == after.read_text()

@@ -347,6 +347,17 @@ def plot_latency(benches: list[Bench], path: Path, title: str) -> bool:
     return True
 
 
+def compact(path: Path) -> None:
+    """Rewrite a pytest-benchmark JSON file without each benchmark's per-round times (often megabytes); stats stay."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for bench in data["benchmarks"]:
+            bench.get("stats", {}).pop("data", None)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"bench_report: {path}: cannot compact ({exc})") from None
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
 def load_icount(path: Path | None) -> dict[str, dict[str, float]]:
     """Instructions per call by group and logger, from ``bench/icount.py --json``."""
     if path is None:
@@ -384,7 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot-link", help="path of the plot as the markdown should link it (default: --plot)")
     parser.add_argument("--icount", type=Path, help="instruction counts from bench/icount.py --json")
     parser.add_argument("-o", "--output", type=Path, help="write the markdown here instead of standard output")
+    parser.add_argument("--compact", action="store_true",
+                        help="first rewrite the JSON files without the time of every round (what bench/results keeps)")
     args = parser.parse_args(argv)
+    if args.compact:
+        for path in args.json:
+            compact(path)
     benches, header = load(args.json, args.stat)
     other_stat = "median" if args.stat != "median" else "min"
     others, _ = load(args.json, other_stat)
