@@ -141,10 +141,12 @@ def _close_stdlib(logger: logging.Logger, *extra: Callable[[], None]) -> Callabl
 
 
 def make_noop(tmp: Path) -> Subject:
+    """The floor: the empty function stands in for both levels."""
     return Subject("noop", noop, noop, lambda: None)
 
 
 def make_mmaplog_direct(tmp: Path, size: str = RING_SIZE) -> Subject:
+    """A mmaplog Logger with one RingHandler (records go straight into the ring)."""
     Logger, RingHandler = mmaplog_api("Logger", "RingHandler")
     handler = RingHandler(tmp / "direct.mmlog", size=size)
     log = Logger("bench.app", handlers=[handler], level="INFO")
@@ -153,6 +155,7 @@ def make_mmaplog_direct(tmp: Path, size: str = RING_SIZE) -> Subject:
 
 
 def make_mmaplog_writer(tmp: Path) -> Subject:
+    """RingWriter.write alone, the layer under the Logger."""
     (RingWriter,) = mmaplog_api("RingWriter")
     writer = RingWriter(tmp / "writer.mmlog", RING_SIZE)
     write = writer.write
@@ -166,6 +169,7 @@ def make_mmaplog_writer(tmp: Path) -> Subject:
 
 
 def make_mmaplog_async(tmp: Path, capacity: int = 16384) -> Subject:
+    """A mmaplog Logger whose handler is an AsyncHandler around a RingHandler (the producer side is timed)."""
     Logger, RingHandler, AsyncHandler = mmaplog_api("Logger", "RingHandler", "AsyncHandler")
     path = tmp / "async.mmlog"
     handler = AsyncHandler(RingHandler(path, size=RING_SIZE), capacity=capacity)
@@ -181,6 +185,7 @@ def make_mmaplog_async(tmp: Path, capacity: int = 16384) -> Subject:
 
 
 def make_mmaplog_stdlib(tmp: Path) -> Subject:
+    """A stdlib logger with mmaplog's LoggingHandler: what switching an existing application costs."""
     (LoggingHandler,) = mmaplog_api("LoggingHandler")
     path = tmp / "stdlib.mmlog"
     logger = _stdlib_logger(LoggingHandler(path, size=RING_SIZE))
@@ -189,6 +194,7 @@ def make_mmaplog_stdlib(tmp: Path) -> Subject:
 
 
 def make_stdlib_file(tmp: Path) -> Subject:
+    """The stdlib logger with a FileHandler and the usual format."""
     path = tmp / "stdlib.log"
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(TEXT_FORMAT))
@@ -197,6 +203,7 @@ def make_stdlib_file(tmp: Path) -> Subject:
 
 
 def make_stdlib_queue(tmp: Path) -> Subject:
+    """The stdlib's own asynchronous set-up: QueueHandler in front, QueueListener writing the file."""
     path = tmp / "stdlib-queue.log"
     target = logging.FileHandler(path, encoding="utf-8")
     target.setFormatter(logging.Formatter(TEXT_FORMAT))
@@ -218,6 +225,7 @@ def make_stdlib_queue(tmp: Path) -> Subject:
 
 
 def make_picologging(tmp: Path) -> Subject:
+    """picologging (a C reimplementation of logging) with its FileHandler and the same format."""
     need("picologging")
     import picologging
 
@@ -241,6 +249,7 @@ def make_picologging(tmp: Path) -> Subject:
 
 
 def make_loguru(tmp: Path) -> Subject:
+    """loguru with a file sink (synchronous, as by default)."""
     need("loguru")
     from loguru import logger
 
