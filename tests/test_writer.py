@@ -303,3 +303,38 @@ def test_slot_bytes_follow_the_commit_protocol(tmp_path: Path) -> None:
 
     assert int(slot["check"]) == zlib.adler32(raw[:-8])
     assert bytes(slot["payload"]) == b"hello"
+
+
+_APPEND_CASES = [
+    ("plain", 20, "app"),
+    ("new logger name", 30, "app.brand.new"),
+    ("long " + "x" * 700, 40, "app"),
+    ("lone \ud800 surrogate", 20, "app"),
+    (12345, 20, "app"),  # not a str: rendered with str()
+    ("inline logger", 20, "n" * 80),
+]
+
+
+def test_positional_append_writes_exactly_what_write_writes(tmp_path: Path) -> None:
+    """The loggers' positional entry falls back to write() for every case its fast path leaves out."""
+    results = []
+    for name, use_append in (("append.mmlog", True), ("write.mmlog", False)):
+        with RingWriter(tmp_path / name, size=16 * 256, rotate=3) as w:
+            for round_ in range(4):  # enough records to rotate several times
+                for message, level, logger in _APPEND_CASES:
+                    if use_append:
+                        assert w._append(message, level, logger) > 0  # type: ignore[arg-type]
+                    else:
+                        assert w.write(message, level=level, logger=logger) > 0  # type: ignore[arg-type]
+        results.append([(r.seq, r.message, r.level, r.logger) for r in mmaplog.read(tmp_path / name)])
+    assert results[0] == results[1]
+    assert len(results[0]) > len(_APPEND_CASES)
+
+
+def test_positional_append_on_a_closed_writer_is_counted(tmp_path: Path) -> None:
+    """After close the positional entry returns 0 and counts a drop, like write()."""
+    w = RingWriter(tmp_path / "a.mmlog", size=16 * 256)
+    w._append("one", 20, "")
+    w.close()
+    assert w._append("late", 20, "") == 0
+    assert w.dropped == 1
