@@ -99,7 +99,7 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
         ok = _slot_checks(raw, None, length) == trailer[:, 0]
     elif len(candidates):
         ok[candidates] = _slot_checks(raw, candidates, length[candidates]) == trailer[candidates, 0]
-    return ok
+    return np.asarray(ok, dtype=bool)
 
 
 def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -> np.ndarray:

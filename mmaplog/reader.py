@@ -198,7 +198,7 @@ class RingFile:
         if len(raw) < L.STATE_STRUCT.size:
             return False
         pos, check = L.STATE_STRUCT.unpack(raw)
-        return pos != 0 and check == ~pos & 0xFFFFFFFFFFFFFFFF
+        return bool(pos != 0 and check == ~pos & 0xFFFFFFFFFFFFFFFF)
 
     def slots(self, start: int = 0, count: int | None = None) -> np.ndarray:
         """Read ``count`` slots from ring index ``start`` (a copy); slots past the file's end are empty."""
@@ -218,7 +218,7 @@ class RingFile:
         got = 0
         try:
             while got < len(buf):
-                n = os.preadv(self._fd, [buf[got:]], offset + got)
+                n = os.preadv(self._fd, [buf[got:].data], offset + got)
                 if n <= 0:
                     break
                 got += n

@@ -779,7 +779,8 @@ def _encode_text(value: Any) -> bytes:
             value = str(value)
         except Exception as exc:  # noqa: BLE001 - a broken __str__ must not stop logging
             value = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
-    return value.encode("utf-8", "backslashreplace")
+    text: str = value
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _json_default(value: Any) -> str:

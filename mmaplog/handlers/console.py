@@ -35,6 +35,8 @@ class ConsoleHandler(Handler):
     ``NO_COLOR``), True or False.
     """
 
+    line_format: LineFormat  # always set: this handler formats every record itself
+
     def __init__(
         self,
         stream: TextIO | None = None,

@@ -27,6 +27,8 @@ class FileHandler(Handler):
     fork such a handler opens the child's own file on its first record.
     """
 
+    line_format: LineFormat  # always set: this handler formats every record itself
+
     def __init__(
         self,
         path: str | os.PathLike[str],
