@@ -12,8 +12,9 @@ import itertools
 import logging
 import logging.handlers
 import queue
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

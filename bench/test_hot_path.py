@@ -8,7 +8,8 @@ The empty function called with the same arguments is the floor in each group;
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

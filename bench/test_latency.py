@@ -10,7 +10,8 @@ itself costs.  The benchmark's own time is the whole burst.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest

@@ -104,7 +104,7 @@ def test_unreadable_input_is_one_line(tmp_path: Path) -> None:
     """A file that is not pytest-benchmark JSON ends the tool with a one-line message naming the file."""
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    with pytest.raises(SystemExit, match="bad.json: not a pytest-benchmark JSON file"):
+    with pytest.raises(SystemExit, match=r"bad\.json: not a pytest-benchmark JSON file"):
         bench_report.load([bad], "median")
 
 

@@ -10,7 +10,8 @@ INFO call into rings from 1 MiB to 1 GiB: the cost must not grow with the ring.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
 from ._record import LogRecord
 from .config import configure, register_handler_type
-from .follow import Followed, FollowEvent, Follower, FollowStats, follow
+from .follow import Followed, Follower, FollowEvent, FollowStats, follow
 from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
 from .layout import FORMAT_VERSION
 from .logger import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, BoundLogger, Logger, get_logger

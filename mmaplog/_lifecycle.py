@@ -20,7 +20,8 @@ import sys
 import threading
 import types
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .handlers import _base, _format
 
@@ -42,7 +43,7 @@ __all__ = [
 #: Seconds the SIGTERM handler waits for handlers to flush before letting the process end anyway.
 SIGTERM_FLUSH_TIMEOUT = 5.0
 
-_tracked: "weakref.WeakKeyDictionary[Handler, int]" = weakref.WeakKeyDictionary()
+_tracked: weakref.WeakKeyDictionary[Handler, int] = weakref.WeakKeyDictionary()
 _order = itertools.count()
 _lock = threading.Lock()
 _fork_hook_installed = False

@@ -37,7 +37,8 @@ import itertools
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 __all__ = ["CLOSED", "RUNNING", "SYNC", "Marker", "RecordQueue"]
 
@@ -84,24 +85,24 @@ class RecordQueue:
     """
 
     __slots__ = (
-        "level",
-        "capacity",
-        "limit",
-        "idle",
-        "items",
-        "policy",
-        "state",
-        "markers",
-        "in_flight",
-        "consumer",
-        "sink",
-        "_wakeup",
-        "_room",
-        "_waiting",
+        "__weakref__",
         "_drops",
         "_lock",
+        "_room",
         "_sync_lock",
-        "__weakref__",
+        "_waiting",
+        "_wakeup",
+        "capacity",
+        "consumer",
+        "idle",
+        "in_flight",
+        "items",
+        "level",
+        "limit",
+        "markers",
+        "policy",
+        "sink",
+        "state",
     )
 
     def __init__(self, capacity: int, policy: str, level: int, sink: Callable[[list[Any]], object]) -> None:

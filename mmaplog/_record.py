@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["LogRecord"]
 
@@ -16,7 +17,7 @@ class LogRecord:
     instead of raising.
     """
 
-    __slots__ = ("logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message")
+    __slots__ = ("_message", "args", "exception", "fields", "level", "logger", "msg", "thread", "time_ns")
 
     def __init__(
         self,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Literal, Mapping, NamedTuple, Sequence, Union
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -121,7 +122,7 @@ class Followed(NamedTuple):
     """A record or an event, with the id of the series (one writer and its segments) it belongs to."""
 
     series: bytes
-    item: Union[Record, FollowEvent]
+    item: Record | FollowEvent
 
 
 class Start(NamedTuple):

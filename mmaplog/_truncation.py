@@ -48,7 +48,8 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from . import layout as L
 
@@ -88,8 +89,20 @@ def supported() -> bool:
 class _Region:
     """One watched mapping: its address range and what is needed to repair its file."""
 
-    __slots__ = ("start", "end", "mm", "fd", "header", "path", "names", "lock", "retries", "reported", "repairs",
-                 "repaired_at")
+    __slots__ = (
+        "end",
+        "fd",
+        "header",
+        "lock",
+        "mm",
+        "names",
+        "path",
+        "repaired_at",
+        "repairs",
+        "reported",
+        "retries",
+        "start",
+    )
 
     def __init__(self, start: int, mm: mmap.mmap, fd: int, header: L.FileHeader, path: object,
                  names: Callable[[mmap.mmap], Mapping[str, int]]) -> None:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any
 
 from . import _lifecycle
 from ._errors import ConfigError
@@ -51,7 +52,7 @@ _MISSING: Any = object()
 
 #: ``factory(options) -> Handler``: reads its keys from a :class:`HandlerOptions` and builds the handler.
 HandlerFactory = Callable[["HandlerOptions"], Handler]
-_registry: dict[str, Union[HandlerFactory, str]] = {}
+_registry: dict[str, HandlerFactory | str] = {}
 
 
 def register_handler_type(name: str, factory: HandlerFactory | str) -> None:

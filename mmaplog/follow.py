@@ -32,16 +32,17 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Union
 
 from ._errors import FormatError
-from ._tail import FollowEvent, FollowStats, Followed, Start, Tailer, live_paths
+from ._tail import Followed, FollowEvent, FollowStats, Start, Tailer, live_paths
 from .reader import PathArg, Record
 
 __all__ = ["FollowEvent", "FollowStats", "Followed", "Follower", "Start", "follow"]
 
-Item = Union[Record, FollowEvent]
+Item = Union[Record, FollowEvent]  # noqa: UP007 - a runtime alias; X | Y needs 3.10 types on both sides
 
 
 def _time_of(record: Record) -> int:

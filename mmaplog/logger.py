@@ -21,7 +21,8 @@ import time
 import traceback
 import types
 import weakref
-from typing import Any, Callable, Iterable, Mapping, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Union
 
 from . import _lifecycle
 from ._record import LogRecord, render_message
@@ -145,7 +146,7 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
     return emit_many
 
 
-_owners: "weakref.WeakSet[Logger]" = weakref.WeakSet()
+_owners: weakref.WeakSet[Logger] = weakref.WeakSet()
 
 
 def _on_handler_level(handler: Handler) -> None:
@@ -345,7 +346,7 @@ class Logger:
 
     def exception(self, msg: Any, /, *args: Any, exc_info: ExcInfo = True, **fields: Any) -> None:
         """Log at ERROR with the traceback of the exception being handled (call it in an ``except`` block)."""
-        if ERROR >= self._gate:
+        if self._gate <= ERROR:
             self._emit(ERROR, msg, args, exc_info, fields or None)
 
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: ExcInfo,
@@ -370,7 +371,7 @@ class BoundLogger:
     once); fields given in a call override bound ones of the same name.
     """
 
-    __slots__ = ("_logger", "_context")
+    __slots__ = ("_context", "_logger")
 
     def __init__(self, logger: Logger, context: Mapping[str, Any]) -> None:
         self._logger = logger

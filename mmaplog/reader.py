@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 PathArg = Union[str, "os.PathLike[str]"]
-Paths = Union[PathArg, Sequence[PathArg]]
+Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a string forward reference
 
 LEVEL_NAMES: dict[int, str] = {0: "NOTSET", 5: "TRACE", 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 _LEVEL_NUMBERS = {name: number for number, name in LEVEL_NAMES.items()} | {"WARN": 30, "FATAL": 50}
@@ -241,7 +242,7 @@ class RingFile:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a finaliser must never raise
             pass
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+
 from . import layout as L
 from ._record import LogRecord
 from .handlers.ring import RingHandler

@@ -25,8 +25,9 @@ import time
 import uuid
 import weakref
 import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def segment_path(path: str | os.PathLike[str], segment: int) -> Path:
 class _Map:
     """One mapped ring file and its per-file counters; replaced whole on rotation."""
 
-    __slots__ = ("fd", "mm", "header", "positions", "limit", "hot", "path", "last_pos")
+    __slots__ = ("fd", "header", "hot", "last_pos", "limit", "mm", "path", "positions")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -91,7 +92,7 @@ class _Map:
         self.hot = (mm, pack, header.slot_count, header.data_offset, size, body, payload, limit, self.positions)
 
 
-_open_writers: "weakref.WeakSet[RingWriter]" = weakref.WeakSet()
+_open_writers: weakref.WeakSet[RingWriter] = weakref.WeakSet()
 _atexit_lock = threading.Lock()
 _atexit_registered = False
 
@@ -125,7 +126,7 @@ def _report(message: str) -> None:
     try:
         sys.stderr.write(f"mmaplog: {message}\n")
         sys.stderr.flush()
-    except Exception:
+    except Exception:  # noqa: BLE001 - stderr may be closed or broken at shutdown
         pass
 
 
@@ -338,7 +339,7 @@ class RingWriter:
                 if lid is not None:
                     try:
                         data = message.encode()
-                    except Exception:  # not a str, or lone surrogates: the slow path renders it
+                    except Exception:  # noqa: BLE001 - not a str, or lone surrogates: the slow path renders it
                         return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
                     mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
                     n = len(data)
@@ -423,7 +424,7 @@ class RingWriter:
         first = last = end = 0
         m = self._map
         names = self._names
-        mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+        _, pack, count, _, _, _, payload, limit, positions = m.hot
         seqs = self._seqs
         for r in records:
             try:
@@ -443,7 +444,7 @@ class RingWriter:
                         written += self._write_record(seq, data, b"", 0, r.level, r.logger, r.time_ns, r.thread) != 0
                         m = self._map
                         names = self._names
-                        mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+                        _, pack, count, _, _, _, payload, limit, positions = m.hot
                         last = end = 0
                         continue
                     try:
@@ -467,7 +468,7 @@ class RingWriter:
                 ) != 0
                 m = self._map
                 names = self._names
-                mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
+                _, pack, count, _, _, _, payload, limit, positions = m.hot
                 last = end = 0
             except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
                 self._failed(exc)
@@ -707,7 +708,7 @@ class RingWriter:
                 _truncation.forget(m.mm)
                 try:
                     m.mm.close()
-                except Exception:
+                except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
                     pass
                 os.close(m.fd)
         _open_writers.discard(self)

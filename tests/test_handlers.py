@@ -21,9 +21,9 @@ from mmaplog.testing import CapturingHandler
 
 
 def _record(**overrides: object) -> LogRecord:
-    values: dict[str, object] = dict(logger="app.db", level=30, msg="disk %d%% full", args=(91,),
-                                     fields={"disk": "sda", "note": "two words"}, time_ns=1_700_000_000_123_456_789,
-                                     thread=12345, exception=None)
+    values: dict[str, object] = {"logger": "app.db", "level": 30, "msg": "disk %d%% full", "args": (91,),
+                                     "fields": {"disk": "sda", "note": "two words"}, "time_ns": 1_700_000_000_123_456_789,
+                                     "thread": 12345, "exception": None}
     values.update(overrides)
     return LogRecord(**values)  # type: ignore[arg-type]
 

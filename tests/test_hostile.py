@@ -21,8 +21,9 @@ import textwrap
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 import pytest
 
@@ -244,7 +245,7 @@ def test_reading_while_another_process_truncates_and_rewrites_the_file(tmp_path:
     with RingWriter(path, size=512 * 256) as w:
         for i in range(400):
             w.write(f"m{i}" + "-" * (i % 300), fields={"i": i} if i % 3 == 0 else None)
-    pristine = path.read_bytes()
+    path.read_bytes()
     valid = {r.seq: (r.message, r.fields) for r in mmaplog.read(path)}
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
         """
@@ -394,7 +395,7 @@ def test_rotating_writer_survives_truncation_of_its_live_file(tmp_path: Path) ->
     for _ in range(20):
         os.truncate(path, 0)
         _wait_for(lambda: os.stat(path).st_size > 0, "the writer to restore or replace its file")
-    out, err = proc.communicate("stop\n", timeout=60)
+    _out, err = proc.communicate("stop\n", timeout=60)
     assert proc.returncode == 0, (proc.returncode, err)
     assert "truncated to 0 bytes" in err
     assert list(mmaplog.read(path, segments=False))[-1].message == "last words"
@@ -410,7 +411,7 @@ def test_writer_survives_truncation_with_faulthandler_enabled_after_it(tmp_path:
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     os.truncate(path, 0)
     _wait_for(lambda: os.stat(path).st_size > 0, "the writer to restore its file")
-    out, err = proc.communicate("stop\n", timeout=60)
+    _out, err = proc.communicate("stop\n", timeout=60)
     assert proc.returncode == 0, (proc.returncode, err)
     assert "Fatal Python error: Bus error" in err  # faulthandler did see the fault first ...
     assert "truncated to 0 bytes" in err  # ... and passed it on to the guard, which repaired the file
@@ -538,7 +539,7 @@ def test_logger_calls_with_hostile_arguments_never_raise(tmp_path: Path) -> None
     path = tmp_path / "a.mmlog"
     log = _logger(path)
     log.info("%d items", "many")
-    log.info("%s and %s", 1)
+    log.info("%s and %s", 1)  # noqa: PLE1206 - too few arguments on purpose
     log.info("%(key)s", {"other": 1})
     log.info(_BadStr())
     log.info("value %s", _BadBoth())
@@ -724,7 +725,7 @@ def test_symlink_at_the_ring_path_is_refused_with_the_reason(tmp_path: Path) -> 
     assert victim.read_bytes() == b"precious"
 
 
-_CONTROLS = "".join(chr(c) for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)])
+_CONTROLS = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)])
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess[bytes]:
@@ -737,7 +738,7 @@ def test_cli_text_output_escapes_every_control_character(tmp_path: Path) -> None
     with RingWriter(path, size=256 * 256) as w:
         w.write(f"all controls: {_CONTROLS}|", logger=f"log{_CONTROLS}")
         w.write("\x1b]0;pwned title\x07\x1b[2J\x1b[1A\rhidden", fields={"k\x1b": "v\x9b31m"})
-        w.write("with traceback", exception=f"Traceback\n  line\x1b[31m\x85\nError: \x00x")
+        w.write("with traceback", exception="Traceback\n  line\x1b[31m\x85\nError: \x00x")
         for c in _CONTROLS:
             w.write(f"one {c} char", logger="single")
     proc = _cli(path)

@@ -243,7 +243,7 @@ def test_fields_context_and_exceptions_round_trip_through_read(tmp_path: Path) -
     thread = _log_sample(log)
     ring.close()
     records = list(mmaplog.read(tmp_path / "app.mmlog"))
-    _check_sample(records, lambda r, key: getattr(r, key))
+    _check_sample(records, getattr)
     assert {r.logger for r in records} == {"app.orders"}
     assert {r.thread for r in records} == {thread}
     assert [r.level_name for r in records] == ["INFO", "INFO", "WARNING", "ERROR", "ERROR", "ERROR"]

@@ -144,7 +144,7 @@ def test_batch_and_single_writes_from_threads_lose_nothing(tmp_path: Path) -> No
     for r in result.iter_records():
         t, i = map(int, r.message.split())
         by_thread.setdefault(t, []).append(i)
-    assert {t: v for t, v in by_thread.items()} == {t: list(range(per)) for t in range(4)}
+    assert dict(by_thread.items()) == {t: list(range(per)) for t in range(4)}
 
 
 def test_batch_without_gil_takes_the_claim_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

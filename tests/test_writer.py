@@ -320,7 +320,7 @@ def test_positional_append_writes_exactly_what_write_writes(tmp_path: Path) -> N
     results = []
     for name, use_append in (("append.mmlog", True), ("write.mmlog", False)):
         with RingWriter(tmp_path / name, size=16 * 256, rotate=3) as w:
-            for round_ in range(4):  # enough records to rotate several times
+            for _ in range(4):  # enough records to rotate several times
                 for message, level, logger in _APPEND_CASES:
                     if use_append:
                         assert w._append(message, level, logger) > 0  # type: ignore[arg-type]

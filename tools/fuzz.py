@@ -58,14 +58,13 @@ import time
 import tracemalloc
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
-
-import numpy as np
+from typing import Any, NamedTuple
 
 import mmaplog
 from mmaplog import layout as L
-from mmaplog.writer import RingWriter, segment_path
+from mmaplog.writer import RingWriter
 
 __all__ = [
     "Case",

@@ -16,8 +16,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from json.encoder import encode_basestring
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -15,7 +15,8 @@ import re
 import signal
 import sys
 import time
-from typing import IO, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import IO
 
 import numpy as np
 

@@ -6,7 +6,8 @@ import functools
 import sys
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .._record import LogRecord
 from ..reader import level_number
@@ -20,7 +21,7 @@ _reported_lock = threading.Lock()
 level_listeners: list[Callable[[Handler], None]] = []
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_format() -> LineFormat:
     return LineFormat()
 

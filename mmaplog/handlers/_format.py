@@ -29,7 +29,8 @@ import json
 import os
 import string
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .._record import LogRecord
 from ..reader import level_name

@@ -80,7 +80,7 @@ _STOP_STALL_TIMEOUT = 10.0
 class _Worker:
     """One worker thread, the queue it drains and its bookkeeping (touched only by that thread)."""
 
-    __slots__ = ("queue", "thread", "ident", "reported", "pressure_since", "dirty", "next_flush")
+    __slots__ = ("dirty", "ident", "next_flush", "pressure_since", "queue", "reported", "thread")
 
     def __init__(self, queue: RecordQueue) -> None:
         self.queue = queue

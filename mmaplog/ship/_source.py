@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..follow import FollowEvent, Follower, Start
+from ..follow import Follower, FollowEvent, Start
 from ..reader import Record
 
 __all__ = ["Gap", "Item", "RingSource"]
