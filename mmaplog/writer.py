@@ -159,6 +159,11 @@ class RingWriter:
     :func:`segment_path` and a new one started, keeping at most K files.
     ``{pid}`` in ``path`` is replaced by the process id, so each process can get
     a file of its own.  Thread-safe; :meth:`write` never raises.
+
+    ``guard_truncation`` (default on, Linux x86-64/AArch64) installs a process-wide
+    SIGBUS handler so that another process truncating the file cannot kill this
+    one (see ``docs/RELIABILITY.md``); turn it off when the application owns
+    SIGBUS itself, and then never truncate a live ring.
     """
 
     def __init__(
@@ -170,6 +175,7 @@ class RingWriter:
         rotate: int = 0,
         mode: int = 0o640,
         prefault: bool = True,
+        guard_truncation: bool = True,
     ) -> None:
         self.path = Path(os.fspath(path).replace("{pid}", str(os.getpid())))
         ring_bytes = parse_size(size)
@@ -188,6 +194,7 @@ class RingWriter:
         self.rotate = rotate
         self._mode = mode
         self._prefault = prefault
+        self._guard_truncation = guard_truncation
         self._requested = (slot_size, ring_bytes // slot_size)
         # Re-entrant: a signal handler that logs may interrupt this very thread while it holds the lock.
         self._lock = threading.RLock()  # rotation, name registration, close
@@ -233,6 +240,8 @@ class RingWriter:
 
     def _guard(self, m: _Map) -> _Map:
         """Let the writer survive its file being truncated by another process (see mmaplog._truncation)."""
+        if not self._guard_truncation:
+            return m
         ref = weakref.ref(self)
 
         def names(mm: mmap.mmap) -> dict[str, int]:

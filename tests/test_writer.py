@@ -338,3 +338,14 @@ def test_positional_append_on_a_closed_writer_is_counted(tmp_path: Path) -> None
     w.close()
     assert w._append("late", 20, "") == 0
     assert w.dropped == 1
+
+
+def test_truncation_guard_can_be_turned_off(tmp_path: Path) -> None:
+    """With guard_truncation=False the writer's map is not watched by the SIGBUS guard; by default it is."""
+    from mmaplog import _truncation
+
+    with RingWriter(tmp_path / "off.mmlog", size=16 * 256, guard_truncation=False) as off:
+        assert all(region.mm() is not off._map.mm for region in _truncation._regions)
+    if _truncation.supported():
+        with RingWriter(tmp_path / "on.mmlog", size=16 * 256) as on:
+            assert any(region.mm() is on._map.mm for region in _truncation._regions)
