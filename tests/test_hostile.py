@@ -369,15 +369,23 @@ def test_writer_survives_its_file_truncated_by_another_process(tmp_path: Path, c
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_TRUNCATED_WRITER), str(path), "0"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    size = L.DATA_OFFSET + 1024 * SLOT
+    err: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_reader, args=(proc.stderr, err), daemon=True)
+    reader.start()
+    reports = []
     for length in cut:  # like logrotate's copytruncate, or ": > a.mmlog"
         os.truncate(path, length)
-        _wait_for(lambda: os.stat(path).st_size == size, "the writer to restore its file")
-    out, err = proc.communicate("stop\n", timeout=60)
-    assert proc.returncode == 0, (proc.returncode, err)
-    reports = [line for line in err.splitlines() if "truncated" in line]
-    assert [int(re.search(r"truncated to (\d+) bytes", r).group(1)) for r in reports] == cut, err  # type: ignore[union-attr]
+        reports.append(_expect(err, "truncated to"))  # the repair is complete once it is reported
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("stop\n")
+    proc.stdin.close()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
+    reader.join(timeout=30)
+    rest = list(err.queue)
+    assert [int(re.search(r"truncated to (\d+) bytes", r).group(1)) for r in reports] == cut  # type: ignore[union-attr]
     assert all(str(path) in r and "went on writing" in r for r in reports)
+    assert not [line for line in rest if "truncated" in line], rest  # exactly one report per cut
     written, dropped, errors = map(int, out.split())
     assert written > 0 and (dropped, errors) == (0, 0)
     scan = mmaplog.scan(path)  # the header and names were written again: the file reads
