@@ -24,16 +24,18 @@ check and the store), so the guard acts after the fact, in a SIGBUS handler:
   fault happens again under it (default: the process dies, as it would have);
 * a SIGBUS that was sent rather than caused by a fault (``kill -BUS``, or a
   handler installed after ours, such as :mod:`faulthandler`, passing the fault
-  on with ``raise()``): every watched file found cut short is repaired, and if
-  there was none the signal goes to the previous disposition.
+  on with ``raise()``): every watched file found cut short is repaired; if
+  there was none, and none was repaired in the last few seconds (another
+  thread may have repaired the cut first), the signal goes to the previous
+  disposition.
 
 The handler runs Python code on the faulting thread, which holds the GIL in
 the middle of a plain memory copy (``mmap`` slice assignment or
 ``struct.pack_into``).  It takes none of the writer's locks, only its own
 around a repair, which touches the file through its descriptor and never the
-mapping, so it cannot deadlock or fault again.  Supported on Linux x86-64 and AArch64 (the ``struct sigaction``
-layout is known there); elsewhere :func:`watch` does nothing and a truncated
-ring still kills its writer.
+mapping, so it cannot deadlock or fault again.  Supported on Linux x86-64 and
+AArch64 (the ``struct sigaction`` layout is known there); elsewhere
+:func:`watch` does nothing and a truncated ring still kills its writer.
 """
 
 from __future__ import annotations
