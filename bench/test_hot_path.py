@@ -13,19 +13,10 @@ from typing import Any
 
 import pytest
 
-from bench._subjects import ARGS, MESSAGE, PLAIN, Subject, args_for
+from bench._subjects import ARGS, MESSAGE, PLAIN, SUBJECTS, Subject, args_for
 
-ENABLED = [
-    "noop",
-    "mmaplog-direct",
-    "mmaplog-writer",
-    "mmaplog-async",
-    "mmaplog-stdlib",
-    "stdlib-file",
-    "stdlib-queue",
-    "picologging",
-    "loguru",
-]
+#: Every logger the suite knows, in the registry's order.
+ENABLED = list(SUBJECTS)
 DISABLED = ["noop", "mmaplog-direct", "mmaplog-async", "stdlib-file", "picologging"]
 
 
