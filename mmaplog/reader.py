@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -162,7 +163,7 @@ class RingFile:
             raise FormatError(self.path, exc.strerror or str(exc)) from None
         try:
             st = os.fstat(self._fd)
-            if not _is_regular(st.st_mode):
+            if not stat.S_ISREG(st.st_mode):
                 raise FormatError(self.path, "not a regular file")
             self.inode = (st.st_dev, st.st_ino)
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
@@ -244,12 +245,6 @@ class RingFile:
             self.close()
         except Exception:  # noqa: BLE001 - a finaliser must never raise
             pass
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 @dataclass
@@ -436,8 +431,3 @@ def logger_prefix_mask(loggers: np.ndarray, prefix: str) -> np.ndarray:
     """True where the logger name equals ``prefix`` or is a dotted child of it."""
     unique = {name: (name == prefix or name.startswith(prefix + ".")) for name in set(loggers.tolist())}
     return np.fromiter((unique[name] for name in loggers.tolist()), dtype=bool, count=len(loggers))
-
-
-def iter_paths(values: Iterable[PathArg]) -> list[Path]:
-    """Normalise an iterable of path-likes to Paths."""
-    return [Path(os.fspath(v)) for v in values]
