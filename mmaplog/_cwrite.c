@@ -1,9 +1,776 @@
-/* Writer-side accelerator for mmaplog (the record append); see mmaplog/_native.py. */
+/* Writer-side accelerator for mmaplog: the one-slot record append and the loggers' level methods.
+ *
+ * Everything here has a pure-Python twin that writes the same bytes
+ * (RingWriter._append and the emitters in mmaplog/logger.py); the tests run
+ * both.  The accelerator only takes the common case (a str message that fits
+ * one slot, a registered logger name, no fields or traceback) and hands
+ * anything else to the Python code it was given, so the on-disk layout and
+ * the odd cases keep a single owner (mmaplog/layout.py, mmaplog/writer.py).
+ *
+ * It relies on the GIL to make a record's claim (two counters) and its copy
+ * one step; mmaplog/_native.py does not load it on free-threaded builds.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
 
-static struct PyModuleDef cread_module = {
-    PyModuleDef_HEAD_INIT, "mmaplog._cwrite", "Writer-side accelerator.", -1, NULL,
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "mmaplog._cwrite writes the little-endian slot layout with native stores"
+#endif
+
+/* Slot layout (mmaplog/layout.py, docs/FORMAT.md): a 48-byte header, the payload, an 8-byte trailer. */
+#define SLOT_HEADER_SIZE 48
+#define SLOT_TRAILER_SIZE 8
+#define FLAG_WHOLE 0x03 /* FLAG_FIRST | FLAG_LAST */
+#define ADLER_MOD 65521u
+#define ADLER_NMAX 5552
+/* Records formatted in C are built on the stack: at most this many bytes (larger slots still take the rest). */
+#define SLOT_PAYLOAD_STACK 4096
+
+static void adler_update(uint32_t *a_io, uint32_t *b_io, const unsigned char *p, Py_ssize_t len)
+{
+    uint32_t a = *a_io, b = *b_io;
+    while (len > 0) {
+        Py_ssize_t chunk = len < ADLER_NMAX ? len : ADLER_NMAX;
+        len -= chunk;
+        while (chunk >= 8) {
+            a += p[0]; b += a; a += p[1]; b += a; a += p[2]; b += a; a += p[3]; b += a;
+            a += p[4]; b += a; a += p[5]; b += a; a += p[6]; b += a; a += p[7]; b += a;
+            p += 8;
+            chunk -= 8;
+        }
+        while (chunk--) {
+            a += *p++;
+            b += a;
+        }
+        a %= ADLER_MOD;
+        b %= ADLER_MOD;
+    }
+    *a_io = a;
+    *b_io = b;
+}
+
+static inline int64_t wall_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* what time.time_ns() reads */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------------------------ Appender */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;         /* the writable mapping; view.obj is NULL while no ring is targeted */
+    PyObject *positions;    /* itertools.count of slot positions for the targeted file */
+    PyObject *seqs;         /* itertools.count of record sequence numbers (the writer's) */
+    PyObject *names;        /* dict: logger name -> name-table id (the writer's, mutated in place) */
+    PyObject *slow;         /* slow(message, level, logger) -> seq: the pure-Python append */
+    PyObject *full;         /* full(seq, data, level, logger, stamp, ident) -> seq: the file is full */
+    PyObject *failed;       /* failed(exception) -> 0: counts and reports a record that was lost */
+    unsigned long long count, limit;
+    Py_ssize_t base, size, payload;
+} Appender;
+
+static void appender_release_view(Appender *self)
+{
+    if (self->view.obj != NULL) {
+        PyBuffer_Release(&self->view);
+        self->view.obj = NULL;
+    }
+    Py_CLEAR(self->positions);
+    Py_CLEAR(self->names);
+}
+
+static int appender_traverse(Appender *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->positions);
+    Py_VISIT(self->seqs);
+    Py_VISIT(self->names);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->full);
+    Py_VISIT(self->failed);
+    return 0;
+}
+
+static int appender_clear(Appender *self)
+{
+    appender_release_view(self);
+    Py_CLEAR(self->seqs);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->full);
+    Py_CLEAR(self->failed);
+    return 0;
+}
+
+static void appender_dealloc(Appender *self)
+{
+    PyObject_GC_UnTrack(self);
+    appender_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"seqs", "slow", "full", "failed", NULL};
+    PyObject *seqs, *slow, *full, *failed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:Appender", kwlist, &seqs, &slow, &full, &failed))
+        return -1;
+    if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed)) {
+        PyErr_SetString(PyExc_TypeError, "Appender: slow, full and failed must be callables");
+        return -1;
+    }
+    Py_INCREF(seqs);
+    Py_XSETREF(self->seqs, seqs);
+    Py_INCREF(slow);
+    Py_XSETREF(self->slow, slow);
+    Py_INCREF(full);
+    Py_XSETREF(self->full, full);
+    Py_INCREF(failed);
+    Py_XSETREF(self->failed, failed);
+    return 0;
+}
+
+PyDoc_STRVAR(appender_target_doc,
+"target(mm, positions, names, slot_count, data_offset, slot_size, limit)\n--\n\n"
+"Write into the ring mapped by ``mm`` from now on (after opening, rotation, or a changed limit).");
+
+static PyObject *appender_target(Appender *self, PyObject *args)
+{
+    PyObject *mm, *positions, *names, *limit_obj;
+    unsigned long long count;
+    Py_ssize_t base, size;
+    if (!PyArg_ParseTuple(args, "OOO!KnnO:target", &mm, &positions, &PyDict_Type, &names, &count, &base, &size,
+                          &limit_obj))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (count == 0 || base < 0 || view.len < base || size <= SLOT_HEADER_SIZE + SLOT_TRAILER_SIZE || size % 8 ||
+        (unsigned long long)(view.len - base) / (unsigned long long)size < count ||
+        ((uintptr_t)view.buf + (uintptr_t)base) % 8) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "Appender.target: the slots do not fit the mapping");
+        return NULL;
+    }
+    /* limit: the last position this file takes; anything at or past 2**64 - 1 means "never full". */
+    unsigned long long limit = PyLong_AsUnsignedLongLong(limit_obj);
+    if (limit == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        PyErr_Clear();
+        limit = UINT64_MAX;
+    }
+    appender_release_view(self);
+    self->view = view;
+    Py_INCREF(positions);
+    self->positions = positions;
+    Py_INCREF(names);
+    self->names = names;
+    self->count = count;
+    self->limit = limit;
+    self->base = base;
+    self->size = size;
+    self->payload = size - SLOT_HEADER_SIZE - SLOT_TRAILER_SIZE;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(appender_release_doc,
+"release()\n--\n\nStop writing into the mapping (before it is closed); later appends take the slow path.");
+
+static PyObject *appender_release(Appender *self, PyObject *Py_UNUSED(ignored))
+{
+    appender_release_view(self);
+    Py_RETURN_NONE;
+}
+
+/* Next value of an itertools.count as an unsigned 64-bit number; -1 with an exception set on failure. */
+static int next_u64(PyObject *counter, unsigned long long *out)
+{
+    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    if (*out == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+static PyObject *call_slow(Appender *self, PyObject *message, PyObject *level, PyObject *logger)
+{
+    PyObject *args[3] = {message, level, logger};
+    return PyObject_Vectorcall(self->slow, args, 3, NULL);
+}
+
+/* A record was claimed and could not be written: count it (the writer reports it once); never raise. */
+static PyObject *lost(Appender *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *res = PyObject_CallOneArg(self->failed, value ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (res == NULL) {
+        PyErr_Clear();
+        return PyLong_FromLong(0);
+    }
+    return res;
+}
+
+/* The name-table id of ``logger`` and the level as a byte, or -1 (no exception set) for the slow path. */
+static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long *level_out)
+{
+    if (self->view.obj == NULL || !PyLong_CheckExact(level_obj))
+        return -1;
+    long level = PyLong_AsLong(level_obj);
+    if (level < 0 || level > 255) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *lid_obj = PyDict_GetItemWithError(self->names, logger); /* borrowed */
+    if (lid_obj == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    long lid = PyLong_AsLong(lid_obj);
+    if (lid < 0 || lid > 0xFFFF) {
+        PyErr_Clear();
+        return -1;
+    }
+    *level_out = level;
+    return lid;
+}
+
+/* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL). */
+static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
+                              PyObject *level_obj, PyObject *logger)
+{
+    int64_t stamp = wall_clock_ns();
+    unsigned long long ident = (unsigned long long)PyThread_get_thread_ident();
+    unsigned long long seq, pos;
+    if (next_u64(self->seqs, &seq) < 0)
+        return lost(self);
+    if (next_u64(self->positions, &pos) < 0)
+        return lost(self);
+    if (pos > self->limit) { /* the file is full: the writer rotates and writes this record in the next file */
+        PyObject *bytes = PyBytes_FromStringAndSize(data, n);
+        if (bytes == NULL)
+            return lost(self);
+        PyObject *res = PyObject_CallFunction(self->full, "KOOOLK", seq, bytes, level_obj, logger, (long long)stamp,
+                                              ident);
+        Py_DECREF(bytes);
+        return res ? res : lost(self);
+    }
+    if (pos == 0)
+        return lost(self);
+
+    unsigned char header[SLOT_HEADER_SIZE];
+    uint32_t rec_len = (uint32_t)n;
+    uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
+    memcpy(header + 0, &pos, 8);
+    memcpy(header + 8, &seq, 8);
+    memcpy(header + 16, &stamp, 8);
+    memcpy(header + 24, &ident, 8);
+    memcpy(header + 32, &rec_len, 4);
+    memcpy(header + 36, &rec_len, 4);
+    memcpy(header + 40, &length, 2);
+    memcpy(header + 42, &part, 2);
+    memcpy(header + 44, &lid16, 2);
+    header[46] = (unsigned char)level;
+    header[47] = FLAG_WHOLE;
+
+    uint32_t a = 1, b = 0;
+    adler_update(&a, &b, header, SLOT_HEADER_SIZE);
+    adler_update(&a, &b, (const unsigned char *)data, n);
+    /* The zero padding up to the trailer: k zero bytes leave a alone and add k * a to b. */
+    Py_ssize_t pad = self->payload - n;
+    b = (uint32_t)(((uint64_t)b + (uint64_t)pad * a) % ADLER_MOD);
+    uint64_t trailer = ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | ((uint64_t)b << 16 | a);
+
+    unsigned char *slot = (unsigned char *)self->view.buf + self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
+    memcpy(slot, header, SLOT_HEADER_SIZE);
+    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
+    memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)pad);
+    /* The commit: the body is in place before the trailer that vouches for it (one aligned 8-byte store). */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n((uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE), trailer, __ATOMIC_RELAXED);
+    return PyLong_FromUnsignedLongLong(seq);
+}
+
+/* The fast append; returns the record's seq, or NULL (no exception set) when the slow path must take it. */
+static PyObject *append_fast(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger)
+{
+    long level;
+    long lid = fast_ids(self, level_obj, logger, &level);
+    if (lid < 0 || !PyUnicode_CheckExact(message))
+        return NULL;
+    Py_ssize_t n;
+    const char *data = PyUnicode_AsUTF8AndSize(message, &n);
+    if (data == NULL) { /* lone surrogates: the slow path renders them */
+        PyErr_Clear();
+        return NULL;
+    }
+    if (n > self->payload)
+        return NULL;
+    return append_bytes(self, data, n, level, lid, level_obj, logger);
+}
+
+PyDoc_STRVAR(appender_append_doc,
+"append(message, level, logger)\n--\n\n"
+"Append one record and return its seq, as RingWriter._append does (0 if it was lost); never raises.");
+
+static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "append(message, level, logger) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *res = append_fast(self, args[0], args[1], args[2]);
+    if (res != NULL || PyErr_Occurred())
+        return res;
+    return call_slow(self, args[0], args[1], args[2]);
+}
+
+static PyMethodDef appender_methods[] = {
+    {"append", (PyCFunction)(void (*)(void))appender_append, METH_FASTCALL, appender_append_doc},
+    {"target", (PyCFunction)appender_target, METH_VARARGS, appender_target_doc},
+    {"release", (PyCFunction)appender_release, METH_NOARGS, appender_release_doc},
+    {NULL, NULL, 0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__cwrite(void) { return PyModule_Create(&cread_module); }
+static PyTypeObject AppenderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmaplog._cwrite.Appender",
+    .tp_basicsize = sizeof(Appender),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR("Appender(seqs, slow, full, failed): one-slot records straight into a mapped ring."),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)appender_init,
+    .tp_dealloc = (destructor)appender_dealloc,
+    .tp_traverse = (traverseproc)appender_traverse,
+    .tp_clear = (inquiry)appender_clear,
+    .tp_methods = appender_methods,
+};
+
+/* ------------------------------------------------------------------------------------------ Emitters */
+
+/* LogRecord's slots, in the order of its constructor's parameters, then the cached message (None). */
+#define RECORD_SLOTS 9
+static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
+    "logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message",
+};
+
+/* The state behind one level method; the method itself is a builtin function bound to it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *target;   /* ring: the RingHandler (its _append is looked up per call); record: handle(record) */
+    PyObject *level;    /* the level number (int) */
+    PyObject *name;     /* the logger's name (str) */
+    PyObject *fallback; /* the pure-Python level method, for keyword arguments and anything unusual */
+    PyObject *record;   /* record emitters: the LogRecord class */
+    Py_ssize_t offsets[RECORD_SLOTS]; /* where each of RECORD_SLOT_NAMES lives in a record; [0] == 0: call the class */
+} Emitter;
+
+static PyObject *str_append; /* interned "_append" */
+
+static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->target);
+    Py_VISIT(self->level);
+    Py_VISIT(self->name);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->record);
+    return 0;
+}
+
+static int emitter_clear(Emitter *self)
+{
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->level);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->record);
+    return 0;
+}
+
+static void emitter_dealloc(Emitter *self)
+{
+    PyObject_GC_UnTrack(self);
+    emitter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject EmitterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmaplog._cwrite.Emitter",
+    .tp_basicsize = sizeof(Emitter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR("The state behind one accelerated level method."),
+    .tp_dealloc = (destructor)emitter_dealloc,
+    .tp_traverse = (traverseproc)emitter_traverse,
+    .tp_clear = (inquiry)emitter_clear,
+};
+
+/* msg % args for args[1:], or NULL with no exception set when the fallback must render it. */
+static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1) {
+        Py_INCREF(msg);
+        return msg;
+    }
+    PyObject *tuple = PyTuple_New(nargs - 1);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i - 1, args[i]);
+    }
+    PyObject *text = PyUnicode_Format(msg, tuple);
+    Py_DECREF(tuple);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear(); /* the fallback renders the failure visibly in the text */
+    return text;
+}
+
+/* ---- msg % args straight into UTF-8, for the conversions logging calls use most.
+ *
+ * Handles %d %i %u (exact int within 64 bits), %s (exact str or int), %f and %.Nf (exact float, through
+ * the interpreter's own PyOS_double_to_string) and %%; no flags, width or mapping keys.  Anything else
+ * returns -2 and the caller uses PyUnicode_Format, so the text is always what ``msg % args`` gives.
+ * Returns the length written into out[0..cap), -1 with an exception set (memory), or -2 (not handled).
+ */
+#define FMT_UNHANDLED (-2)
+
+static Py_ssize_t put_bytes(char *out, Py_ssize_t cap, Py_ssize_t at, const char *src, Py_ssize_t len)
+{
+    if (len > cap - at)
+        return FMT_UNHANDLED;
+    memcpy(out + at, src, (size_t)len);
+    return at + len;
+}
+
+static Py_ssize_t put_int(char *out, Py_ssize_t cap, Py_ssize_t at, PyObject *value)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return FMT_UNHANDLED;
+    }
+    char digits[24];
+    int i = (int)sizeof(digits);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        digits[--i] = '-';
+    return put_bytes(out, cap, at, digits + i, (Py_ssize_t)sizeof(digits) - i);
+}
+
+static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
+                              Py_ssize_t cap)
+{
+    Py_ssize_t at = 0, used = 0, i = 0;
+    while (i < fmt_len) {
+        const char *pct = memchr(fmt + i, '%', (size_t)(fmt_len - i));
+        Py_ssize_t stop = pct ? pct - fmt : fmt_len;
+        at = put_bytes(out, cap, at, fmt + i, stop - i);
+        if (at < 0)
+            return at;
+        if (pct == NULL)
+            break;
+        i = stop + 1;
+        if (i >= fmt_len)
+            return FMT_UNHANDLED; /* a lone '%' at the end: let the interpreter raise */
+        int precision = -1;
+        if (fmt[i] == '.') {
+            precision = 0;
+            i++;
+            while (i < fmt_len && fmt[i] >= '0' && fmt[i] <= '9' && precision < 100)
+                precision = precision * 10 + (fmt[i++] - '0');
+            if (i >= fmt_len || precision > 50)
+                return FMT_UNHANDLED;
+        }
+        char conv = fmt[i++];
+        if (conv == '%' && precision < 0) {
+            at = put_bytes(out, cap, at, "%", 1);
+            if (at < 0)
+                return at;
+            continue;
+        }
+        if (used >= nargs)
+            return FMT_UNHANDLED;
+        PyObject *value = args[used++];
+        if ((conv == 'd' || conv == 'i' || conv == 'u') && precision < 0 && PyLong_CheckExact(value)) {
+            at = put_int(out, cap, at, value);
+        }
+        else if (conv == 's' && precision < 0 && PyUnicode_CheckExact(value)) {
+            Py_ssize_t len;
+            const char *text = PyUnicode_AsUTF8AndSize(value, &len);
+            if (text == NULL) {
+                PyErr_Clear();
+                return FMT_UNHANDLED;
+            }
+            at = put_bytes(out, cap, at, text, len);
+        }
+        else if (conv == 's' && precision < 0 && PyLong_CheckExact(value)) {
+            at = put_int(out, cap, at, value);
+        }
+        else if (conv == 'f' && PyFloat_CheckExact(value)) {
+            char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'f', precision < 0 ? 6 : precision, 0, NULL);
+            if (text == NULL)
+                return -1;
+            at = put_bytes(out, cap, at, text, (Py_ssize_t)strlen(text));
+            PyMem_Free(text);
+        }
+        else {
+            return FMT_UNHANDLED;
+        }
+        if (at < 0)
+            return at;
+    }
+    return used == nargs ? at : FMT_UNHANDLED;
+}
+
+/* The ring handler's current append, when it is an Appender's: writes need no Python call at all. */
+static Appender *direct_appender(PyObject *append)
+{
+    if (PyCFunction_Check(append)) {
+        PyObject *owner = PyCFunction_GET_SELF(append);
+        if (owner != NULL && Py_TYPE(owner) == &AppenderType)
+            return (Appender *)owner;
+    }
+    return NULL;
+}
+
+static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || nargs < 1 || !PyUnicode_CheckExact(args[0]))
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    PyObject *append = PyObject_GetAttr(self->target, str_append);
+    if (append == NULL)
+        return NULL;
+    Appender *appender = direct_appender(append);
+    if (appender != NULL) {
+        long level;
+        long lid = fast_ids(appender, self->level, self->name, &level);
+        Py_ssize_t fmt_len;
+        const char *fmt = lid < 0 ? NULL : PyUnicode_AsUTF8AndSize(args[0], &fmt_len);
+        if (fmt != NULL) {
+            char text[SLOT_PAYLOAD_STACK];
+            Py_ssize_t cap = appender->payload < SLOT_PAYLOAD_STACK ? appender->payload : SLOT_PAYLOAD_STACK;
+            Py_ssize_t n = nargs == 1 ? (fmt_len <= cap ? (memcpy(text, fmt, (size_t)fmt_len), fmt_len) : FMT_UNHANDLED)
+                                      : format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
+            if (n >= 0) {
+                PyObject *res = append_bytes(appender, text, n, level, lid, self->level, self->name);
+                Py_DECREF(append);
+                if (res == NULL)
+                    PyErr_Clear(); /* only the seq's int object can fail here; the record is written */
+                Py_XDECREF(res);
+                Py_RETURN_NONE;
+            }
+            if (n == -1) {
+                Py_DECREF(append);
+                return NULL;
+            }
+        }
+        else if (lid >= 0) {
+            PyErr_Clear(); /* lone surrogates in the format: the generic path below renders them */
+        }
+    }
+    Py_DECREF(append);
+    PyObject *text = format_message(args[0], args, nargs);
+    if (text == NULL)
+        return PyErr_Occurred() ? NULL : PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    append = PyObject_GetAttr(self->target, str_append);
+    if (append == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *call[3] = {text, self->level, self->name};
+    PyObject *res = PyObject_Vectorcall(append, call, 3, NULL);
+    Py_DECREF(append);
+    Py_DECREF(text);
+    if (res == NULL)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyObject *record_emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || nargs < 1)
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    PyObject *rest = PyTuple_New(nargs - 1);
+    if (rest == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(rest, i - 1, args[i]);
+    }
+    PyObject *stamp = PyLong_FromLongLong(wall_clock_ns());
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *record = NULL;
+    if (stamp != NULL && ident != NULL) {
+        PyObject *fields[RECORD_SLOTS] = {self->name, self->level, args[0], rest, Py_None, stamp, ident, Py_None, Py_None};
+        if (self->offsets[0]) {
+            /* What LogRecord.__init__ does, without its frame: fill the slots of a fresh instance. */
+            PyTypeObject *type = (PyTypeObject *)self->record;
+            record = type->tp_alloc(type, 0);
+            if (record != NULL) {
+                for (int i = 0; i < RECORD_SLOTS; i++) {
+                    Py_INCREF(fields[i]);
+                    *(PyObject **)((char *)record + self->offsets[i]) = fields[i];
+                }
+            }
+        }
+        else {
+            record = PyObject_Vectorcall(self->record, fields, 8, NULL);
+        }
+    }
+    Py_DECREF(rest);
+    Py_XDECREF(stamp);
+    Py_XDECREF(ident);
+    if (record == NULL)
+        return NULL;
+    PyObject *res = PyObject_Vectorcall(self->target, &record, 1, NULL);
+    Py_DECREF(record);
+    if (res == NULL)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ring_emit_def = {
+    "emit_ring", (PyCFunction)(void (*)(void))ring_emit, METH_FASTCALL | METH_KEYWORDS,
+    "Log one record at this method's level into the logger's ring (msg, *args, exc_info=None, **fields).",
+};
+static PyMethodDef record_emit_def = {
+    "emit_one", (PyCFunction)(void (*)(void))record_emit, METH_FASTCALL | METH_KEYWORDS,
+    "Log one record at this method's level through the logger's handler (msg, *args, exc_info=None, **fields).",
+};
+
+static PyObject *make_emitter(PyMethodDef *def, PyObject *target, PyObject *level, PyObject *name, PyObject *fallback,
+                              PyObject *record)
+{
+    Emitter *state = PyObject_GC_New(Emitter, &EmitterType);
+    if (state == NULL)
+        return NULL;
+    Py_INCREF(target);
+    state->target = target;
+    Py_INCREF(level);
+    state->level = level;
+    Py_INCREF(name);
+    state->name = name;
+    Py_INCREF(fallback);
+    state->fallback = fallback;
+    Py_XINCREF(record);
+    state->record = record;
+    memset(state->offsets, 0, sizeof(state->offsets));
+    PyObject_GC_Track(state);
+    PyObject *method = PyCFunction_New(def, (PyObject *)state);
+    Py_DECREF(state);
+    return method;
+}
+
+PyDoc_STRVAR(ring_emitter_doc,
+"ring_emitter(handler, level, name, fallback)\n--\n\n"
+"A level method that formats ``msg % args`` and calls ``handler._append(text, level, name)``;\n"
+"keyword arguments, non-str messages and failed formatting go to ``fallback`` with the same arguments.");
+
+static PyObject *ring_emitter(PyObject *module, PyObject *args)
+{
+    PyObject *handler, *level, *name, *fallback;
+    if (!PyArg_ParseTuple(args, "OO!UO:ring_emitter", &handler, &PyLong_Type, &level, &name, &fallback))
+        return NULL;
+    return make_emitter(&ring_emit_def, handler, level, name, fallback, NULL);
+}
+
+PyDoc_STRVAR(record_emitter_doc,
+"record_emitter(handle, level, name, fallback, record_type)\n--\n\n"
+"A level method that calls ``handle(record_type(name, level, msg, args, None, time_ns, thread, None))``;\n"
+"keyword arguments go to ``fallback`` with the same arguments.");
+
+/* Fill ``offsets`` from the record class's slot descriptors; all zero when the class is not laid out as expected. */
+static void record_offsets(PyObject *record, Py_ssize_t *offsets)
+{
+    memset(offsets, 0, sizeof(Py_ssize_t) * RECORD_SLOTS);
+    if (!PyType_Check(record) || ((PyTypeObject *)record)->tp_alloc == NULL)
+        return;
+    PyObject *declared = PyObject_GetAttrString(record, "__slots__");
+    int ok = declared != NULL && PyTuple_Check(declared) && PyTuple_GET_SIZE(declared) == RECORD_SLOTS;
+    Py_XDECREF(declared);
+    PyErr_Clear();
+    Py_ssize_t found[RECORD_SLOTS];
+    for (int i = 0; ok && i < RECORD_SLOTS; i++) {
+        PyObject *descr = PyObject_GetAttrString(record, RECORD_SLOT_NAMES[i]);
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
+            PyErr_Clear();
+            ok = 0;
+        }
+        else {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            ok = member->type == T_OBJECT_EX && !(member->flags & READONLY) && member->offset > 0;
+            found[i] = member->offset;
+        }
+        Py_XDECREF(descr);
+    }
+    if (ok)
+        memcpy(offsets, found, sizeof(found));
+}
+
+static PyObject *record_emitter(PyObject *module, PyObject *args)
+{
+    PyObject *handle, *level, *name, *fallback, *record;
+    if (!PyArg_ParseTuple(args, "OO!UOO:record_emitter", &handle, &PyLong_Type, &level, &name, &fallback, &record))
+        return NULL;
+    PyObject *method = make_emitter(&record_emit_def, handle, level, name, fallback, record);
+    if (method != NULL)
+        record_offsets(record, ((Emitter *)PyCFunction_GET_SELF(method))->offsets);
+    return method;
+}
+
+static PyMethodDef module_methods[] = {
+    {"ring_emitter", (PyCFunction)ring_emitter, METH_VARARGS, ring_emitter_doc},
+    {"record_emitter", (PyCFunction)record_emitter, METH_VARARGS, record_emitter_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef cwrite_module = {
+    PyModuleDef_HEAD_INIT, "mmaplog._cwrite", "Writer-side accelerator (see mmaplog/_native.py).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__cwrite(void)
+{
+    if (PyType_Ready(&AppenderType) < 0 || PyType_Ready(&EmitterType) < 0)
+        return NULL;
+    str_append = PyUnicode_InternFromString("_append");
+    if (str_append == NULL)
+        return NULL;
+    PyObject *module = PyModule_Create(&cwrite_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&AppenderType);
+    if (PyModule_AddObject(module, "Appender", (PyObject *)&AppenderType) < 0) {
+        Py_DECREF(&AppenderType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
-from . import _lifecycle
+from . import _lifecycle, _native
 from ._record import LogRecord, render_message
 from .handlers import _base
 from .handlers._base import Handler, report_once
@@ -70,6 +70,8 @@ _LEVEL_METHODS = (("trace", TRACE), ("debug", DEBUG), ("info", INFO), ("warning"
 
 _time_ns = time.time_ns
 _get_ident = threading.get_ident
+#: The C level methods (same behaviour, no Python frame per call), where built; None: the Python ones below.
+_cwrite = _native.load("_cwrite")
 
 
 class _Config:
@@ -124,6 +126,8 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
                     msg = render_message(msg, args)
             ring._append(msg, level, name)
 
+        if _cwrite is not None:
+            return _cwrite.ring_emitter(ring, level, name, emit_ring)  # type: ignore[no-any-return]
         return emit_ring
     if len(handlers) == 1:
         handle = handlers[0].handle
@@ -134,6 +138,8 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
                           exception_text(exc_info) if exc_info else None)
             )
 
+        if _cwrite is not None:
+            return _cwrite.record_emitter(handle, level, name, emit_one, LogRecord)  # type: ignore[no-any-return]
         return emit_one
     handles = tuple(h.handle for h in handlers)
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import _codec, _truncation
+from . import _codec, _native, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError, WriterBusyError
 
@@ -46,6 +46,8 @@ _NEVER = 1 << 64
 #: Free-threaded builds cannot rely on the GIL to make ``next(count)`` atomic.
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+#: The C append (one-slot records), where it is built and safe; None means the pure-Python path.
+_cwrite = _native.load("_cwrite") if _GIL else None
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
@@ -210,6 +212,7 @@ class RingWriter:
         self.errors = 0
         self._map: _Map
         self._seqs: itertools.count[int]
+        self._fast: Any = None  # the C appender, writing into the current map
         self._open_initial()
         _register_atexit(self)
         if not _GIL:
@@ -236,7 +239,17 @@ class RingWriter:
         if self._prefault:
             _prefault(mm, header.data_offset)
         self._seqs = itertools.count(next_seq)
-        self._map = self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path))
+        if _cwrite is not None:
+            self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full), _weak(self._failed))
+            self._append = self._fast.append  # type: ignore[method-assign]
+        self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
+
+    def _use(self, m: _Map) -> None:
+        """Make ``m`` the map records go to (and the C appender's target)."""
+        self._map = m
+        if self._fast is not None:
+            self._fast.target(m.mm, m.positions, self._names, m.header.slot_count, m.header.data_offset,
+                              m.header.slot_size, m.limit)
 
     def _guard(self, m: _Map) -> _Map:
         """Let the writer survive its file being truncated by another process (see mmaplog._truncation)."""
@@ -336,6 +349,8 @@ class RingWriter:
         ``fields`` are stored as a JSON object beside the message; ``exception``
         is a formatted traceback stored with the record.  Never raises.
         """
+        if self._fast is not None and fields is None and exception is None and time_ns is None and thread is None:
+            return self._append(message, level, logger)
         try:
             if (
                 fields is None
@@ -404,6 +419,20 @@ class RingWriter:
         except Exception:  # noqa: BLE001 - not text, lone surrogates, a closed writer: write() decides
             pass
         return self.write(message, level=level, logger=logger)
+
+    def _append_slow(self, message: str, level: int, logger: str) -> int:
+        """What the C append leaves to Python: odd text, long records, new logger names, a closed writer."""
+        try:
+            return self._write_slow(message, level, logger, None, None, None, None)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
+
+    def _append_full(self, seq: int, data: bytes, level: int, logger: str, stamp: int, ident: int) -> int:
+        """The C append claimed a position past the end of the file: rotate and write record ``seq`` there."""
+        try:
+            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
 
     def _append_locked(self, message: str, level: int, logger: str) -> int:
         with self._claim_lock:
@@ -667,6 +696,7 @@ class RingWriter:
                 positions = current.positions
                 current.limit = _NEVER
                 current.hot = current.hot[:7] + (_NEVER, positions)
+                self._use(current)
                 return
             if self._prefault:
                 _prefault(mm, new_header.data_offset)
@@ -682,7 +712,7 @@ class RingWriter:
                 _unlink_quietly(sealed)
                 os.link(self.path, sealed)
             os.replace(temp, self.path)
-            self._map = self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path))
+            self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
             _truncation.forget(current.mm)
             os.close(current.fd)
             self._prune_segments(new_header.segment)
@@ -714,6 +744,8 @@ class RingWriter:
                     m.mm.flush()
             finally:
                 m.hot = (None,) * 9  # type: ignore[assignment]
+                if self._fast is not None:
+                    self._fast.release()
                 _truncation.forget(m.mm)
                 try:
                     m.mm.close()
@@ -736,6 +768,8 @@ class RingWriter:
         self._closed = True
         m = self._map
         m.hot = (None,) * 9  # type: ignore[assignment]
+        if self._fast is not None:
+            self._fast.release()
         _truncation.forget(m.mm)
         try:
             m.mm.close()
@@ -764,6 +798,17 @@ _get_ident = threading.get_ident
 _adler32 = zlib.adler32
 _trailer = L.SLOT_TRAILER_STRUCT.pack_into
 _WHOLE = L.FLAG_FIRST | L.FLAG_LAST
+
+
+def _weak(method: Any) -> Any:
+    """A callable that calls bound ``method`` while its object lives (0 after): no reference cycle through the C appender."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return bound(*args) if bound is not None else 0
+
+    return call
 
 
 def _peek(counter: itertools.count[int]) -> int:

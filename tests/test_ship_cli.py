@@ -292,8 +292,10 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert 0.25 <= backoff.next_delay() <= 0.5
 
 
+# Paced like a busy application (about 10,000 records/s at most), so that on a loaded machine the shipper
+# is not lapped on every pass and has records to ship; unpaced, the C writer laps the ring every few ms.
 _ENDLESS_WRITER = """
-import sys
+import sys, time
 from mmaplog import RingWriter
 with RingWriter(sys.argv[1], size=65536 * 256) as w:
     w.write("first")
@@ -302,6 +304,8 @@ with RingWriter(sys.argv[1], size=65536 * 256) as w:
     while True:
         i += 1
         w.write(f"more {i}")
+        if i % 10 == 0:
+            time.sleep(0.001)
 """
 
 
