@@ -8,13 +8,26 @@ trivially testable and fuzzable.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _native
 from . import layout as L
 
-__all__ = ["Assembled", "adler32_rows", "assemble", "decode_names", "valid_slots"]
+__all__ = [
+    "Assembled",
+    "accelerator",
+    "adler32_rows",
+    "assemble",
+    "assemble_rows",
+    "collect",
+    "decode_names",
+    "record_layout",
+    "valid_slots",
+]
 
 _ADLER_MOD = 65521
 #: Bytes of float32 scratch per checksum chunk: small enough to stay in cache-friendly sizes.
@@ -390,3 +403,148 @@ def _join_multi(
             incomplete.append(seq_col[i])
         i = j
     return multi[rows], decoded, incomplete
+
+
+# ---------------------------------------------------------------------------
+# The C accelerator (mmaplog._cread): the same decoding, one pass per slot.
+
+#: The layout constants the accelerator must have been built with.
+_EXPECTED_LAYOUT = {
+    "slot_header": L.SLOT_HEADER_SIZE,
+    "slot_trailer": L.SLOT_TRAILER_SIZE,
+    "first": L.FLAG_FIRST,
+    "last": L.FLAG_LAST,
+    "fields": L.FLAG_FIELDS,
+    "inline_logger": L.FLAG_INLINE_LOGGER,
+    "exception": L.FLAG_EXCEPTION,
+    "known_flags": L.KNOWN_FLAGS,
+    "max_slot_size": L.MAX_SLOT_SIZE,
+}
+#: The record fields the accelerator fills, in its order, with the dtype each must have.
+_RECORD_FIELDS = (
+    ("seq", "<u8"),
+    ("time_ns", "<i8"),
+    ("level", "u1"),
+    ("thread", "<u8"),
+    ("pid", "<u4"),
+    ("flags", "u1"),
+    ("file", "<u4"),
+    ("logger", "O"),
+    ("message", "O"),
+    ("fields", "O"),
+    ("exception", "O"),
+)
+#: A Collector's side entry for each row: what ordering and the Python-side decoding need besides the row.
+_SIDE_DTYPE = np.dtype([("pos", "<u8"), ("msg_len", "<u4"), ("logger_id", "<u2"), ("flags", "u1"), ("reserved", "u1")])
+_accelerator: list[ModuleType | None] = []
+
+
+def record_layout(dtype: np.dtype) -> tuple[int, ...]:
+    """(itemsize, offset of each field the accelerator fills) of a record dtype; ValueError if it has other fields."""
+    fields = dtype.fields
+    if fields is None or list(fields) != [name for name, _ in _RECORD_FIELDS]:
+        raise ValueError(f"not a record dtype: {dtype}")
+    for name, kind in _RECORD_FIELDS:
+        if fields[name][0] != np.dtype(kind):
+            raise ValueError(f"record field {name} is {fields[name][0]}, expected {kind}")
+    return (dtype.itemsize, *(int(fields[name][1]) for name, _ in _RECORD_FIELDS))
+
+
+def accelerator() -> ModuleType | None:
+    """The C accelerator when it is built, turned on, built for this format, and numpy accepts its record memory."""
+    if not _accelerator:
+        module = _native.load("_cread")
+        if module is not None and getattr(module, "LAYOUT", None) != _EXPECTED_LAYOUT:
+            module = None
+        if module is not None:
+            # Records live in memory the accelerator owns (np.ndarray over its buffer); check numpy allows that.
+            probe = np.dtype(list(_RECORD_FIELDS))
+            try:
+                store = module.reorder(module.Collector(64, 1, 0, 0, record_layout(probe), []).rows(), np.full(1, -1))
+                row = np.ndarray((1,), dtype=probe, buffer=store)
+                row["message"][0] = "probe"
+                ok = row["message"][0] == "probe" and row["fields"][0] is None
+            except (TypeError, ValueError):
+                ok = False
+            module = module if ok else None
+        _accelerator.append(module)
+    return _accelerator[0]
+
+
+def collect(
+    chunks: Iterable[tuple[int, np.ndarray]],
+    slot_size: int,
+    slot_count: int,
+    pid: int,
+    file: int,
+    dtype: np.dtype,
+    names: dict[int, str],
+) -> Any:
+    """Validate the slots of one ring, handed in as (first ring index, whole slots) chunks, with the accelerator.
+
+    Returns its ``Collector``: counts of ``empty`` and ``invalid`` slots, a row
+    of ``dtype`` for each one-slot record (``pid`` and ``file`` in every row) and
+    the slots of longer records, for :func:`assemble_rows`.  ``names`` are the
+    logger names known before reading (:func:`assemble_rows` settles them).
+    """
+    module = accelerator()
+    assert module is not None, "collect() needs the C accelerator"
+    known: list[str | None] = [None] * (max(names) + 1 if names else 0)
+    for ident, name in names.items():
+        known[ident] = name
+    collector = module.Collector(slot_size, slot_count, pid, file, record_layout(dtype), known)
+    for start, chunk in chunks:
+        collector.feed(chunk, start)
+    return collector
+
+
+def assemble_rows(
+    collected: Any, names: dict[int, str], pid: int, file: int, dtype: np.dtype, slot_size: int
+) -> tuple[np.ndarray, int, list[int]]:
+    """The records a :func:`collect` run kept, as rows of ``dtype`` ordered by seq; also duplicates and incomplete seqs.
+
+    The same records, order and counts as :func:`assemble` on the valid slots
+    (``pid`` and ``file`` are the ones :func:`collect` was given).
+    The rows live in memory the accelerator owns and are moved, not copied,
+    when the ring wrapped or holds longer records.
+    """
+    module = accelerator()
+    assert module is not None, "assemble_rows() needs the C accelerator"
+    ids = collected.logger_ids()
+    table: list[str | None] = [None] * (ids[-1] + 1 if ids else 1)
+    for ident in ids:
+        table[ident] = names.get(ident, f"<logger {ident}>")
+    collected.set_loggers(table)
+    side = np.frombuffer(collected, dtype=_SIDE_DTYPE)
+    store = collected.rows()
+    rows = np.ndarray((len(side),), dtype=dtype, buffer=store)
+    if collected.extras:
+        extras = np.flatnonzero((side["flags"] & _EXTRAS) != 0)
+        logger, message, fields, exception = rows["logger"], rows["message"], rows["fields"], rows["exception"]
+        for r in extras.tolist():
+            s = side[r]
+            logger[r], message[r], fields[r], exception[r] = _split_payload(
+                message[r], int(s["msg_len"]), int(s["flags"]), int(s["logger_id"]), names
+            )
+    if collected.in_order:
+        order, duplicates = np.arange(len(side)), 0
+    else:
+        order, duplicates = _dedupe(rows["seq"], side["pos"])
+    source = order
+    incomplete: list[int] = []
+    multi_heads = None
+    decoded: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
+    if collected.multi_count:
+        multi = np.frombuffer(collected.multi_slots(), dtype=L.slot_dtype(slot_size))
+        multi_heads, decoded, incomplete = _join_multi(multi, names)
+        final = np.argsort(np.concatenate([rows["seq"][order], multi_heads["seq"]]), kind="stable")
+        source = np.concatenate([order, np.full(len(multi_heads), -1, dtype=order.dtype)])[final]
+    if len(source) != len(side) or not collected.in_order:
+        store = module.reorder(store, np.ascontiguousarray(source, dtype=np.int64))
+        rows = np.ndarray((len(source),), dtype=dtype, buffer=store)
+    if multi_heads is not None and len(multi_heads):
+        at = np.flatnonzero(source < 0).tolist()
+        for r, k in zip(at, (final[at] - len(order)).tolist()):
+            h = multi_heads[k]
+            rows[r] = (h["seq"], h["time_ns"], h["level"], h["thread"], pid, h["flags"], file, *decoded[k])
+    return rows, duplicates, incomplete

@@ -1,9 +1,1357 @@
-/* Reader-side accelerator for mmaplog (slot validation and output); see mmaplog/_native.py. */
+/* Reader-side accelerator for mmaplog: slot validation, record rows and JSON lines.
+ *
+ * Loaded only through mmaplog/_native.py.  Each function here mirrors a pure path
+ * byte for byte (tests/test_cread.py runs both on the same inputs):
+ *
+ *   Collector.feed   _codec.valid_slots + the one-slot half of _codec.assemble
+ *   records          reader._to_rows for the records a Collector gathered
+ *   json_lines       cli._output.JsonFormatter.block
+ *
+ * Hostile input: a slot's fields are read only from slots wholly inside the buffer
+ * handed in, every index taken from a file or from the caller is checked against the
+ * table it indexes, and record rows are read and written only inside their buffer
+ * at offsets checked against the row size.  Layout constants are exported as LAYOUT
+ * so the Python side can refuse a module built against another format.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
 
-static struct PyModuleDef cread_module = {
-    PyModuleDef_HEAD_INIT, "mmaplog._cread", "Reader-side accelerator.", -1, NULL,
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define CREAD_BIG_ENDIAN 1 /* the file and the record rows are little-endian: use the pure paths */
+#endif
+
+/* The slot layout of mmaplog/layout.py (format 1.x). */
+#define SLOT_HEADER 48
+#define SLOT_TRAILER 8
+#define FLAG_FIRST 0x01
+#define FLAG_LAST 0x02
+#define FLAG_FIELDS 0x04
+#define FLAG_INLINE_LOGGER 0x10
+#define FLAG_EXCEPTION 0x20
+#define KNOWN_FLAGS 0x3F
+#define EXTRAS (FLAG_FIELDS | FLAG_INLINE_LOGGER | FLAG_EXCEPTION)
+#define WHOLE (FLAG_FIRST | FLAG_LAST)
+#define LOGGER_IDS 65536
+
+/* Field offsets inside a slot header. */
+#define OFF_POS 0
+#define OFF_SEQ 8
+#define OFF_TIME 16
+#define OFF_THREAD 24
+#define OFF_REC_LEN 32
+#define OFF_MSG_LEN 36
+#define OFF_LENGTH 40
+#define OFF_PART 42
+#define OFF_LOGGER 44
+#define OFF_LEVEL 46
+#define OFF_FLAGS 47
+
+static uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* ------------------------------------------------------------------ adler32 */
+
+#define ADLER_MOD 65521u
+#define ADLER_NMAX 5552 /* largest n with 255n(n+1)/2 + (n+1)(MOD-1) < 2**32, as in zlib */
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+static uint32_t hsum32(__m128i v)
+{
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+    return (uint32_t)_mm_cvtsi128_si32(v);
+}
+#endif
+
+static uint32_t adler32_update(uint32_t adler, const unsigned char *p, size_t n)
+{
+    uint32_t a = adler & 0xFFFF, b = adler >> 16;
+    while (n > 0) {
+        size_t k = n < ADLER_NMAX ? n : ADLER_NMAX;
+        n -= k;
+#if defined(__SSE2__)
+        /* 16 bytes per step: a grows by their sum, b by 16 a plus their sum weighted 16..1. */
+        size_t blocks = k / 16;
+        if (blocks) {
+            const __m128i zero = _mm_setzero_si128();
+            const __m128i w_lo = _mm_setr_epi16(16, 15, 14, 13, 12, 11, 10, 9);
+            const __m128i w_hi = _mm_setr_epi16(8, 7, 6, 5, 4, 3, 2, 1);
+            __m128i vs = zero, vps = zero, vw = zero;
+            for (size_t i = 0; i < blocks; i++) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * i));
+                vps = _mm_add_epi32(vps, vs);
+                vs = _mm_add_epi32(vs, _mm_sad_epu8(v, zero));
+                vw = _mm_add_epi32(vw, _mm_madd_epi16(_mm_unpacklo_epi8(v, zero), w_lo));
+                vw = _mm_add_epi32(vw, _mm_madd_epi16(_mm_unpackhi_epi8(v, zero), w_hi));
+            }
+            /* vs and vps hold their sums in lanes 0 and 2 (from _mm_sad_epu8); vw in all four. */
+            b += (uint32_t)(16 * blocks) * a + 16 * hsum32(vps) + hsum32(vw);
+            a += hsum32(vs);
+            p += 16 * blocks;
+            k -= 16 * blocks;
+        }
+#else
+        while (k >= 16) {
+            uint32_t s = 0, w = 0;
+            for (int j = 0; j < 16; j++) {
+                s += p[j];
+                w += (uint32_t)(16 - j) * p[j];
+            }
+            b += 16 * a + w;
+            a += s;
+            p += 16;
+            k -= 16;
+        }
+#endif
+        while (k--) {
+            a += *p++;
+            b += a;
+        }
+        a %= ADLER_MOD;
+        b %= ADLER_MOD;
+    }
+    return (b << 16) | a;
+}
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+#if defined(__SSE2__)
+    __m128i acc = _mm_setzero_si128();
+    while (n >= 16) {
+        acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        n -= 16;
+    }
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) != 0xFFFF)
+        return 0;
+#endif
+    uint64_t word = 0;
+    while (n >= 8) {
+        word |= rd64(p);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        word |= *p++;
+    return word == 0;
+}
+
+/* adler32 of body[0, size); bytes from `used` on are usually the writer's zero padding, whose
+ * effect is known (a stays, b grows by a for each), so only the used part is summed then. */
+static uint32_t slot_check(const unsigned char *body, size_t size, size_t used)
+{
+    if (used < size && all_zero(body + used, size - used)) {
+        uint32_t ad = adler32_update(1, body, used);
+        uint64_t a = ad & 0xFFFF, b = ad >> 16;
+        b = (b + a * (uint64_t)(size - used)) % ADLER_MOD;
+        return (uint32_t)((b << 16) | a);
+    }
+    return adler32_update(1, body, size);
+}
+
+/* Where a slot's pos puts it: (pos - 1) % slot_count must be its index.  Slots are fed in
+ * index order and a ring holds at most two laps at once, so the lap (pos - 1 - index) of the
+ * last two slots that passed answers almost every slot without a 64-bit division. */
+typedef struct {
+    uint64_t slot_count;
+    uint64_t laps[2];
+} Placement;
+
+static int placed(Placement *p, uint64_t pos, uint64_t index)
+{
+    uint64_t at = pos - 1;
+    if (at < index)
+        return 0;
+    uint64_t lap = at - index;
+    if (lap == p->laps[0] || lap == p->laps[1])
+        return 1;
+    if (lap % p->slot_count)
+        return 0;
+    p->laps[1] = p->laps[0];
+    p->laps[0] = lap;
+    return 1;
+}
+
+/* The checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index`. */
+static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, uint64_t index)
+{
+    uint64_t pos = rd64(s + OFF_POS), seq = rd64(s + OFF_SEQ);
+    uint32_t rec_len = rd32(s + OFF_REC_LEN), msg_len = rd32(s + OFF_MSG_LEN);
+    uint16_t length = rd16(s + OFF_LENGTH), part = rd16(s + OFF_PART);
+    unsigned flags = s[OFF_FLAGS];
+    size_t payload = size - SLOT_HEADER - SLOT_TRAILER;
+    if (pos == 0 || rd32(s + size - 4) != (uint32_t)pos)
+        return 0;
+    if (!placed(where, pos, index))
+        return 0;
+    if (seq == 0 || pos >= ((uint64_t)1 << 63) || seq >= ((uint64_t)1 << 63))
+        return 0;
+    if (length > payload || (flags & ~KNOWN_FLAGS))
+        return 0;
+    if (((flags & FLAG_FIRST) != 0) != (part == 0))
+        return 0;
+    if (msg_len > rec_len)
+        return 0;
+    if ((flags & WHOLE) == WHOLE && length != rec_len)
+        return 0;
+    if (!(flags & EXTRAS) && msg_len != rec_len)
+        return 0;
+    return slot_check(s, size - SLOT_TRAILER, SLOT_HEADER + (size_t)length) == rd32(s + size - 8);
+}
+
+/* ------------------------------------------------------------ record layout */
+
+/* The fields of reader.RECORD_DTYPE, in this order, and their widths. */
+enum { R_SEQ, R_TIME, R_LEVEL, R_THREAD, R_PID, R_FLAGS, R_FILE, R_LOGGER, R_MESSAGE, R_FIELDS, R_EXCEPTION, R_N };
+static const Py_ssize_t field_width[R_N] = {8, 8, 1, 8, 4, 1, 4, sizeof(PyObject *), sizeof(PyObject *),
+                                            sizeof(PyObject *), sizeof(PyObject *)};
+#define R_FIRST_OBJECT R_LOGGER
+
+typedef struct {
+    Py_ssize_t itemsize;
+    Py_ssize_t off[R_N];
+} Layout;
+
+/* Parse (itemsize, offset, ...) and check that every field lies inside a row and none overlap. */
+static int parse_layout(PyObject *spec, Layout *layout)
+{
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != R_N + 1) {
+        PyErr_SetString(PyExc_ValueError, "layout must be a tuple (itemsize, 11 field offsets)");
+        return -1;
+    }
+    for (int i = 0; i <= R_N; i++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (i == 0)
+            layout->itemsize = v;
+        else
+            layout->off[i - 1] = v;
+    }
+    if (layout->itemsize <= 0 || layout->itemsize > 4096)
+        goto bad;
+    for (int i = 0; i < R_N; i++) {
+        if (layout->off[i] < 0 || layout->off[i] > layout->itemsize - field_width[i])
+            goto bad;
+        for (int j = 0; j < i; j++) {
+            if (layout->off[i] < layout->off[j] + field_width[j] && layout->off[j] < layout->off[i] + field_width[i])
+                goto bad;
+        }
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "record layout has a field outside a row or overlapping another");
+    return -1;
+}
+
+static PyObject *get_object(const char *row, Py_ssize_t off)
+{
+    PyObject *obj;
+    memcpy(&obj, row + off, sizeof obj);
+    return obj;
+}
+
+/* Store a new reference; the field must not hold one. */
+static void set_object(char *row, Py_ssize_t off, PyObject *obj)
+{
+    memcpy(row + off, &obj, sizeof obj);
+}
+
+/* ------------------------------------------------------------- RecordStore */
+
+/* The memory of a record array: zeroed, exported as a writable buffer of `count` rows, and
+ * owning one reference for each non-NULL object field, which it releases when it goes away.
+ * numpy counts references when it stores into an object field of any array, owner of its
+ * memory or not, so the store's references stay exact while the array lives. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    Py_ssize_t count, capacity, exports;
+    size_t mapped; /* bytes mapped with mmap, or 0 when `data` came from PyMem_Calloc */
+    Layout layout;
+} RecordStore;
+
+/* Zeroed memory for rows.  Large blocks are mapped directly and offered huge pages: a million
+ * rows fill 66 MB, and taking it in 2 MB pages saves tens of thousands of page faults. */
+#define MAP_FROM (4u << 20)
+
+static char *rows_alloc(size_t bytes, size_t *mapped)
+{
+    *mapped = 0;
+#if defined(MAP_ANONYMOUS)
+    if (bytes >= MAP_FROM) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+#if defined(MADV_HUGEPAGE)
+            (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+            *mapped = bytes;
+            return (char *)p;
+        }
+    }
+#endif
+    return PyMem_Calloc(bytes ? bytes : 1, 1);
+}
+
+static void rows_free(char *data, size_t mapped)
+{
+    if (data == NULL)
+        return;
+#if defined(MAP_ANONYMOUS)
+    if (mapped) {
+        munmap(data, mapped);
+        return;
+    }
+#endif
+    PyMem_Free(data);
+}
+
+static void store_dealloc(RecordStore *self)
+{
+    if (self->data != NULL) {
+        for (Py_ssize_t i = 0; i < self->count; i++) {
+            char *row = self->data + i * self->layout.itemsize;
+            for (int f = R_FIRST_OBJECT; f < R_N; f++)
+                Py_XDECREF(get_object(row, self->layout.off[f]));
+        }
+        rows_free(self->data, self->mapped);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int store_getbuffer(RecordStore *self, Py_buffer *view, int flags)
+{
+    int rc = PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->count * self->layout.itemsize, 0, flags);
+    if (rc == 0)
+        self->exports++;
+    return rc;
+}
+
+static void store_releasebuffer(RecordStore *self, Py_buffer *view) { self->exports--; }
+
+static PyBufferProcs store_as_buffer = {(getbufferproc)store_getbuffer, (releasebufferproc)store_releasebuffer};
+
+static PyTypeObject RecordStoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmaplog._cread.RecordStore",
+    .tp_basicsize = sizeof(RecordStore),
+    .tp_dealloc = (destructor)store_dealloc,
+    .tp_as_buffer = &store_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The memory of a record array (numpy.ndarray(buffer=store)); releases its objects when it goes away.",
 };
 
-PyMODINIT_FUNC PyInit__cread(void) { return PyModule_Create(&cread_module); }
+static RecordStore *store_new(const Layout *layout, Py_ssize_t capacity)
+{
+    if (capacity < 0 || (capacity && (size_t)capacity > (size_t)PY_SSIZE_T_MAX / (size_t)layout->itemsize)) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    RecordStore *store = PyObject_New(RecordStore, &RecordStoreType);
+    if (store == NULL)
+        return NULL;
+    store->layout = *layout;
+    store->count = store->capacity = store->exports = 0;
+    /* Zeroed, and the pages of rows never used are never touched. */
+    store->data = rows_alloc((size_t)capacity * (size_t)layout->itemsize, &store->mapped);
+    if (store->data == NULL) {
+        Py_DECREF(store);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    store->capacity = capacity;
+    return store;
+}
+
+/* Room for `need` rows; new rows are zero. */
+static int store_reserve(RecordStore *store, Py_ssize_t need)
+{
+    if (need <= store->capacity)
+        return 0;
+    if (store->exports) {
+        PyErr_SetString(PyExc_BufferError, "record rows are exported and cannot move");
+        return -1;
+    }
+    Py_ssize_t cap = store->capacity > 0 ? store->capacity : 4096;
+    while (cap < need) {
+        if (cap > PY_SSIZE_T_MAX / 2 / store->layout.itemsize) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    size_t mapped;
+    char *data = rows_alloc((size_t)cap * (size_t)store->layout.itemsize, &mapped);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(data, store->data, (size_t)(store->count * store->layout.itemsize));
+    rows_free(store->data, store->mapped);
+    store->data = data;
+    store->mapped = mapped;
+    store->capacity = cap;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Collector */
+
+/* What the Collector keeps beside each row, for ordering and for the Python side. */
+#define SIDE_SIZE 16
+#define SIDE_POS 0      /* u64: the slot's pos */
+#define SIDE_MSG_LEN 8  /* u32 */
+#define SIDE_LOGGER 12  /* u16 */
+#define SIDE_FLAGS 14   /* u8 */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t slot_size;
+    uint64_t slot_count;
+    Placement where;
+    uint32_t pid, file;
+    Py_ssize_t empty, invalid, exports;
+    /* One row per one-slot record, in ring order; a record with extras (fields, exception,
+     * inline logger) holds its raw payload as bytes in `message` and None elsewhere. */
+    RecordStore *store;
+    unsigned char *side;
+    Py_ssize_t side_capacity;
+    uint64_t last_seq;
+    int in_order, loggers_set;
+    Py_ssize_t extras;
+    /* Logger names by id as read before the slots (a list; None: not known yet). */
+    PyObject *names;
+    /* Valid slots of records longer than one slot, whole, in ring order. */
+    unsigned char *multi;
+    Py_ssize_t multi_count, multi_capacity;
+    unsigned char seen[LOGGER_IDS / 8];
+} Collector;
+
+static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slot_size", "slot_count", "pid", "file", "layout", "names", NULL};
+    Py_ssize_t slot_size;
+    unsigned long long slot_count;
+    unsigned long pid, file;
+    PyObject *spec, *names;
+    Layout layout;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nKkkOO!", kwlist, &slot_size, &slot_count, &pid, &file, &spec,
+                                     &PyList_Type, &names))
+        return -1;
+    if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad slot geometry");
+        return -1;
+    }
+    if (pid > 0xFFFFFFFFul || file > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_OverflowError, "pid and file must fit in 32 bits");
+        return -1;
+    }
+    if (self->store != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Collector cannot be initialised twice");
+        return -1;
+    }
+    if (parse_layout(spec, &layout) < 0)
+        return -1;
+    /* Room for a row per slot when the memory is there (untouched pages cost nothing); else grow. */
+    self->store = store_new(&layout, slot_count <= (uint64_t)(PY_SSIZE_T_MAX / 4096) ? (Py_ssize_t)slot_count : 0);
+    if (self->store == NULL) {
+        PyErr_Clear();
+        self->store = store_new(&layout, 0);
+        if (self->store == NULL)
+            return -1;
+    }
+    self->slot_size = slot_size;
+    self->slot_count = slot_count;
+    self->where.slot_count = slot_count;
+    self->where.laps[0] = self->where.laps[1] = 0; /* lap 0 is always a multiple of slot_count */
+    self->pid = (uint32_t)pid;
+    self->file = (uint32_t)file;
+    self->in_order = 1;
+    Py_INCREF(names);
+    self->names = names;
+    return 0;
+}
+
+static void collector_dealloc(Collector *self)
+{
+    Py_XDECREF(self->store);
+    Py_XDECREF(self->names);
+    PyMem_Free(self->side);
+    PyMem_Free(self->multi);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Make room for `need` items of `item` bytes in *buf, doubling. */
+static int grow(void **buf, Py_ssize_t *capacity, Py_ssize_t need, size_t item)
+{
+    if (need <= *capacity)
+        return 0;
+    Py_ssize_t cap = *capacity ? *capacity : 4096;
+    while (cap < need) {
+        if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)item) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    void *grown = PyMem_Realloc(*buf, (size_t)cap * item);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = grown;
+    *capacity = cap;
+    return 0;
+}
+
+static int collector_ready(Collector *self)
+{
+    if (self->store == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Collector is not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(feed_doc,
+"feed(buffer, first_index)\n--\n\n"
+"Validate the slots in ``buffer`` (whole slots, the first at ring index ``first_index``) and keep\n"
+"what they hold: one-slot records as rows, slots of longer records whole.");
+
+static PyObject *collector_feed(Collector *self, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long long first;
+    if (collector_ready(self) < 0 || !PyArg_ParseTuple(args, "y*K", &view, &first))
+        return NULL;
+    RecordStore *store = self->store;
+    size_t size = (size_t)self->slot_size;
+    Py_ssize_t n = view.len / self->slot_size;
+    if (self->exports || self->loggers_set) {
+        PyErr_SetString(PyExc_RuntimeError, "Collector is finished and cannot take more slots");
+        goto fail;
+    }
+    if (view.len % self->slot_size || first > self->slot_count || (uint64_t)n > self->slot_count - first) {
+        PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots inside the ring");
+        goto fail;
+    }
+    /* Room for every slot of the buffer up front: the loop below only fails for memory. */
+    if (store_reserve(store, store->count + n) < 0 ||
+        grow((void **)&self->side, &self->side_capacity, store->count + n, SIDE_SIZE) < 0)
+        goto fail;
+    const unsigned char *base = (const unsigned char *)view.buf;
+    const Py_ssize_t *off = store->layout.off;
+    Py_ssize_t known = PyList_GET_SIZE(self->names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s = base + (size_t)i * size;
+        if (rd64(s + OFF_POS) == 0) {
+            self->empty++;
+            continue;
+        }
+        if (!slot_is_valid(s, size, &self->where, first + (uint64_t)i)) {
+            self->invalid++;
+            continue;
+        }
+        unsigned flags = s[OFF_FLAGS];
+        if ((flags & WHOLE) != WHOLE) {
+            if (grow((void **)&self->multi, &self->multi_capacity, self->multi_count + 1, size) < 0)
+                goto fail;
+            memcpy(self->multi + (size_t)self->multi_count * size, s, size);
+            self->multi_count++;
+            continue;
+        }
+        const char *payload = (const char *)s + SLOT_HEADER;
+        Py_ssize_t length = rd16(s + OFF_LENGTH); /* <= the payload size: checked by slot_is_valid */
+        PyObject *text = (flags & EXTRAS) ? PyBytes_FromStringAndSize(payload, length)
+                                          : PyUnicode_DecodeUTF8(payload, length, "replace");
+        if (text == NULL)
+            goto fail;
+        char *row = store->data + store->count * store->layout.itemsize;
+        memcpy(row + off[R_SEQ], s + OFF_SEQ, 8);
+        memcpy(row + off[R_TIME], s + OFF_TIME, 8);
+        memcpy(row + off[R_THREAD], s + OFF_THREAD, 8);
+        row[off[R_LEVEL]] = (char)s[OFF_LEVEL];
+        row[off[R_FLAGS]] = (char)flags;
+        memcpy(row + off[R_PID], &self->pid, 4);
+        memcpy(row + off[R_FILE], &self->file, 4);
+        uint16_t logger = rd16(s + OFF_LOGGER);
+        PyObject *name = Py_None;
+        if (flags & EXTRAS)
+            self->extras++; /* the Python side splits its payload */
+        else if (logger < known)
+            name = PyList_GET_ITEM(self->names, logger); /* set_loggers() checks it against the final names */
+        Py_INCREF(name);
+        Py_INCREF(Py_None);
+        Py_INCREF(Py_None);
+        set_object(row, off[R_LOGGER], name);
+        set_object(row, off[R_MESSAGE], text);
+        set_object(row, off[R_FIELDS], Py_None);
+        set_object(row, off[R_EXCEPTION], Py_None);
+        unsigned char *side = self->side + store->count * SIDE_SIZE;
+        memcpy(side + SIDE_POS, s + OFF_POS, 8);
+        memcpy(side + SIDE_MSG_LEN, s + OFF_MSG_LEN, 4);
+        memcpy(side + SIDE_LOGGER, s + OFF_LOGGER, 2);
+        side[SIDE_FLAGS] = (unsigned char)flags;
+        side[SIDE_FLAGS + 1] = 0;
+        uint64_t seq = rd64(s + OFF_SEQ);
+        if (store->count && seq <= self->last_seq)
+            self->in_order = 0;
+        self->last_seq = seq;
+        self->seen[logger >> 3] |= (unsigned char)(1u << (logger & 7));
+        store->count++;
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+PyDoc_STRVAR(set_loggers_doc,
+"set_loggers(names)\n--\n\n"
+"Name the logger of every row without extras names[logger_id] (a list covering every id in\n"
+"logger_ids(), read after the slots); rows whose name feed() took from the names given at\n"
+"construction keep it where it is equal.  Ends feeding.");
+
+static PyObject *collector_set_loggers(Collector *self, PyObject *names)
+{
+    if (collector_ready(self) < 0)
+        return NULL;
+    if (!PyList_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a list");
+        return NULL;
+    }
+    if (self->loggers_set) {
+        PyErr_SetString(PyExc_RuntimeError, "loggers are set already");
+        return NULL;
+    }
+    RecordStore *store = self->store;
+    Py_ssize_t table = PyList_GET_SIZE(names), known = PyList_GET_SIZE(self->names);
+    /* Ids whose name differs from the one feed() used. */
+    unsigned char changed[LOGGER_IDS / 8];
+    int any = 0;
+    memset(changed, 0, sizeof changed);
+    for (Py_ssize_t id = 0; id < LOGGER_IDS; id++) {
+        if (!(self->seen[id >> 3] & (1u << (id & 7))))
+            continue;
+        if (id >= table) {
+            PyErr_SetString(PyExc_IndexError, "names does not cover every logger id");
+            return NULL;
+        }
+        PyObject *now = PyList_GET_ITEM(names, id);
+        PyObject *before = id < known ? PyList_GET_ITEM(self->names, id) : Py_None;
+        int same = now == before;
+        if (!same && before != Py_None) {
+            same = PyObject_RichCompareBool(now, before, Py_EQ);
+            if (same < 0)
+                return NULL;
+        }
+        if (!same) {
+            changed[id >> 3] |= (unsigned char)(1u << (id & 7));
+            any = 1;
+        }
+    }
+    Py_ssize_t off = store->layout.off[R_LOGGER];
+    for (Py_ssize_t r = 0; any && r < store->count; r++) {
+        const unsigned char *side = self->side + r * SIDE_SIZE;
+        uint16_t id = rd16(side + SIDE_LOGGER);
+        if ((side[SIDE_FLAGS] & EXTRAS) || !(changed[id >> 3] & (1u << (id & 7))))
+            continue;
+        char *row = store->data + r * store->layout.itemsize;
+        PyObject *name = PyList_GET_ITEM(names, id);
+        PyObject *old = get_object(row, off);
+        Py_INCREF(name);
+        set_object(row, off, name);
+        Py_XDECREF(old);
+    }
+    self->loggers_set = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(rows_doc, "rows()\n--\n\nThe RecordStore holding one row per one-slot record, in ring order.");
+
+static PyObject *collector_rows(Collector *self, PyObject *unused)
+{
+    if (collector_ready(self) < 0)
+        return NULL;
+    Py_INCREF(self->store);
+    return (PyObject *)self->store;
+}
+
+PyDoc_STRVAR(multi_doc, "multi_slots()\n--\n\nThe slots of records longer than one slot, as bytes, in ring order.");
+
+static PyObject *collector_multi(Collector *self, PyObject *unused)
+{
+    return PyBytes_FromStringAndSize((const char *)self->multi, self->multi_count * self->slot_size);
+}
+
+PyDoc_STRVAR(loggers_doc, "logger_ids()\n--\n\nThe logger ids of the one-slot records, ascending.");
+
+static PyObject *collector_loggers(Collector *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (long id = 0; id < LOGGER_IDS; id++) {
+        if (!(self->seen[id >> 3] & (1u << (id & 7))))
+            continue;
+        PyObject *value = PyLong_FromLong(id);
+        if (value == NULL || PyList_Append(out, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return out;
+}
+
+static PyObject *collector_get_empty(Collector *self, void *c) { return PyLong_FromSsize_t(self->empty); }
+static PyObject *collector_get_invalid(Collector *self, void *c) { return PyLong_FromSsize_t(self->invalid); }
+static PyObject *collector_get_count(Collector *self, void *c)
+{
+    return PyLong_FromSsize_t(self->store ? self->store->count : 0);
+}
+static PyObject *collector_get_multi(Collector *self, void *c) { return PyLong_FromSsize_t(self->multi_count); }
+static PyObject *collector_get_in_order(Collector *self, void *c) { return PyBool_FromLong(self->in_order); }
+static PyObject *collector_get_extras(Collector *self, void *c) { return PyLong_FromSsize_t(self->extras); }
+
+static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
+{
+    if (flags & PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError, "Collector side entries are read-only");
+        view->obj = NULL;
+        return -1;
+    }
+    static char empty[1];
+    Py_ssize_t count = self->store ? self->store->count : 0;
+    int rc = PyBuffer_FillInfo(view, (PyObject *)self, self->side ? (void *)self->side : (void *)empty,
+                               count * SIDE_SIZE, 1, flags);
+    if (rc == 0)
+        self->exports++;
+    return rc;
+}
+
+static void collector_releasebuffer(Collector *self, Py_buffer *view) { self->exports--; }
+
+static PyBufferProcs collector_as_buffer = {
+    (getbufferproc)collector_getbuffer,
+    (releasebufferproc)collector_releasebuffer,
+};
+
+static PyMethodDef collector_methods[] = {
+    {"feed", (PyCFunction)collector_feed, METH_VARARGS, feed_doc},
+    {"set_loggers", (PyCFunction)collector_set_loggers, METH_O, set_loggers_doc},
+    {"rows", (PyCFunction)collector_rows, METH_NOARGS, rows_doc},
+    {"multi_slots", (PyCFunction)collector_multi, METH_NOARGS, multi_doc},
+    {"logger_ids", (PyCFunction)collector_loggers, METH_NOARGS, loggers_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef collector_getset[] = {
+    {"empty", (getter)collector_get_empty, NULL, "Slots never written (pos 0).", NULL},
+    {"invalid", (getter)collector_get_invalid, NULL, "Written slots that failed validation.", NULL},
+    {"count", (getter)collector_get_count, NULL, "Valid one-slot records kept (rows).", NULL},
+    {"multi_count", (getter)collector_get_multi, NULL, "Valid slots of longer records kept.", NULL},
+    {"in_order", (getter)collector_get_in_order, NULL, "True when the rows' seqs rise strictly.", NULL},
+    {"extras", (getter)collector_get_extras, NULL, "Rows whose payload the Python side must split.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(collector_doc,
+"Collector(slot_size, slot_count, pid, file, layout, names)\n--\n\n"
+"Gathers the valid slots of one ring file, fed in chunks, as record rows of ``layout`` (see\n"
+"_codec.record_layout) in ring order; ``names`` lists logger names by id as known so far.  Its buffer holds a 16-byte side entry per\n"
+"row: the slot's pos (u64), msg_len (u32), logger_id (u16), flags (u8), a zero byte.");
+
+static PyTypeObject CollectorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmaplog._cread.Collector",
+    .tp_basicsize = sizeof(Collector),
+    .tp_dealloc = (destructor)collector_dealloc,
+    .tp_as_buffer = &collector_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = collector_doc,
+    .tp_methods = collector_methods,
+    .tp_getset = collector_getset,
+    .tp_init = (initproc)collector_init,
+    .tp_new = PyType_GenericNew,
+};
+
+PyDoc_STRVAR(reorder_doc,
+"reorder(store, source)\n--\n\n"
+"A new RecordStore whose row r is the row source[r] of ``store``, moved (``store`` keeps None\n"
+"there), or, where source[r] < 0, a row of zeros and None for the caller to fill in.  Rows of\n"
+"``store`` not named stay in it.  ``source`` is a buffer of int64 naming each row at most once.");
+
+static PyObject *cread_reorder(PyObject *module, PyObject *args)
+{
+    PyObject *store_obj;
+    Py_buffer source;
+    if (!PyArg_ParseTuple(args, "O!y*", &RecordStoreType, &store_obj, &source))
+        return NULL;
+    RecordStore *store = (RecordStore *)store_obj, *out = NULL;
+    unsigned char *taken = NULL;
+    if (source.itemsize != 8 || source.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "source must be a buffer of int64");
+        goto done;
+    }
+    Py_ssize_t n = source.len / 8;
+    const int64_t *src = (const int64_t *)source.buf;
+    taken = PyMem_Calloc((size_t)store->count / 8 + 1, 1);
+    if (taken == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int64_t s;
+        memcpy(&s, src + r, 8);
+        if (s < 0)
+            continue;
+        if (s >= store->count || (taken[s >> 3] & (1u << (s & 7)))) {
+            PyErr_SetString(PyExc_ValueError, "source names a row that is not there or names it twice");
+            goto done;
+        }
+        taken[s >> 3] |= (unsigned char)(1u << (s & 7));
+    }
+    out = store_new(&store->layout, n);
+    if (out == NULL)
+        goto done;
+    out->count = n;
+    Py_ssize_t size = store->layout.itemsize;
+    const Py_ssize_t *off = store->layout.off;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int64_t s;
+        memcpy(&s, src + r, 8);
+        char *row = out->data + r * size;
+        if (s < 0) {
+            for (int f = R_FIRST_OBJECT; f < R_N; f++) {
+                Py_INCREF(Py_None);
+                set_object(row, off[f], Py_None);
+            }
+            continue;
+        }
+        char *old = store->data + s * size;
+        memcpy(row, old, (size_t)size);
+        for (int f = R_FIRST_OBJECT; f < R_N; f++) {
+            Py_INCREF(Py_None);
+            set_object(old, off[f], Py_None);
+        }
+    }
+done:
+    PyMem_Free(taken);
+    PyBuffer_Release(&source);
+    return (PyObject *)out;
+}
+
+/* --------------------------------------------------------------- JSON lines */
+
+typedef struct {
+    PyObject *bytes; /* a bytearray used as the growing buffer */
+    char *p;
+    Py_ssize_t len, cap;
+} Out;
+
+static int out_reserve(Out *o, Py_ssize_t extra)
+{
+    if (o->len + extra <= o->cap)
+        return 0;
+    Py_ssize_t cap = o->cap ? o->cap : 65536;
+    while (cap < o->len + extra) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    if (PyByteArray_Resize(o->bytes, cap) < 0)
+        return -1;
+    o->p = PyByteArray_AS_STRING(o->bytes);
+    o->cap = cap;
+    return 0;
+}
+
+/* Callers reserve first. */
+static void out_raw(Out *o, const char *s, Py_ssize_t n)
+{
+    memcpy(o->p + o->len, s, (size_t)n);
+    o->len += n;
+}
+
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Decimal digits of v into buf (at most 20), returning how many; two digits per step. */
+static int u64_text(uint64_t v, char buf[20])
+{
+    char tmp[20];
+    int n = 20;
+    while (v >= 100) {
+        unsigned pair = (unsigned)(v % 100);
+        v /= 100;
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + 2 * pair, 2);
+    }
+    if (v >= 10) {
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + 2 * v, 2);
+    }
+    else {
+        tmp[--n] = (char)('0' + v);
+    }
+    memcpy(buf, tmp + n, (size_t)(20 - n));
+    return 20 - n;
+}
+
+static void out_u64(Out *o, uint64_t v)
+{
+    o->len += u64_text(v, o->p + o->len);
+}
+
+/* A number printed again and again (a thread id, a pid): its text is kept. */
+typedef struct {
+    uint64_t value;
+    int valid, len;
+    char text[20];
+} NumberCache;
+
+static void out_cached_u64(Out *o, NumberCache *cache, uint64_t v)
+{
+    if (!cache->valid || cache->value != v) {
+        cache->len = u64_text(v, cache->text);
+        cache->value = v;
+        cache->valid = 1;
+    }
+    memcpy(o->p + o->len, cache->text, (size_t)cache->len);
+    o->len += cache->len;
+}
+
+static void out_digits(Out *o, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        o->p[o->len + i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    o->len += width;
+}
+
+static const char hexdigits[] = "0123456789abcdef";
+
+static void out_uescape(Out *o, Py_UCS4 c)
+{
+    char *p = o->p + o->len;
+    p[0] = '\\';
+    p[1] = 'u';
+    p[2] = hexdigits[(c >> 12) & 15];
+    p[3] = hexdigits[(c >> 8) & 15];
+    p[4] = hexdigits[(c >> 4) & 15];
+    p[5] = hexdigits[c & 15];
+    o->len += 6;
+}
+
+/* json.encoder.encode_basestring, then \u escapes for DEL, C1 controls and lone surrogates
+ * (cli._output.json_string), as UTF-8. */
+static int out_json_string(Out *o, PyObject *text)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0)
+        return -1;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || out_reserve(o, 6 * n + 2) < 0) /* 6: the longest escape of one character */
+        return n > (PY_SSIZE_T_MAX - 2) / 6 ? (PyErr_NoMemory(), -1) : -1;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    char *p = o->p;
+    Py_ssize_t len = o->len;
+    p[len++] = '"';
+    if (kind == PyUnicode_1BYTE_KIND && PyUnicode_IS_ASCII(text)) {
+        const unsigned char *s = (const unsigned char *)data;
+        Py_ssize_t i = 0;
+        while (i < n) {
+            Py_ssize_t run = i;
+#if defined(__SSE2__)
+            /* 16 characters at a time while none needs an escape (controls, '"', '\\', DEL). */
+            const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+            const __m128i del = _mm_set1_epi8(0x7F), space = _mm_set1_epi8(0x20);
+            while (run + 16 <= n) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(s + run));
+                /* ASCII bytes are below 0x80, so a signed compare finds the controls. */
+                __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, space),
+                                           _mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                                        _mm_or_si128(_mm_cmpeq_epi8(v, backslash), _mm_cmpeq_epi8(v, del))));
+                if (_mm_movemask_epi8(bad))
+                    break;
+                run += 16;
+            }
+#endif
+            while (run < n && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\' && s[run] != 0x7F)
+                run++;
+            memcpy(p + len, s + i, (size_t)(run - i));
+            len += run - i;
+            if (run == n)
+                break;
+            o->len = len;
+            unsigned char c = s[run];
+            switch (c) {
+            case '"': p[len++] = '\\'; p[len++] = '"'; break;
+            case '\\': p[len++] = '\\'; p[len++] = '\\'; break;
+            case '\n': p[len++] = '\\'; p[len++] = 'n'; break;
+            case '\r': p[len++] = '\\'; p[len++] = 'r'; break;
+            case '\t': p[len++] = '\\'; p[len++] = 't'; break;
+            case '\b': p[len++] = '\\'; p[len++] = 'b'; break;
+            case '\f': p[len++] = '\\'; p[len++] = 'f'; break;
+            default: out_uescape(o, c); len = o->len;
+            }
+            i = run + 1;
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+                p[len++] = (char)c;
+                continue;
+            }
+            switch (c) {
+            case '"': p[len++] = '\\'; p[len++] = '"'; continue;
+            case '\\': p[len++] = '\\'; p[len++] = '\\'; continue;
+            case '\n': p[len++] = '\\'; p[len++] = 'n'; continue;
+            case '\r': p[len++] = '\\'; p[len++] = 'r'; continue;
+            case '\t': p[len++] = '\\'; p[len++] = 't'; continue;
+            case '\b': p[len++] = '\\'; p[len++] = 'b'; continue;
+            case '\f': p[len++] = '\\'; p[len++] = 'f'; continue;
+            default: break;
+            }
+            if (c < 0x20 || (c >= 0x7F && c <= 0x9F) || (c >= 0xD800 && c <= 0xDFFF)) {
+                o->len = len;
+                out_uescape(o, c);
+                len = o->len;
+            }
+            else if (c < 0x800) {
+                p[len++] = (char)(0xC0 | (c >> 6));
+                p[len++] = (char)(0x80 | (c & 0x3F));
+            }
+            else if (c < 0x10000) {
+                p[len++] = (char)(0xE0 | (c >> 12));
+                p[len++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                p[len++] = (char)(0x80 | (c & 0x3F));
+            }
+            else {
+                p[len++] = (char)(0xF0 | (c >> 18));
+                p[len++] = (char)(0x80 | ((c >> 12) & 0x3F));
+                p[len++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                p[len++] = (char)(0x80 | (c & 0x3F));
+            }
+        }
+    }
+    p[len++] = '"';
+    o->len = len;
+    return 0;
+}
+
+/* Append a str as UTF-8, lone surrogates as backslash escapes (the CLI's output encoding). */
+static int out_text(Out *o, PyObject *text)
+{
+    PyObject *encoded = PyUnicode_AsEncodedString(text, "utf-8", "backslashreplace");
+    if (encoded == NULL)
+        return -1;
+    Py_ssize_t n = PyBytes_GET_SIZE(encoded);
+    if (out_reserve(o, n) < 0) {
+        Py_DECREF(encoded);
+        return -1;
+    }
+    out_raw(o, PyBytes_AS_STRING(encoded), n);
+    Py_DECREF(encoded);
+    return 0;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" of `seconds` since the epoch, UTC, proleptic Gregorian (numpy's
+ * datetime_as_string); every int64 of nanoseconds falls in years 1677..2262. */
+static void iso_seconds(int64_t seconds, char out[19])
+{
+    int64_t days = floor_div(seconds, 86400);
+    int64_t rem = seconds - days * 86400;
+    int64_t z = days + 719468;
+    int64_t era = floor_div(z, 146097);
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned day = doy - (153 * mp + 2) / 5 + 1;
+    unsigned month = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = (int64_t)yoe + era * 400 + (month <= 2);
+    unsigned hms[3] = {(unsigned)(rem / 3600), (unsigned)(rem / 60 % 60), (unsigned)(rem % 60)};
+    unsigned ymd[3] = {(unsigned)year, month, day};
+    Out o = {NULL, out, 0, 19};
+    out_digits(&o, ymd[0], 4);
+    for (int i = 1; i < 3; i++) {
+        o.p[o.len++] = '-';
+        out_digits(&o, ymd[i], 2);
+    }
+    o.p[o.len++] = 'T';
+    for (int i = 0; i < 3; i++) {
+        if (i)
+            o.p[o.len++] = ':';
+        out_digits(&o, hms[i], 2);
+    }
+}
+
+static int bytes_table(PyObject *seq, Py_ssize_t min_len, const char *what)
+{
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) < min_len) {
+        PyErr_Format(PyExc_ValueError, "%s must be a tuple of at least %zd bytes", what, min_len);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(seq, i))) {
+            PyErr_Format(PyExc_TypeError, "%s must hold bytes", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int out_bytes(Out *o, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (out_reserve(o, n) < 0)
+        return -1;
+    out_raw(o, PyBytes_AS_STRING(b), n);
+    return 0;
+}
+
+/* An object field of a row; numpy reads a NULL there as None. */
+static PyObject *row_object(const char *row, Py_ssize_t off)
+{
+    PyObject *obj = get_object(row, off);
+    return obj == NULL ? Py_None : obj;
+}
+
+PyDoc_STRVAR(json_doc,
+"json_lines(rows, layout, levels, ends, fields_json)\n--\n\n"
+"The JSON lines of JsonFormatter.block for ``rows`` (a C-contiguous record array) as UTF-8\n"
+"bytes; ``levels`` holds the JSON level names of 0..255, ``ends`` the closing host and\n"
+"process of each file, ``fields_json`` turns fields into JSON text.  Returns None where a\n"
+"row holds something the pure formatter must judge (a message or logger that is not a str,\n"
+"a file index past ``ends``).");
+
+static PyObject *cread_json_lines(PyObject *module, PyObject *args)
+{
+    PyObject *rows, *spec, *levels, *ends, *fields_json;
+    if (!PyArg_ParseTuple(args, "OOOOO", &rows, &spec, &levels, &ends, &fields_json))
+        return NULL;
+    Layout layout;
+    if (parse_layout(spec, &layout) < 0 || bytes_table(levels, 256, "levels") < 0 || bytes_table(ends, 0, "ends") < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(rows, &view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    Out o = {NULL, NULL, 0, 0};
+    if (view.itemsize != layout.itemsize || view.len % layout.itemsize) {
+        PyErr_SetString(PyExc_ValueError, "rows do not match the record layout");
+        goto done;
+    }
+    o.bytes = PyByteArray_FromStringAndSize(NULL, 0);
+    if (o.bytes == NULL)
+        goto done;
+    Py_ssize_t n = view.len / layout.itemsize;
+    if (n < PY_SSIZE_T_MAX / 256 && out_reserve(&o, 192 * n) < 0) /* most lines fit: one allocation */
+        goto done;
+    const Py_ssize_t *off = layout.off;
+    Py_ssize_t n_ends = PyTuple_GET_SIZE(ends);
+    NumberCache thread_text = {0, 0, 0, {0}}, pid_text = {0, 0, 0, {0}};
+    int64_t cached_second = 0;
+    char head[19];
+    int cached = 0;
+    /* The pure formatter would fail or decide differently on these: leave the block to it. */
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const char *row = (const char *)view.buf + r * layout.itemsize;
+        uint32_t file;
+        memcpy(&file, row + off[R_FILE], 4);
+        PyObject *exception = row_object(row, off[R_EXCEPTION]);
+        if (!PyUnicode_Check(row_object(row, off[R_MESSAGE])) || !PyUnicode_Check(row_object(row, off[R_LOGGER])) ||
+            (exception != Py_None && !PyUnicode_Check(exception)) || file >= (uint64_t)n_ends) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto done;
+        }
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const char *row = (const char *)view.buf + r * layout.itemsize;
+        uint64_t seq, thread;
+        int64_t time_ns;
+        uint32_t pid, file;
+        memcpy(&seq, row + off[R_SEQ], 8);
+        memcpy(&time_ns, row + off[R_TIME], 8);
+        memcpy(&thread, row + off[R_THREAD], 8);
+        memcpy(&pid, row + off[R_PID], 4);
+        memcpy(&file, row + off[R_FILE], 4);
+        unsigned char level = (unsigned char)row[off[R_LEVEL]];
+        int64_t micros_total = floor_div(time_ns, 1000);
+        int64_t second = floor_div(micros_total, 1000000);
+        unsigned micros = (unsigned)(micros_total - second * 1000000);
+        if (!cached || second != cached_second) {
+            iso_seconds(second, head);
+            cached_second = second;
+            cached = 1;
+        }
+        if (out_reserve(&o, 160) < 0)
+            goto done;
+        out_raw(&o, "{\"seq\":", 7);
+        out_u64(&o, seq);
+        out_raw(&o, ",\"time\":\"", 9);
+        out_raw(&o, head, 19);
+        o.p[o.len++] = '.';
+        out_digits(&o, micros, 6);
+        out_raw(&o, "Z\",\"level\":", 11);
+        if (out_bytes(&o, PyTuple_GET_ITEM(levels, level)) < 0 || out_reserve(&o, 16) < 0)
+            goto done;
+        out_raw(&o, ",\"logger\":", 10);
+        if (out_json_string(&o, row_object(row, off[R_LOGGER])) < 0 || out_reserve(&o, 64) < 0)
+            goto done;
+        out_raw(&o, ",\"thread\":", 10);
+        out_cached_u64(&o, &thread_text, thread);
+        out_raw(&o, ",\"pid\":", 7);
+        out_cached_u64(&o, &pid_text, pid);
+        out_raw(&o, ",\"message\":", 11);
+        if (out_json_string(&o, row_object(row, off[R_MESSAGE])) < 0)
+            goto done;
+        PyObject *fields = row_object(row, off[R_FIELDS]);
+        int has_fields = PyObject_IsTrue(fields);
+        if (has_fields < 0)
+            goto done;
+        if (has_fields) {
+            Py_INCREF(fields);
+            PyObject *text = PyObject_CallOneArg(fields_json, fields);
+            Py_DECREF(fields);
+            if (text == NULL)
+                goto done;
+            if (!PyUnicode_Check(text)) {
+                Py_DECREF(text);
+                PyErr_SetString(PyExc_TypeError, "fields_json must return str");
+                goto done;
+            }
+            int rc = out_reserve(&o, 10);
+            if (rc == 0) {
+                out_raw(&o, ",\"fields\":", 10);
+                rc = out_text(&o, text);
+            }
+            Py_DECREF(text);
+            if (rc < 0)
+                goto done;
+        }
+        /* Re-read: fields_json ran Python code. */
+        PyObject *exception = row_object(row, off[R_EXCEPTION]);
+        if (exception != Py_None && !PyUnicode_Check(exception)) {
+            PyErr_SetString(PyExc_TypeError, "exception changed while rendering");
+            goto done;
+        }
+        if (exception != Py_None && PyUnicode_GET_LENGTH(exception) > 0) {
+            if (out_reserve(&o, 13) < 0)
+                goto done;
+            out_raw(&o, ",\"exception\":", 13);
+            if (out_json_string(&o, exception) < 0)
+                goto done;
+        }
+        if (out_bytes(&o, PyTuple_GET_ITEM(ends, file)) < 0 || out_reserve(&o, 1) < 0)
+            goto done;
+        o.p[o.len++] = '\n';
+    }
+    if (PyByteArray_Resize(o.bytes, o.len) < 0)
+        goto done;
+    result = o.bytes;
+    o.bytes = NULL;
+done:
+    Py_XDECREF(o.bytes);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(check_doc, "slot_checks(buffer, slot_size)\n--\n\nThe check word of every slot in ``buffer``, as a list.");
+
+static PyObject *cread_slot_checks(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t slot_size;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &slot_size))
+        return NULL;
+    PyObject *out = NULL;
+    if (slot_size < SLOT_HEADER + SLOT_TRAILER || view.len % slot_size) {
+        PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots");
+        goto done;
+    }
+    Py_ssize_t n = view.len / slot_size;
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s = (const unsigned char *)view.buf + i * slot_size;
+        size_t used = SLOT_HEADER + (size_t)rd16(s + OFF_LENGTH);
+        size_t body = (size_t)slot_size - SLOT_TRAILER;
+        PyObject *v = PyLong_FromUnsignedLong(slot_check(s, body, used < body ? used : body));
+        if (v == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static PyMethodDef cread_methods[] = {
+    {"reorder", cread_reorder, METH_VARARGS, reorder_doc},
+    {"json_lines", cread_json_lines, METH_VARARGS, json_doc},
+    {"slot_checks", cread_slot_checks, METH_VARARGS, check_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef cread_module = {
+    PyModuleDef_HEAD_INIT, "mmaplog._cread", "Reader-side accelerator (see mmaplog/_native.py).", -1, cread_methods,
+};
+
+PyMODINIT_FUNC PyInit__cread(void)
+{
+#ifdef CREAD_BIG_ENDIAN
+    PyErr_SetString(PyExc_ImportError, "mmaplog._cread reads little-endian data on little-endian machines only");
+    return NULL;
+#else
+    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&RecordStoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&cread_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CollectorType);
+    if (PyModule_AddObject(m, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(&CollectorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "slot_header", SLOT_HEADER,
+                                     "slot_trailer", SLOT_TRAILER, "first", FLAG_FIRST, "last", FLAG_LAST, "fields",
+                                     FLAG_FIELDS, "inline_logger", FLAG_INLINE_LOGGER, "exception", FLAG_EXCEPTION,
+                                     "known_flags", KNOWN_FLAGS, "max_slot_size", 65536);
+    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+#endif
+}

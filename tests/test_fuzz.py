@@ -65,6 +65,7 @@ def test_mutation_fuzzer_finds_no_violation(tmp_path: Path) -> None:
 def test_fuzzer_oracle_catches_a_lying_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With slot validation switched off, the fuzzer reports violations: its oracle is not vacuous."""
     fuzzer = fuzz.Fuzzer(tmp_path / "seeds", seed=1, work_dir=tmp_path / "work", crash_seed=False)
+    monkeypatch.setattr(_codec, "_accelerator", [None])  # the lie is planted in the pure validator
     monkeypatch.setattr(_codec, "valid_slots", lambda slots, count, index=None: slots["pos"] != 0)
     summary = fuzzer.run(cases=150, memory_every=0)
     assert len(summary.violations) > 20

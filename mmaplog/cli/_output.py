@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..reader import level_name
+from .. import _codec
+from ..reader import RECORD_DTYPE, level_name
 
 __all__ = [
     "CsvFormatter",
@@ -69,6 +70,11 @@ def json_string(text: str) -> str:
     """``text`` as a JSON string literal; non-ASCII stays readable, controls and lone surrogates are escaped."""
     encoded: str = encode_basestring(text)
     return encoded if text.isprintable() else _JSON_RAW.sub(_json_escape_char, encoded)
+
+
+#: Every level number's JSON name, and the record layout, as the accelerator takes them.
+_JSON_LEVELS = tuple(json_string(level_name(v)).encode() for v in range(256))
+_RECORD_LAYOUT = _codec.record_layout(RECORD_DTYPE)
 
 
 def _finite(value: Any) -> Any:
@@ -172,6 +178,10 @@ class Formatter:
         """All of ``rows`` as one string ending in a newline (empty for no rows)."""
         raise NotImplementedError
 
+    def encoded(self, rows: np.ndarray, meta: Meta) -> bytes | bytearray:
+        """:meth:`block` as UTF-8 bytes, text UTF-8 cannot carry as backslash escapes (what the CLI writes)."""
+        return self.block(rows, meta).encode("utf-8", "backslashreplace")
+
 
 class TextFormatter(Formatter):
     """``2024-05-01T14:03:02.123456+02:00 INFO     app.db [thread] message key=value``, exceptions indented below."""
@@ -267,6 +277,18 @@ class JsonFormatter(Formatter):
             )
         out.append("")
         return "\n".join(out)
+
+    def encoded(self, rows: np.ndarray, meta: Meta) -> bytes | bytearray:
+        """The bytes of :meth:`block`, written by the C accelerator where it is built."""
+        cread = _codec.accelerator()
+        if cread is None or not len(rows) or rows.dtype != RECORD_DTYPE or rows.ndim != 1:
+            return super().encoded(rows, meta)
+        ends = tuple(
+            f',"host":{json_string(host)},"process":{json_string(process)}}}'.encode("utf-8", "backslashreplace")
+            for host, process in meta
+        )
+        lines = cread.json_lines(np.ascontiguousarray(rows), _RECORD_LAYOUT, _JSON_LEVELS, ends, json_value)
+        return super().encoded(rows, meta) if lines is None else lines
 
 
 class CsvFormatter(Formatter):

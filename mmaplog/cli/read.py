@@ -128,6 +128,10 @@ class _Output:
         if text:
             self.stream.write(text.encode("utf-8", "backslashreplace"))
 
+    def write_bytes(self, data: bytes | bytearray) -> None:
+        if data:
+            self.stream.write(data)
+
     def flush(self) -> None:
         self.stream.flush()
 
@@ -186,7 +190,7 @@ def _matcher(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Calla
 
 def _write_rows(out: _Output, formatter: Formatter, rows: np.ndarray, meta: Meta) -> None:
     for start in range(0, len(rows), _BLOCK):
-        out.write(formatter.block(rows[start : start + _BLOCK], meta))
+        out.write_bytes(formatter.encoded(rows[start : start + _BLOCK], meta))
 
 
 def _records_to_rows(records: list[Record], meta_index: dict[tuple[str, str], int], meta: list[tuple[str, str]]) -> np.ndarray:
@@ -303,7 +307,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _follow(args, out, formatter, match)
     result = scan(args.files)
     rows = result.records
-    rows = rows[match(rows)]
+    shown = match(rows)
+    if not shown.all():
+        rows = rows[shown]
     if args.lines is not None:
         rows = rows[len(rows) - args.lines :] if args.lines else rows[:0]
     if args.stats:
