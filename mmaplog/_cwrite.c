@@ -28,8 +28,6 @@
 #define FLAG_WHOLE 0x03 /* FLAG_FIRST | FLAG_LAST */
 #define ADLER_MOD 65521u
 #define ADLER_NMAX 5552
-/* Records formatted in C are built on the stack: at most this many bytes (larger slots still take the rest). */
-#define SLOT_PAYLOAD_STACK 4096
 
 static void adler_update(uint32_t *a_io, uint32_t *b_io, const unsigned char *p, Py_ssize_t len)
 {
@@ -72,6 +70,7 @@ typedef struct {
     PyObject *slow;         /* slow(message, level, logger) -> seq: the pure-Python append */
     PyObject *full;         /* full(seq, data, level, logger, stamp, ident) -> seq: the file is full */
     PyObject *failed;       /* failed(exception) -> 0: counts and reports a record that was lost */
+    PyObject *slow_record;  /* slow_record(record) -> seq: write_batch's pure-Python path for one record */
     unsigned long long count, limit;
     Py_ssize_t base, size, payload;
 } Appender;
@@ -94,6 +93,7 @@ static int appender_traverse(Appender *self, visitproc visit, void *arg)
     Py_VISIT(self->slow);
     Py_VISIT(self->full);
     Py_VISIT(self->failed);
+    Py_VISIT(self->slow_record);
     return 0;
 }
 
@@ -104,6 +104,7 @@ static int appender_clear(Appender *self)
     Py_CLEAR(self->slow);
     Py_CLEAR(self->full);
     Py_CLEAR(self->failed);
+    Py_CLEAR(self->slow_record);
     return 0;
 }
 
@@ -116,14 +117,17 @@ static void appender_dealloc(Appender *self)
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"seqs", "slow", "full", "failed", NULL};
-    PyObject *seqs, *slow, *full, *failed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:Appender", kwlist, &seqs, &slow, &full, &failed))
+    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", NULL};
+    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|O:Appender", kwlist, &seqs, &slow, &full, &failed, &slow_record))
         return -1;
-    if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed)) {
-        PyErr_SetString(PyExc_TypeError, "Appender: slow, full and failed must be callables");
+    if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed) ||
+        (slow_record != Py_None && !PyCallable_Check(slow_record))) {
+        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed and slow_record must be callables");
         return -1;
     }
+    Py_INCREF(slow_record);
+    Py_XSETREF(self->slow_record, slow_record);
     Py_INCREF(seqs);
     Py_XSETREF(self->seqs, seqs);
     Py_INCREF(slow);
@@ -255,10 +259,8 @@ static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long
 
 /* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL). */
 static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
-                              PyObject *level_obj, PyObject *logger)
+                              PyObject *level_obj, PyObject *logger, int64_t stamp, unsigned long long ident)
 {
-    int64_t stamp = wall_clock_ns();
-    unsigned long long ident = (unsigned long long)PyThread_get_thread_ident();
     unsigned long long seq, pos;
     if (next_u64(self->seqs, &seq) < 0)
         return lost(self);
@@ -324,7 +326,8 @@ static PyObject *append_fast(Appender *self, PyObject *message, PyObject *level_
     }
     if (n > self->payload)
         return NULL;
-    return append_bytes(self, data, n, level, lid, level_obj, logger);
+    return append_bytes(self, data, n, level, lid, level_obj, logger, wall_clock_ns(),
+                        (unsigned long long)PyThread_get_thread_ident());
 }
 
 PyDoc_STRVAR(appender_append_doc,
@@ -343,8 +346,161 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
     return call_slow(self, args[0], args[1], args[2]);
 }
 
+static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
+                              Py_ssize_t cap);
+#define FMT_UNHANDLED (-2)
+#define SLOT_PAYLOAD_STACK 4096
+
+static PyObject *str_level, *str_logger, *str_fields, *str_exception, *str_time_ns, *str_thread, *str_message,
+    *str_cached_message, *str_msg, *str_args;
+
+/* LogRecord's slots, in the order of its constructor's parameters, then the cached message (None). */
+#define RECORD_SLOTS 9
+enum { R_LOGGER, R_LEVEL, R_MSG, R_ARGS, R_FIELDS, R_TIME_NS, R_THREAD, R_EXCEPTION, R_MESSAGE };
+static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
+    "logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message",
+};
+static PyObject *record_type;                       /* mmaplog.LogRecord, once use_record_type() was called */
+static Py_ssize_t record_type_offsets[RECORD_SLOTS]; /* where its slots live; [0] == 0: read by attribute */
+
+/* A new reference to slot ``i`` of ``record``: read in place for a LogRecord, by attribute otherwise. */
+static PyObject *record_get(PyObject *record, int i, PyObject *name)
+{
+    if (Py_TYPE(record) == (PyTypeObject *)record_type && record_type_offsets[0]) {
+        PyObject *value = *(PyObject **)((char *)record + record_type_offsets[i]);
+        if (value != NULL) {
+            Py_INCREF(value);
+            return value;
+        }
+    }
+    return PyObject_GetAttr(record, name);
+}
+
+/* One record of write_batch in C: 1 written (or counted as lost), 0 for the Python path, -1 on an error. */
+static int append_record_fast(Appender *self, PyObject *record, long *written)
+{
+    int handled = 0;
+    PyObject *level_obj = NULL, *logger = NULL, *fields = NULL, *exception = NULL, *stamp_obj = NULL,
+             *ident_obj = NULL, *text = NULL, *msg = NULL, *args = NULL;
+    if (!(level_obj = record_get(record, R_LEVEL, str_level)) || !(logger = record_get(record, R_LOGGER, str_logger)) ||
+        !(fields = record_get(record, R_FIELDS, str_fields)) ||
+        !(exception = record_get(record, R_EXCEPTION, str_exception)) ||
+        !(stamp_obj = record_get(record, R_TIME_NS, str_time_ns)) ||
+        !(ident_obj = record_get(record, R_THREAD, str_thread)))
+        goto python;
+    if (fields != Py_None || exception != Py_None || !PyLong_CheckExact(stamp_obj) || !PyLong_CheckExact(ident_obj))
+        goto python;
+    int overflow;
+    long long stamp = PyLong_AsLongLongAndOverflow(stamp_obj, &overflow);
+    if (overflow || (stamp == -1 && PyErr_Occurred()))
+        goto python;
+    unsigned long long ident = PyLong_AsUnsignedLongLong(ident_obj);
+    if (ident == (unsigned long long)-1 && PyErr_Occurred())
+        goto python;
+    long level;
+    long lid = fast_ids(self, level_obj, logger, &level);
+    if (lid < 0)
+        goto python;
+
+    const char *data = NULL;
+    Py_ssize_t n = FMT_UNHANDLED;
+    char buffer[SLOT_PAYLOAD_STACK];
+    /* A LogRecord not rendered yet: format msg % args straight into UTF-8, as the level methods do. */
+    text = record_get(record, R_MESSAGE, str_cached_message);
+    if (text == NULL)
+        PyErr_Clear();
+    if (text == Py_None && (msg = record_get(record, R_MSG, str_msg)) && (args = record_get(record, R_ARGS, str_args)) &&
+        PyUnicode_CheckExact(msg) && PyTuple_CheckExact(args)) {
+        Py_ssize_t fmt_len;
+        const char *fmt = PyUnicode_AsUTF8AndSize(msg, &fmt_len);
+        Py_ssize_t cap = self->payload < SLOT_PAYLOAD_STACK ? self->payload : SLOT_PAYLOAD_STACK;
+        if (fmt == NULL)
+            PyErr_Clear();
+        else if (PyTuple_GET_SIZE(args) == 0)
+            data = fmt, n = fmt_len <= self->payload ? fmt_len : FMT_UNHANDLED;
+        else
+            data = buffer, n = format_utf8(fmt, fmt_len, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args), buffer, cap);
+        if (n == -1)
+            goto error;
+    }
+    PyErr_Clear();
+    if (n < 0) { /* anything else: the record's own rendering */
+        Py_CLEAR(text);
+        text = PyObject_GetAttr(record, str_message);
+        if (text == NULL || !PyUnicode_CheckExact(text) || !(data = PyUnicode_AsUTF8AndSize(text, &n)) ||
+            n > self->payload)
+            goto python;
+    }
+    PyObject *res = append_bytes(self, data, n, level, lid, level_obj, logger, (int64_t)stamp, ident);
+    if (res == NULL)
+        goto error;
+    *written += PyLong_Check(res) && PyObject_IsTrue(res) == 1;
+    Py_DECREF(res);
+    handled = 1;
+    goto done;
+python:
+    PyErr_Clear();
+    handled = 0;
+    goto done;
+error:
+    handled = -1;
+done:
+    Py_XDECREF(level_obj);
+    Py_XDECREF(logger);
+    Py_XDECREF(fields);
+    Py_XDECREF(exception);
+    Py_XDECREF(stamp_obj);
+    Py_XDECREF(ident_obj);
+    Py_XDECREF(text);
+    Py_XDECREF(msg);
+    Py_XDECREF(args);
+    return handled;
+}
+
+PyDoc_STRVAR(appender_append_records_doc,
+"append_records(records)\n--\n\n"
+"RingWriter.write_batch: append each record in order and return how many were written; never raises.\n"
+"Records with fields, a traceback or anything unusual go to slow_record(record) one by one.");
+
+static PyObject *appender_append_records(Appender *self, PyObject *records)
+{
+    PyObject *iterator = PyObject_GetIter(records);
+    if (iterator == NULL)
+        return lost(self);
+    long written = 0;
+    PyObject *record;
+    while ((record = PyIter_Next(iterator)) != NULL) {
+        int handled = self->view.obj != NULL ? append_record_fast(self, record, &written) : 0;
+        if (handled == 0 && self->slow_record != Py_None) {
+            PyObject *res = PyObject_CallOneArg(self->slow_record, record);
+            if (res == NULL)
+                handled = -1;
+            else {
+                written += PyLong_Check(res) && PyObject_IsTrue(res) == 1;
+                Py_DECREF(res);
+            }
+        }
+        Py_DECREF(record);
+        if (handled < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) { /* KeyboardInterrupt and the like go on up */
+                Py_DECREF(iterator);
+                return NULL;
+            }
+            PyObject *res = lost(self);
+            Py_XDECREF(res);
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) {
+        PyObject *res = lost(self);
+        Py_XDECREF(res);
+    }
+    return PyLong_FromLong(written);
+}
+
 static PyMethodDef appender_methods[] = {
     {"append", (PyCFunction)(void (*)(void))appender_append, METH_FASTCALL, appender_append_doc},
+    {"append_records", (PyCFunction)appender_append_records, METH_O, appender_append_records_doc},
     {"target", (PyCFunction)appender_target, METH_VARARGS, appender_target_doc},
     {"release", (PyCFunction)appender_release, METH_NOARGS, appender_release_doc},
     {NULL, NULL, 0, NULL},
@@ -365,12 +521,6 @@ static PyTypeObject AppenderType = {
 };
 
 /* ------------------------------------------------------------------------------------------ Emitters */
-
-/* LogRecord's slots, in the order of its constructor's parameters, then the cached message (None). */
-#define RECORD_SLOTS 9
-static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
-    "logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message",
-};
 
 /* The state behind one level method; the method itself is a builtin function bound to it. */
 typedef struct {
@@ -451,8 +601,6 @@ static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t
  * returns -2 and the caller uses PyUnicode_Format, so the text is always what ``msg % args`` gives.
  * Returns the length written into out[0..cap), -1 with an exception set (memory), or -2 (not handled).
  */
-#define FMT_UNHANDLED (-2)
-
 static Py_ssize_t put_bytes(char *out, Py_ssize_t cap, Py_ssize_t at, const char *src, Py_ssize_t len)
 {
     if (len > cap - at)
@@ -577,7 +725,8 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
             Py_ssize_t n = nargs == 1 ? (fmt_len <= cap ? (memcpy(text, fmt, (size_t)fmt_len), fmt_len) : FMT_UNHANDLED)
                                       : format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
             if (n >= 0) {
-                PyObject *res = append_bytes(appender, text, n, level, lid, self->level, self->name);
+                PyObject *res = append_bytes(appender, text, n, level, lid, self->level, self->name, wall_clock_ns(),
+                                             (unsigned long long)PyThread_get_thread_ident());
                 Py_DECREF(append);
                 if (res == NULL)
                     PyErr_Clear(); /* only the seq's int object can fail here; the record is written */
@@ -735,6 +884,20 @@ static void record_offsets(PyObject *record, Py_ssize_t *offsets)
         memcpy(offsets, found, sizeof(found));
 }
 
+PyDoc_STRVAR(use_record_type_doc,
+"use_record_type(cls)\n--\n\n"
+"Let write_batch read the slots of ``cls`` (mmaplog.LogRecord) in place instead of by attribute.");
+
+static PyObject *use_record_type(PyObject *module, PyObject *cls)
+{
+    Py_ssize_t offsets[RECORD_SLOTS];
+    record_offsets(cls, offsets);
+    Py_INCREF(cls);
+    Py_XSETREF(record_type, cls);
+    memcpy(record_type_offsets, offsets, sizeof(offsets));
+    return PyBool_FromLong(offsets[0] != 0);
+}
+
 static PyObject *record_emitter(PyObject *module, PyObject *args)
 {
     PyObject *handle, *level, *name, *fallback, *record;
@@ -749,6 +912,7 @@ static PyObject *record_emitter(PyObject *module, PyObject *args)
 static PyMethodDef module_methods[] = {
     {"ring_emitter", (PyCFunction)ring_emitter, METH_VARARGS, ring_emitter_doc},
     {"record_emitter", (PyCFunction)record_emitter, METH_VARARGS, record_emitter_doc},
+    {"use_record_type", (PyCFunction)use_record_type, METH_O, use_record_type_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -760,9 +924,14 @@ PyMODINIT_FUNC PyInit__cwrite(void)
 {
     if (PyType_Ready(&AppenderType) < 0 || PyType_Ready(&EmitterType) < 0)
         return NULL;
-    str_append = PyUnicode_InternFromString("_append");
-    if (str_append == NULL)
-        return NULL;
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&str_append, "_append"}, {&str_level, "level"}, {&str_logger, "logger"}, {&str_fields, "fields"},
+        {&str_exception, "exception"}, {&str_time_ns, "time_ns"}, {&str_thread, "thread"},
+        {&str_message, "message"}, {&str_cached_message, "_message"}, {&str_msg, "msg"}, {&str_args, "args"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
     PyObject *module = PyModule_Create(&cwrite_module);
     if (module == NULL)
         return NULL;

@@ -34,6 +34,7 @@ import numpy as np
 from . import _codec, _native, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError, WriterBusyError
+from ._record import LogRecord
 
 __all__ = ["DEFAULT_RING_SIZE", "BatchRecord", "RingWriter", "parse_size", "segment_path"]
 
@@ -48,6 +49,8 @@ _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 #: The C append (one-slot records), where it is built and safe; None means the pure-Python path.
 _cwrite = _native.load("_cwrite") if _GIL else None
+if _cwrite is not None:
+    _cwrite.use_record_type(LogRecord)  # write_batch reads a LogRecord's slots in place
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
@@ -240,7 +243,8 @@ class RingWriter:
             _prefault(mm, header.data_offset)
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
-            self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full), _weak(self._failed))
+            self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
+                                          _weak(self._failed), _weak(self._write_one))
             self._append = self._fast.append  # type: ignore[method-assign]
         self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
 
@@ -450,9 +454,16 @@ class RingWriter:
         Never raises.
         """
         if _GIL:
+            if self._fast is not None:
+                return self._fast.append_records(records)  # type: ignore[no-any-return]
             return self._write_batch(records)
         with self._claim_lock:
             return self._write_batch(records)
+
+    def _write_one(self, r: BatchRecord) -> int:
+        """One record of a batch that the C append leaves to Python (fields, a traceback, odd values)."""
+        return RingWriter.write(self, r.message, level=r.level, logger=r.logger, fields=r.fields, time_ns=r.time_ns,
+                                thread=r.thread, exception=r.exception)
 
     def _write_batch(self, records: Iterable[BatchRecord]) -> int:
         written = 0

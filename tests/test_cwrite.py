@@ -256,3 +256,44 @@ def test_appender_refuses_a_mapping_too_small_for_its_slots(tmp_path: Path) -> N
     appender.target(buffer, iter(()), {}, 16, 0, 256, 100)
     appender.release()
     buffer.close()
+
+
+class _PlainRecord:
+    """A BatchRecord that is not a LogRecord: read by attribute."""
+
+    def __init__(self, message: Any, level: int, time_ns: int) -> None:
+        self.message, self.level, self.logger = message, level, "plain"
+        self.fields, self.exception, self.time_ns, self.thread = None, None, time_ns, 9
+
+
+def _batch() -> list[Any]:
+    records: list[Any] = []
+    for i in range(60):
+        records += [
+            LogRecord("app", 20, "order %d paid %.2f by %s", (i, i / 7, "bob"), None, 1000 + i, 7),
+            LogRecord("app", 30, "plain %d", (), None, 2000 + i, 8),
+            LogRecord("app.new", 40, "%s", ("é" * 150,), None, -i, 2**64 - 1),  # long: two slots
+            LogRecord("app", 20, "with fields", (), {"i": i}, 3000 + i, 7, "Traceback: x" if i % 2 else None),
+            LogRecord("app", 25, "%(k)s", ({"k": i},), None, 4000 + i, 7),
+            LogRecord("app", 300, 12345, (), None, 5000 + i, 7),  # level clamped, message not str
+            _PlainRecord(f"plain record {i}", 10, 6000 + i),
+        ]
+    rendered = LogRecord("app", 20, "cached %d", (1,), None, 1, 1)
+    assert rendered.message == "cached 1"
+    return [*records, rendered]
+
+
+def test_c_batches_write_what_python_batches_write(tmp_path: Path) -> None:
+    """write_batch through C and through Python stores the same records (times, threads, fields, tracebacks)."""
+    results = []
+    for name, use_c in (("c.mmlog", True), ("py.mmlog", False)):
+        with RingWriter(tmp_path / name, size=1024 * 256) as w:
+            if not use_c:
+                w._fast = None
+            assert w.write_batch(_batch()) == 7 * 60 + 1
+        results.append([
+            (r.seq, r.time_ns, r.thread, r.level, r.logger, r.message, r.fields, r.exception)
+            for r in mmaplog.read(tmp_path / name)
+        ])
+    assert results[0] == results[1]
+    assert len(results[0]) == 7 * 60 + 1
