@@ -909,7 +909,15 @@ static PyObject *record_emitter(PyObject *module, PyObject *args)
     return method;
 }
 
+PyDoc_STRVAR(disabled_doc, "disabled(*args, **kwargs)\n--\n\nStands in for a level method while the level is disabled.");
+
+static PyObject *disabled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"disabled", (PyCFunction)(void (*)(void))disabled, METH_FASTCALL | METH_KEYWORDS, disabled_doc},
     {"ring_emitter", (PyCFunction)ring_emitter, METH_VARARGS, ring_emitter_doc},
     {"record_emitter", (PyCFunction)record_emitter, METH_VARARGS, record_emitter_doc},
     {"use_record_type", (PyCFunction)use_record_type, METH_O, use_record_type_doc},
