@@ -203,7 +203,8 @@ class RingWriter:
         self._requested = (slot_size, ring_bytes // slot_size)
         # Re-entrant: a signal handler that logs may interrupt this very thread while it holds the lock.
         self._lock = threading.RLock()  # rotation, name registration, close
-        self._claim_lock = threading.Lock()  # serialises whole writes where there is no GIL
+        # Re-entrant too: a signal handler that logs may interrupt a write of its own thread (free-threaded builds).
+        self._claim_lock = threading.RLock()  # serialises whole writes where there is no GIL
         self._registering = self._rotating = False  # what the interrupted thread was doing under _lock
         self._names: dict[str, int] = {"": 0}
         self._pid = os.getpid()
@@ -772,7 +773,7 @@ class RingWriter:
         unlock or a flush, so the parent keeps its lock and its ring untouched.
         """
         self._lock = threading.RLock()
-        self._claim_lock = threading.Lock()
+        self._claim_lock = threading.RLock()
         self._registering = self._rotating = False
         if self._closed:
             return

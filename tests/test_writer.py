@@ -349,3 +349,20 @@ def test_truncation_guard_can_be_turned_off(tmp_path: Path) -> None:
     if _truncation.supported():
         with RingWriter(tmp_path / "on.mmlog", size=16 * 256) as on:
             assert any(region.mm() is on._map.mm for region in _truncation._regions)
+
+
+def test_the_lock_free_threaded_builds_use_lets_a_signal_handler_write(tmp_path: Path) -> None:
+    """Without a GIL writes hold a claim lock; a signal handler logging inside a write of its own thread must not deadlock."""
+    with RingWriter(tmp_path / "a.mmlog", size=16 * 256) as w:
+        results: list[int] = []
+
+        def interrupted_write() -> None:
+            with w._claim_lock:  # as if the signal arrived while this thread was inside a locked write
+                results.append(w._write_locked("from a signal handler"))
+                results.append(w._append_locked("and positional", 20, ""))
+
+        thread = threading.Thread(target=interrupted_write, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the nested write deadlocked on the claim lock"
+        assert results == [1, 2]
