@@ -160,7 +160,18 @@ def test_batch_without_gil_takes_the_claim_lock(tmp_path: Path, monkeypatch: pyt
 
         @property
         def message(self) -> str:  # type: ignore[override]
-            held.append(w._claim_lock.locked())
+            # Held (by this thread) when another thread cannot take it.
+            taken: list[bool] = []
+
+            def try_lock() -> None:
+                taken.append(w._claim_lock.acquire(blocking=False))
+                if taken[0]:
+                    w._claim_lock.release()
+
+            other = threading.Thread(target=try_lock)
+            other.start()
+            other.join()
+            held.append(not taken[0])
             return "probe"
 
     assert w.write_batch([Probe("app", 20, ""), *case_records()]) == 11
