@@ -417,6 +417,7 @@ _EXPECTED_LAYOUT = {
     "fields": L.FLAG_FIELDS,
     "inline_logger": L.FLAG_INLINE_LOGGER,
     "exception": L.FLAG_EXCEPTION,
+    "truncated": L.FLAG_TRUNCATED,
     "known_flags": L.KNOWN_FLAGS,
     "max_slot_size": L.MAX_SLOT_SIZE,
 }
@@ -460,7 +461,8 @@ def accelerator() -> ModuleType | None:
             # Records live in memory the accelerator owns (np.ndarray over its buffer); check numpy allows that.
             probe = np.dtype(list(_RECORD_FIELDS))
             try:
-                store = module.reorder(module.Collector(64, 1, 0, 0, record_layout(probe), []).rows(), np.full(1, -1))
+                collector = module.Collector(64, 1, 0, 0, record_layout(probe), [])
+                store = module.reorder(collector.rows(), np.full(1, -1))
                 row = np.ndarray((1,), dtype=probe, buffer=store)
                 row["message"][0] = "probe"
                 ok = row["message"][0] == "probe" and row["fields"][0] is None
@@ -500,8 +502,9 @@ def collect(
 
 def assemble_rows(
     collected: Any, names: dict[int, str], pid: int, file: int, dtype: np.dtype, slot_size: int
-) -> tuple[np.ndarray, int, list[int]]:
-    """The records a :func:`collect` run kept, as rows of ``dtype`` ordered by seq; also duplicates and incomplete seqs.
+) -> tuple[np.ndarray, int, list[int], bool]:
+    """The records a :func:`collect` run kept, as rows of ``dtype`` ordered by seq; also duplicates, incomplete seqs,
+    and whether the rows are the collector's own, unchanged (each seq once, in order).
 
     The same records, order and counts as :func:`assemble` on the valid slots
     (``pid`` and ``file`` are the ones :func:`collect` was given).
@@ -547,4 +550,4 @@ def assemble_rows(
         for r, k in zip(at, (final[at] - len(order)).tolist()):
             h = multi_heads[k]
             rows[r] = (h["seq"], h["time_ns"], h["level"], h["thread"], pid, h["flags"], file, *decoded[k])
-    return rows, duplicates, incomplete
+    return rows, duplicates, incomplete, bool(collected.in_order) and len(source) == len(side)

@@ -29,6 +29,7 @@
 #define FLAG_FIRST 0x01
 #define FLAG_LAST 0x02
 #define FLAG_FIELDS 0x04
+#define FLAG_TRUNCATED 0x08
 #define FLAG_INLINE_LOGGER 0x10
 #define FLAG_EXCEPTION 0x20
 #define KNOWN_FLAGS 0x3F
@@ -216,6 +217,7 @@ static const Py_ssize_t field_width[R_N] = {8, 8, 1, 8, 4, 1, 4, sizeof(PyObject
 typedef struct {
     Py_ssize_t itemsize;
     Py_ssize_t off[R_N];
+    int gaps; /* bytes of a row that are no field's: zeroed when a row is written */
 } Layout;
 
 /* Parse (itemsize, offset, ...) and check that every field lies inside a row and none overlap. */
@@ -244,6 +246,10 @@ static int parse_layout(PyObject *spec, Layout *layout)
                 goto bad;
         }
     }
+    Py_ssize_t covered = 0;
+    for (int i = 0; i < R_N; i++)
+        covered += field_width[i];
+    layout->gaps = covered != layout->itemsize;
     return 0;
 bad:
     PyErr_SetString(PyExc_ValueError, "record layout has a field outside a row or overlapping another");
@@ -273,19 +279,39 @@ typedef struct {
     PyObject_HEAD
     char *data;
     Py_ssize_t count, capacity, exports;
-    size_t mapped; /* bytes mapped with mmap, or 0 when `data` came from PyMem_Calloc */
+    size_t mapped; /* bytes mapped with mmap, or 0 when `data` came from PyMem_Malloc */
     Layout layout;
 } RecordStore;
 
-/* Zeroed memory for rows.  Large blocks are mapped directly and offered huge pages: a million
- * rows fill 66 MB, and taking it in 2 MB pages saves tens of thousands of page faults. */
-#define MAP_FROM (4u << 20)
+/* Memory for rows and side entries; callers write every byte they use.  Large blocks are
+ * mapped directly and offered huge pages (a million rows fill 66 MB), and the last blocks
+ * freed are kept, given back to the kernel lazily (MADV_FREE), for the next read: reading
+ * a log again then costs no page faults while memory is plentiful, and nothing when not. */
+#define MAP_FROM ((size_t)4 << 20)
+#define KEEP_MAX ((size_t)256 << 20)
+#define KEEP_BLOCKS 2
+
+static struct {
+    char *data;
+    size_t size;
+} kept[KEEP_BLOCKS]; /* guarded by the GIL, like every entry point of this module */
 
 static char *rows_alloc(size_t bytes, size_t *mapped)
 {
     *mapped = 0;
 #if defined(MAP_ANONYMOUS)
     if (bytes >= MAP_FROM) {
+        int best = -1;
+        for (int i = 0; i < KEEP_BLOCKS; i++) {
+            if (kept[i].data != NULL && kept[i].size >= bytes && (best < 0 || kept[i].size < kept[best].size))
+                best = i;
+        }
+        if (best >= 0) {
+            char *p = kept[best].data;
+            *mapped = kept[best].size;
+            kept[best].data = NULL;
+            return p;
+        }
         void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED) {
 #if defined(MADV_HUGEPAGE)
@@ -296,7 +322,7 @@ static char *rows_alloc(size_t bytes, size_t *mapped)
         }
     }
 #endif
-    return PyMem_Calloc(bytes ? bytes : 1, 1);
+    return PyMem_Malloc(bytes ? bytes : 1);
 }
 
 static void rows_free(char *data, size_t mapped)
@@ -305,6 +331,17 @@ static void rows_free(char *data, size_t mapped)
         return;
 #if defined(MAP_ANONYMOUS)
     if (mapped) {
+#if defined(MADV_FREE)
+        if (mapped <= KEEP_MAX) {
+            for (int i = 0; i < KEEP_BLOCKS; i++) {
+                if (kept[i].data == NULL && madvise(data, mapped, MADV_FREE) == 0) {
+                    kept[i].data = data;
+                    kept[i].size = mapped;
+                    return;
+                }
+            }
+        }
+#endif
         munmap(data, mapped);
         return;
     }
@@ -358,7 +395,7 @@ static RecordStore *store_new(const Layout *layout, Py_ssize_t capacity)
         return NULL;
     store->layout = *layout;
     store->count = store->capacity = store->exports = 0;
-    /* Zeroed, and the pages of rows never used are never touched. */
+    /* Rows are written whole before they count; pages of rows never used are never touched. */
     store->data = rows_alloc((size_t)capacity * (size_t)layout->itemsize, &store->mapped);
     if (store->data == NULL) {
         Py_DECREF(store);
@@ -369,7 +406,7 @@ static RecordStore *store_new(const Layout *layout, Py_ssize_t capacity)
     return store;
 }
 
-/* Room for `need` rows; new rows are zero. */
+/* Room for `need` rows (the new ones not yet written). */
 static int store_reserve(RecordStore *store, Py_ssize_t need)
 {
     if (need <= store->capacity)
@@ -415,15 +452,16 @@ typedef struct {
     uint64_t slot_count;
     Placement where;
     uint32_t pid, file;
-    Py_ssize_t empty, invalid, exports;
+    Py_ssize_t exports;
     /* One row per one-slot record, in ring order; a record with extras (fields, exception,
      * inline logger) holds its raw payload as bytes in `message` and None elsewhere. */
     RecordStore *store;
     unsigned char *side;
+    size_t side_mapped;
     Py_ssize_t side_capacity;
+    Py_ssize_t rows, empty, invalid, extras, truncated;
     uint64_t last_seq;
     int in_order, loggers_set;
-    Py_ssize_t extras;
     /* Logger names by id as read before the slots (a list; None: not known yet). */
     PyObject *names;
     /* Valid slots of records longer than one slot, whole, in ring order. */
@@ -431,6 +469,11 @@ typedef struct {
     Py_ssize_t multi_count, multi_capacity;
     unsigned char seen[LOGGER_IDS / 8];
 } Collector;
+
+static unsigned char *side_alloc(Py_ssize_t capacity, size_t *mapped)
+{
+    return (unsigned char *)rows_alloc((size_t)capacity * SIDE_SIZE, mapped);
+}
 
 static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
 {
@@ -457,10 +500,16 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
     }
     if (parse_layout(spec, &layout) < 0)
         return -1;
-    /* Room for a row per slot when the memory is there (untouched pages cost nothing); else grow. */
-    self->store = store_new(&layout, slot_count <= (uint64_t)(PY_SSIZE_T_MAX / 4096) ? (Py_ssize_t)slot_count : 0);
-    if (self->store == NULL) {
+    /* A row per slot when the memory is there (pages never used are never touched); else grow. */
+    Py_ssize_t capacity = slot_count <= (uint64_t)(PY_SSIZE_T_MAX / 4096) ? (Py_ssize_t)slot_count : 0;
+    self->store = store_new(&layout, capacity);
+    if (self->store != NULL) {
+        self->side = side_alloc(capacity, &self->side_mapped);
+        self->side_capacity = self->side != NULL ? capacity : 0;
+    }
+    if (self->store == NULL || self->side == NULL) {
         PyErr_Clear();
+        Py_CLEAR(self->store);
         self->store = store_new(&layout, 0);
         if (self->store == NULL)
             return -1;
@@ -481,7 +530,7 @@ static void collector_dealloc(Collector *self)
 {
     Py_XDECREF(self->store);
     Py_XDECREF(self->names);
-    PyMem_Free(self->side);
+    rows_free((char *)self->side, self->side_mapped);
     PyMem_Free(self->multi);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -491,7 +540,7 @@ static int grow(void **buf, Py_ssize_t *capacity, Py_ssize_t need, size_t item)
 {
     if (need <= *capacity)
         return 0;
-    Py_ssize_t cap = *capacity ? *capacity : 4096;
+    Py_ssize_t cap = *capacity ? *capacity : 64;
     while (cap < need) {
         if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)item) {
             PyErr_NoMemory();
@@ -518,6 +567,37 @@ static int collector_ready(Collector *self)
     return 0;
 }
 
+/* Room for `slots` more rows and side entries. */
+static int reserve_rows(Collector *self, Py_ssize_t slots)
+{
+    Py_ssize_t need = self->rows + slots;
+    if (store_reserve(self->store, need) < 0)
+        return -1;
+    if (need > self->side_capacity) {
+        Py_ssize_t cap = self->side_capacity ? self->side_capacity : 4096;
+        while (cap < need) {
+            if (cap > PY_SSIZE_T_MAX / 2 / SIDE_SIZE) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            cap *= 2;
+        }
+        size_t mapped;
+        unsigned char *side = side_alloc(cap, &mapped);
+        if (side == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (self->side != NULL)
+            memcpy(side, self->side, (size_t)self->rows * SIDE_SIZE);
+        rows_free((char *)self->side, self->side_mapped);
+        self->side = side;
+        self->side_mapped = mapped;
+        self->side_capacity = cap;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(feed_doc,
 "feed(buffer, first_index)\n--\n\n"
 "Validate the slots in ``buffer`` (whole slots, the first at ring index ``first_index``) and keep\n"
@@ -540,9 +620,8 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots inside the ring");
         goto fail;
     }
-    /* Room for every slot of the buffer up front: the loop below only fails for memory. */
-    if (store_reserve(store, store->count + n) < 0 ||
-        grow((void **)&self->side, &self->side_capacity, store->count + n, SIDE_SIZE) < 0)
+    /* Room for every slot of the buffer up front: the loop below fails only for memory. */
+    if (reserve_rows(self, n) < 0)
         goto fail;
     const unsigned char *base = (const unsigned char *)view.buf;
     const Py_ssize_t *off = store->layout.off;
@@ -571,7 +650,18 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
                                           : PyUnicode_DecodeUTF8(payload, length, "replace");
         if (text == NULL)
             goto fail;
-        char *row = store->data + store->count * store->layout.itemsize;
+        uint16_t logger = rd16(s + OFF_LOGGER);
+        PyObject *name = Py_None;
+        if (flags & EXTRAS)
+            self->extras++; /* the Python side splits its payload */
+        else if (logger < known)
+            name = PyList_GET_ITEM(self->names, logger); /* set_loggers() checks it against the final names */
+        if (flags & FLAG_TRUNCATED)
+            self->truncated++;
+        Py_ssize_t r = self->rows++;
+        char *row = store->data + r * store->layout.itemsize;
+        if (store->layout.gaps)
+            memset(row, 0, (size_t)store->layout.itemsize);
         memcpy(row + off[R_SEQ], s + OFF_SEQ, 8);
         memcpy(row + off[R_TIME], s + OFF_TIME, 8);
         memcpy(row + off[R_THREAD], s + OFF_THREAD, 8);
@@ -579,12 +669,6 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         row[off[R_FLAGS]] = (char)flags;
         memcpy(row + off[R_PID], &self->pid, 4);
         memcpy(row + off[R_FILE], &self->file, 4);
-        uint16_t logger = rd16(s + OFF_LOGGER);
-        PyObject *name = Py_None;
-        if (flags & EXTRAS)
-            self->extras++; /* the Python side splits its payload */
-        else if (logger < known)
-            name = PyList_GET_ITEM(self->names, logger); /* set_loggers() checks it against the final names */
         Py_INCREF(name);
         Py_INCREF(Py_None);
         Py_INCREF(Py_None);
@@ -592,18 +676,18 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         set_object(row, off[R_MESSAGE], text);
         set_object(row, off[R_FIELDS], Py_None);
         set_object(row, off[R_EXCEPTION], Py_None);
-        unsigned char *side = self->side + store->count * SIDE_SIZE;
+        store->count = self->rows; /* the store releases the objects of its first `count` rows */
+        unsigned char *side = self->side + r * SIDE_SIZE;
         memcpy(side + SIDE_POS, s + OFF_POS, 8);
         memcpy(side + SIDE_MSG_LEN, s + OFF_MSG_LEN, 4);
         memcpy(side + SIDE_LOGGER, s + OFF_LOGGER, 2);
         side[SIDE_FLAGS] = (unsigned char)flags;
         side[SIDE_FLAGS + 1] = 0;
         uint64_t seq = rd64(s + OFF_SEQ);
-        if (store->count && seq <= self->last_seq)
+        if (r && seq <= self->last_seq)
             self->in_order = 0;
         self->last_seq = seq;
         self->seen[logger >> 3] |= (unsigned char)(1u << (logger & 7));
-        store->count++;
     }
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
@@ -657,7 +741,7 @@ static PyObject *collector_set_loggers(Collector *self, PyObject *names)
         }
     }
     Py_ssize_t off = store->layout.off[R_LOGGER];
-    for (Py_ssize_t r = 0; any && r < store->count; r++) {
+    for (Py_ssize_t r = 0; any && r < store->count && r < self->rows; r++) {
         const unsigned char *side = self->side + r * SIDE_SIZE;
         uint16_t id = rd16(side + SIDE_LOGGER);
         if ((side[SIDE_FLAGS] & EXTRAS) || !(changed[id >> 3] & (1u << (id & 7))))
@@ -713,13 +797,12 @@ static PyObject *collector_loggers(Collector *self, PyObject *unused)
 
 static PyObject *collector_get_empty(Collector *self, void *c) { return PyLong_FromSsize_t(self->empty); }
 static PyObject *collector_get_invalid(Collector *self, void *c) { return PyLong_FromSsize_t(self->invalid); }
-static PyObject *collector_get_count(Collector *self, void *c)
-{
-    return PyLong_FromSsize_t(self->store ? self->store->count : 0);
-}
+static PyObject *collector_get_count(Collector *self, void *c) { return PyLong_FromSsize_t(self->rows); }
+
 static PyObject *collector_get_multi(Collector *self, void *c) { return PyLong_FromSsize_t(self->multi_count); }
 static PyObject *collector_get_in_order(Collector *self, void *c) { return PyBool_FromLong(self->in_order); }
 static PyObject *collector_get_extras(Collector *self, void *c) { return PyLong_FromSsize_t(self->extras); }
+static PyObject *collector_get_truncated(Collector *self, void *c) { return PyLong_FromSsize_t(self->truncated); }
 
 static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
 {
@@ -729,7 +812,7 @@ static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
         return -1;
     }
     static char empty[1];
-    Py_ssize_t count = self->store ? self->store->count : 0;
+    Py_ssize_t count = self->rows;
     int rc = PyBuffer_FillInfo(view, (PyObject *)self, self->side ? (void *)self->side : (void *)empty,
                                count * SIDE_SIZE, 1, flags);
     if (rc == 0)
@@ -746,6 +829,7 @@ static PyBufferProcs collector_as_buffer = {
 
 static PyMethodDef collector_methods[] = {
     {"feed", (PyCFunction)collector_feed, METH_VARARGS, feed_doc},
+
     {"set_loggers", (PyCFunction)collector_set_loggers, METH_O, set_loggers_doc},
     {"rows", (PyCFunction)collector_rows, METH_NOARGS, rows_doc},
     {"multi_slots", (PyCFunction)collector_multi, METH_NOARGS, multi_doc},
@@ -760,6 +844,8 @@ static PyGetSetDef collector_getset[] = {
     {"multi_count", (getter)collector_get_multi, NULL, "Valid slots of longer records kept.", NULL},
     {"in_order", (getter)collector_get_in_order, NULL, "True when the rows' seqs rise strictly.", NULL},
     {"extras", (getter)collector_get_extras, NULL, "Rows whose payload the Python side must split.", NULL},
+    {"truncated", (getter)collector_get_truncated, NULL, "Rows of records the writer cut short.", NULL},
+
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -830,6 +916,7 @@ static PyObject *cread_reorder(PyObject *module, PyObject *args)
         memcpy(&s, src + r, 8);
         char *row = out->data + r * size;
         if (s < 0) {
+            memset(row, 0, (size_t)size);
             for (int f = R_FIRST_OBJECT; f < R_N; f++) {
                 Py_INCREF(Py_None);
                 set_object(row, off[f], Py_None);
@@ -1178,19 +1265,6 @@ static PyObject *cread_json_lines(PyObject *module, PyObject *args)
     int64_t cached_second = 0;
     char head[19];
     int cached = 0;
-    /* The pure formatter would fail or decide differently on these: leave the block to it. */
-    for (Py_ssize_t r = 0; r < n; r++) {
-        const char *row = (const char *)view.buf + r * layout.itemsize;
-        uint32_t file;
-        memcpy(&file, row + off[R_FILE], 4);
-        PyObject *exception = row_object(row, off[R_EXCEPTION]);
-        if (!PyUnicode_Check(row_object(row, off[R_MESSAGE])) || !PyUnicode_Check(row_object(row, off[R_LOGGER])) ||
-            (exception != Py_None && !PyUnicode_Check(exception)) || file >= (uint64_t)n_ends) {
-            Py_INCREF(Py_None);
-            result = Py_None;
-            goto done;
-        }
-    }
     for (Py_ssize_t r = 0; r < n; r++) {
         const char *row = (const char *)view.buf + r * layout.itemsize;
         uint64_t seq, thread;
@@ -1201,6 +1275,15 @@ static PyObject *cread_json_lines(PyObject *module, PyObject *args)
         memcpy(&thread, row + off[R_THREAD], 8);
         memcpy(&pid, row + off[R_PID], 4);
         memcpy(&file, row + off[R_FILE], 4);
+        PyObject *logger = row_object(row, off[R_LOGGER]), *message = row_object(row, off[R_MESSAGE]);
+        PyObject *exception = row_object(row, off[R_EXCEPTION]);
+        if (!PyUnicode_Check(message) || !PyUnicode_Check(logger) ||
+            (exception != Py_None && !PyUnicode_Check(exception)) || file >= (uint64_t)n_ends) {
+            /* The pure formatter would fail or decide differently on this row: leave the block to it. */
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto done;
+        }
         unsigned char level = (unsigned char)row[off[R_LEVEL]];
         int64_t micros_total = floor_div(time_ns, 1000);
         int64_t second = floor_div(micros_total, 1000000);
@@ -1222,14 +1305,14 @@ static PyObject *cread_json_lines(PyObject *module, PyObject *args)
         if (out_bytes(&o, PyTuple_GET_ITEM(levels, level)) < 0 || out_reserve(&o, 16) < 0)
             goto done;
         out_raw(&o, ",\"logger\":", 10);
-        if (out_json_string(&o, row_object(row, off[R_LOGGER])) < 0 || out_reserve(&o, 64) < 0)
+        if (out_json_string(&o, logger) < 0 || out_reserve(&o, 64) < 0)
             goto done;
         out_raw(&o, ",\"thread\":", 10);
         out_cached_u64(&o, &thread_text, thread);
         out_raw(&o, ",\"pid\":", 7);
         out_cached_u64(&o, &pid_text, pid);
         out_raw(&o, ",\"message\":", 11);
-        if (out_json_string(&o, row_object(row, off[R_MESSAGE])) < 0)
+        if (out_json_string(&o, message) < 0)
             goto done;
         PyObject *fields = row_object(row, off[R_FIELDS]);
         int has_fields = PyObject_IsTrue(fields);
@@ -1255,8 +1338,8 @@ static PyObject *cread_json_lines(PyObject *module, PyObject *args)
             if (rc < 0)
                 goto done;
         }
-        /* Re-read: fields_json ran Python code. */
-        PyObject *exception = row_object(row, off[R_EXCEPTION]);
+        /* Read again: fields_json ran Python code. */
+        exception = row_object(row, off[R_EXCEPTION]);
         if (exception != Py_None && !PyUnicode_Check(exception)) {
             PyErr_SetString(PyExc_TypeError, "exception changed while rendering");
             goto done;
@@ -1343,10 +1426,10 @@ PyMODINIT_FUNC PyInit__cread(void)
         Py_DECREF(m);
         return NULL;
     }
-    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "slot_header", SLOT_HEADER,
+    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "slot_header", SLOT_HEADER,
                                      "slot_trailer", SLOT_TRAILER, "first", FLAG_FIRST, "last", FLAG_LAST, "fields",
                                      FLAG_FIELDS, "inline_logger", FLAG_INLINE_LOGGER, "exception", FLAG_EXCEPTION,
-                                     "known_flags", KNOWN_FLAGS, "max_slot_size", 65536);
+                                     "truncated", FLAG_TRUNCATED, "known_flags", KNOWN_FLAGS, "max_slot_size", 65536);
     if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
         Py_XDECREF(layout);
         Py_DECREF(m);

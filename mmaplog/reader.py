@@ -317,19 +317,24 @@ def expand_paths(paths: Paths, segments: bool = True) -> list[Path]:
 _COLUMNS = ("seq", "time_ns", "level", "thread", "flags", "logger", "message", "fields", "exception")
 
 
-def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[int]]:
-    """Decode one file: its records as rows in seq order, its stats, and seqs of incomplete records."""
+def _truncated(rows: np.ndarray) -> int:
+    return int(np.count_nonzero(rows["flags"] & L.FLAG_TRUNCATED))
+
+
+def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[int], bool]:
+    """Decode one file: its records as rows in seq order, its stats, seqs of incomplete records, and whether
+    every seq is known to be there once (else the caller checks)."""
     h = ring.header
     stats = ReadStats(files=1, slots=h.slot_count)
     if _codec.accelerator() is not None:
-        collected = _codec.collect(
-            ring.chunks(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names
-        )
+        collected = _codec.collect(ring.chunks(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names)
         stats.empty, stats.invalid = collected.empty, collected.invalid
-        rows, stats.duplicates, incomplete = _codec.assemble_rows(
+        rows, stats.duplicates, incomplete, unique = _codec.assemble_rows(
             collected, ring.read_names(), h.pid, index, RECORD_DTYPE, h.slot_size
         )
-        return rows, stats, incomplete
+        # Rows as the accelerator found them (no longer records joined in): its count of truncated ones holds.
+        stats.truncated = collected.truncated if unique else _truncated(rows)
+        return rows, stats, incomplete, unique
     slots = ring.slots()
     valid = _codec.valid_slots(slots, h.slot_count)
     empty = slots["pos"] == 0
@@ -340,7 +345,9 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     columns["pid"] = np.full(len(asm.seq), h.pid, dtype=np.uint32)
     columns["file"] = np.full(len(asm.seq), index, dtype=np.uint32)
     stats.duplicates = asm.duplicates
-    return _to_rows(columns, None), stats, asm.incomplete_seqs
+    rows = _to_rows(columns, None)
+    stats.truncated = _truncated(rows)
+    return rows, stats, asm.incomplete_seqs, False
 
 
 def _to_rows(columns: dict[str, np.ndarray], order: np.ndarray | None) -> np.ndarray:
@@ -367,23 +374,28 @@ def scan(paths: Paths, *, segments: bool = True) -> Scan:
             series.setdefault(ring.header.series_id, []).append(i)
         total = ReadStats()
         parts: list[np.ndarray] = []
+        dropped = False
         for members in series.values():
             decoded = []
             incomplete: set[int] = set()
+            unique = True
             for i in members:
-                rows, stats, unfinished = _read_file(files[i], i)
+                rows, stats, unfinished, once = _read_file(files[i], i)
                 decoded.append(rows)
                 incomplete.update(unfinished)
+                unique &= once
                 total.add(stats)
             rows = decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
             seq = rows["seq"]
             # One file's records come ordered by seq, but a seq can be both a one-slot and a multi-slot record.
-            if len(decoded) > 1 or (len(seq) > 1 and bool((seq[1:] == seq[:-1]).any())):
+            if len(decoded) > 1 or (not unique and len(seq) > 1 and bool((seq[1:] == seq[:-1]).any())):
                 order = np.argsort(seq, kind="stable")
                 seq = seq[order]
                 keep = np.ones(len(seq), dtype=bool)
                 keep[1:] = seq[1:] != seq[:-1]
-                total.duplicates += int(len(seq) - keep.sum())
+                repeats = int(len(seq) - keep.sum())
+                total.duplicates += repeats
+                dropped |= repeats > 0
                 rows = rows[order[keep]]
                 seq = rows["seq"]
             # A record the writer wrote again in the next segment (rotation mid-record) is not lost.
@@ -401,7 +413,8 @@ def scan(paths: Paths, *, segments: bool = True) -> Scan:
             merged = np.concatenate(parts)
             records = merged[np.argsort(merged["time_ns"], kind="stable")]
         total.records = len(records)
-        total.truncated = int(((records["flags"] & L.FLAG_TRUNCATED) != 0).sum())
+        if dropped:
+            total.truncated = _truncated(records)
         return Scan(records, total, files)
     finally:
         for ring in files:

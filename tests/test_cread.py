@@ -265,7 +265,7 @@ def test_a_file_that_shrinks_after_opening_reads_as_empty_slots(tmp_path: Path, 
         with monkeypatch.context() as m:
             if not accelerated:
                 m.setattr(_codec, "_accelerator", [None])
-            results.append(reader._read_file(ring, 0))
+            results.append(reader._read_file(ring, 0)[:3])
         ring.close()
     (rows_a, stats_a, inc_a), (rows_b, stats_b, inc_b) = results
     _same_rows(rows_a, rows_b)
