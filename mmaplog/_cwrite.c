@@ -71,6 +71,7 @@ typedef struct {
     PyObject *full;         /* full(seq, data, level, logger, stamp, ident) -> seq: the file is full */
     PyObject *failed;       /* failed(exception) -> 0: counts and reports a record that was lost */
     PyObject *slow_record;  /* slow_record(record) -> seq: write_batch's pure-Python path for one record */
+    PyObject *slow_write;   /* slow_write(message, **options) -> seq: RingWriter.write's pure-Python path */
     unsigned long long count, limit;
     Py_ssize_t base, size, payload;
 } Appender;
@@ -94,6 +95,7 @@ static int appender_traverse(Appender *self, visitproc visit, void *arg)
     Py_VISIT(self->full);
     Py_VISIT(self->failed);
     Py_VISIT(self->slow_record);
+    Py_VISIT(self->slow_write);
     return 0;
 }
 
@@ -105,6 +107,7 @@ static int appender_clear(Appender *self)
     Py_CLEAR(self->full);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->slow_record);
+    Py_CLEAR(self->slow_write);
     return 0;
 }
 
@@ -117,17 +120,21 @@ static void appender_dealloc(Appender *self)
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", NULL};
-    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|O:Appender", kwlist, &seqs, &slow, &full, &failed, &slow_record))
+    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", NULL};
+    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OO:Appender", kwlist, &seqs, &slow, &full, &failed, &slow_record,
+                                     &slow_write))
         return -1;
     if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed) ||
-        (slow_record != Py_None && !PyCallable_Check(slow_record))) {
-        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed and slow_record must be callables");
+        (slow_record != Py_None && !PyCallable_Check(slow_record)) ||
+        (slow_write != Py_None && !PyCallable_Check(slow_write))) {
+        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed, slow_record and slow_write must be callables");
         return -1;
     }
     Py_INCREF(slow_record);
     Py_XSETREF(self->slow_record, slow_record);
+    Py_INCREF(slow_write);
+    Py_XSETREF(self->slow_write, slow_write);
     Py_INCREF(seqs);
     Py_XSETREF(self->seqs, seqs);
     Py_INCREF(slow);
@@ -348,6 +355,50 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
 
 static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
                               Py_ssize_t cap);
+
+static PyObject *default_level, *empty_name; /* write()'s defaults: 20 and "" */
+static PyObject *str_kw_level, *str_kw_logger, *str_kw_fields, *str_kw_time_ns, *str_kw_thread, *str_kw_exception;
+
+static int keyword_is(PyObject *name, PyObject *interned, const char *text)
+{
+    return name == interned || PyUnicode_CompareWithASCIIString(name, text) == 0;
+}
+
+PyDoc_STRVAR(appender_write_doc,
+"write(message, *, level=20, logger='', fields=None, time_ns=None, thread=None, exception=None)\n--\n\n"
+"RingWriter.write: a plain record is appended here; fields, a traceback, a given time or thread go to\n"
+"the Python method.  Returns the record's seq (0 if it could not be written); never raises.");
+
+static PyObject *appender_write(Appender *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *level = default_level, *logger = empty_name;
+    if (nargs != 1 || self->slow_write == Py_None)
+        goto python;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (keyword_is(name, str_kw_level, "level"))
+            level = value;
+        else if (keyword_is(name, str_kw_logger, "logger"))
+            logger = value;
+        else if (value != Py_None || !(keyword_is(name, str_kw_fields, "fields") ||
+                                       keyword_is(name, str_kw_time_ns, "time_ns") ||
+                                       keyword_is(name, str_kw_thread, "thread") ||
+                                       keyword_is(name, str_kw_exception, "exception")))
+            goto python;
+    }
+    PyObject *res = append_fast(self, args[0], level, logger);
+    if (res != NULL || PyErr_Occurred())
+        return res;
+    return call_slow(self, args[0], level, logger);
+python:
+    if (self->slow_write == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "Appender.write needs slow_write");
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->slow_write, args, nargsf, kwnames);
+}
 #define FMT_UNHANDLED (-2)
 #define SLOT_PAYLOAD_STACK 4096
 
@@ -501,6 +552,7 @@ static PyObject *appender_append_records(Appender *self, PyObject *records)
 static PyMethodDef appender_methods[] = {
     {"append", (PyCFunction)(void (*)(void))appender_append, METH_FASTCALL, appender_append_doc},
     {"append_records", (PyCFunction)appender_append_records, METH_O, appender_append_records_doc},
+    {"write", (PyCFunction)(void (*)(void))appender_write, METH_FASTCALL | METH_KEYWORDS, appender_write_doc},
     {"target", (PyCFunction)appender_target, METH_VARARGS, appender_target_doc},
     {"release", (PyCFunction)appender_release, METH_NOARGS, appender_release_doc},
     {NULL, NULL, 0, NULL},
@@ -936,10 +988,16 @@ PyMODINIT_FUNC PyInit__cwrite(void)
         {&str_append, "_append"}, {&str_level, "level"}, {&str_logger, "logger"}, {&str_fields, "fields"},
         {&str_exception, "exception"}, {&str_time_ns, "time_ns"}, {&str_thread, "thread"},
         {&str_message, "message"}, {&str_cached_message, "_message"}, {&str_msg, "msg"}, {&str_args, "args"},
+        {&str_kw_level, "level"}, {&str_kw_logger, "logger"}, {&str_kw_fields, "fields"},
+        {&str_kw_time_ns, "time_ns"}, {&str_kw_thread, "thread"}, {&str_kw_exception, "exception"},
+        {&empty_name, ""},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
+    default_level = PyLong_FromLong(20);
+    if (default_level == NULL)
+        return NULL;
     PyObject *module = PyModule_Create(&cwrite_module);
     if (module == NULL)
         return NULL;

@@ -245,8 +245,10 @@ class RingWriter:
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
-                                          _weak(self._failed), _weak(self._write_one))
+                                          _weak(self._failed), _weak(self._write_one), _weak(self._write_py))
             self._append = self._fast.append  # type: ignore[method-assign]
+            if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
+                self.write = self._fast.write  # type: ignore[method-assign]
         self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
 
     def _use(self, m: _Map) -> None:
@@ -387,6 +389,10 @@ class RingWriter:
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
+
+    def _write_py(self, message: str, **kwargs: Any) -> int:
+        """The Python :meth:`write`, for what the C write leaves to it (fields, a traceback, a given time)."""
+        return RingWriter.write(self, message, **kwargs)
 
     def _write_locked(self, message: str, **kwargs: Any) -> int:
         with self._claim_lock:
@@ -816,9 +822,9 @@ def _weak(method: Any) -> Any:
     """A callable that calls bound ``method`` while its object lives (0 after): no reference cycle through the C appender."""
     ref = weakref.WeakMethod(method)
 
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
         bound = ref()
-        return bound(*args) if bound is not None else 0
+        return bound(*args, **kwargs) if bound is not None else 0
 
     return call
 

@@ -66,7 +66,7 @@ import sys
 from mmaplog import RingWriter, Logger, RingHandler
 from mmaplog import writer
 print(writer._cwrite is not None)
-with RingWriter(sys.argv[1], size=64 * 256, rotate=8) as w:
+with RingWriter(sys.argv[1], size=128 * 256, rotate=8) as w:
     for i in range(40):
         w.write(f"plain {i}", level=20 + i % 3)
         w.write("new name", logger=f"app.{i % 5}")
@@ -74,6 +74,8 @@ with RingWriter(sys.argv[1], size=64 * 256, rotate=8) as w:
         w.write("lone \\ud800", logger="app.0")
         w.write(f"fields {i}", fields={"i": i})
         w._append(f"positional {i}", 30, "app.1")
+        w.write(f"explicit defaults {i}", level=20, logger="", fields=None, time_ns=None, thread=None, exception=None)
+        w.write(f"given time {i}", time_ns=i, thread=i + 1, exception="tb" if i % 2 else None)
 log = Logger("a.b", handlers=[RingHandler(sys.argv[2], size=64 * 256, rotate=8)], level="DEBUG")
 for i in range(40):
     log.info("order %d paid %.2f by %s", i, i / 3, "bob")
@@ -91,10 +93,11 @@ for i in range(40):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == ("True" if pure == "0" else "False")
         outputs.append([
-            [(r.seq, r.level, r.logger, r.message, r.fields) for r in mmaplog.read(p)] for p in (a, b)
+            [(r.seq, r.level, r.logger, r.message, r.fields, r.exception, r.message.startswith("given") and (r.time_ns, r.thread))
+             for r in mmaplog.read(p)] for p in (a, b)
         ])
     assert outputs[0] == outputs[1]
-    assert len(outputs[0][0]) == 6 * 40 and len(outputs[0][1]) == 5 * 40
+    assert len(outputs[0][0]) == 8 * 40 and len(outputs[0][1]) == 5 * 40
 
 
 _INTS = st.one_of(st.integers(min_value=-(2**64), max_value=2**64), st.sampled_from([0, -1, 2**63 - 1, -(2**63), 2**63]))
