@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 import weakref
 import zlib
 from collections.abc import Iterable, Mapping
@@ -798,6 +799,17 @@ class RingWriter:
         except OSError:
             pass
         _open_writers.discard(self)
+
+    def __del__(self) -> None:
+        # A writer dropped without close(): release its file and lock as a file object would (its records
+        # are already in the page cache), and say so the way Python does for unclosed files.
+        if getattr(self, "_closed", True) or getattr(self, "_map", None) is None:
+            return
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
 
     def __enter__(self) -> RingWriter:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -366,3 +367,16 @@ def test_the_lock_free_threaded_builds_use_lets_a_signal_handler_write(tmp_path:
         thread.join(timeout=30)
         assert not thread.is_alive(), "the nested write deadlocked on the claim lock"
         assert results == [1, 2]
+
+
+def test_a_dropped_writer_releases_its_file(tmp_path: Path) -> None:
+    """A writer garbage-collected without close() unlocks its ring (with a ResourceWarning), so it can be reopened."""
+    path = tmp_path / "a.mmlog"
+    w = RingWriter(path, size=16 * 256)
+    w.write("before")
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del w
+        gc.collect()
+    with RingWriter(path, size=16 * 256) as again:
+        again.write("after")
+    assert [r.message for r in mmaplog.read(path)] == ["before", "after"]
