@@ -80,6 +80,11 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
     """
     if index is None:
         index = np.arange(len(slots), dtype=np.uint64)
+    module = accelerator()
+    if module is not None and len(slots):
+        mask = module.valid_mask(_rows(slots), slots.dtype.itemsize, slot_count, np.ascontiguousarray(index, np.uint64))
+        valid: np.ndarray = np.frombuffer(mask, dtype=np.bool_).copy()
+        return valid
     slot_size = slots.dtype.itemsize
     payload = L.slot_payload_size(slot_size)
     raw = _rows(slots)

@@ -217,7 +217,6 @@ static const Py_ssize_t field_width[R_N] = {8, 8, 1, 8, 4, 1, 4, sizeof(PyObject
 typedef struct {
     Py_ssize_t itemsize;
     Py_ssize_t off[R_N];
-    int gaps; /* bytes of a row that are no field's: zeroed when a row is written */
 } Layout;
 
 /* Parse (itemsize, offset, ...) and check that every field lies inside a row and none overlap. */
@@ -246,10 +245,6 @@ static int parse_layout(PyObject *spec, Layout *layout)
                 goto bad;
         }
     }
-    Py_ssize_t covered = 0;
-    for (int i = 0; i < R_N; i++)
-        covered += field_width[i];
-    layout->gaps = covered != layout->itemsize;
     return 0;
 bad:
     PyErr_SetString(PyExc_ValueError, "record layout has a field outside a row or overlapping another");
@@ -283,7 +278,8 @@ typedef struct {
     Layout layout;
 } RecordStore;
 
-/* Memory for rows and side entries; callers write every byte they use.  Large blocks are
+/* Memory for rows and side entries; callers write every field they use (bytes between fields
+ * are left as they are).  Large blocks are
  * mapped directly and offered huge pages (a million rows fill 66 MB), and the last blocks
  * freed are kept, given back to the kernel lazily (MADV_FREE), for the next read: reading
  * a log again then costs no page faults while memory is plentiful, and nothing when not. */
@@ -660,8 +656,6 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
             self->truncated++;
         Py_ssize_t r = self->rows++;
         char *row = store->data + r * store->layout.itemsize;
-        if (store->layout.gaps)
-            memset(row, 0, (size_t)store->layout.itemsize);
         memcpy(row + off[R_SEQ], s + OFF_SEQ, 8);
         memcpy(row + off[R_TIME], s + OFF_TIME, 8);
         memcpy(row + off[R_THREAD], s + OFF_THREAD, 8);
@@ -1365,43 +1359,50 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(check_doc, "slot_checks(buffer, slot_size)\n--\n\nThe check word of every slot in ``buffer``, as a list.");
+PyDoc_STRVAR(valid_doc,
+"valid_mask(buffer, slot_size, slot_count, index)\n--\n\n"
+"One byte per slot of ``buffer`` (whole slots): 1 where the slot passes every check of\n"
+"_codec.valid_slots at the ring index given by ``index`` (a buffer of uint64, one per slot).");
 
-static PyObject *cread_slot_checks(PyObject *module, PyObject *args)
+static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
 {
-    Py_buffer view;
+    Py_buffer view, index;
     Py_ssize_t slot_size;
-    if (!PyArg_ParseTuple(args, "y*n", &view, &slot_size))
+    unsigned long long slot_count;
+    if (!PyArg_ParseTuple(args, "y*nKy*", &view, &slot_size, &slot_count, &index))
         return NULL;
     PyObject *out = NULL;
-    if (slot_size < SLOT_HEADER + SLOT_TRAILER || view.len % slot_size) {
-        PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots");
+    if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1 ||
+        view.len % slot_size) {
+        PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots of a valid size");
         goto done;
     }
     Py_ssize_t n = view.len / slot_size;
-    out = PyList_New(n);
+    if (index.len != n * 8) {
+        PyErr_SetString(PyExc_ValueError, "index must hold one uint64 per slot");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n);
     if (out == NULL)
         goto done;
+    char *mask = PyBytes_AS_STRING(out);
+    Placement where = {slot_count, {0, 0}};
     for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t at;
+        memcpy(&at, (const char *)index.buf + 8 * i, 8);
         const unsigned char *s = (const unsigned char *)view.buf + i * slot_size;
-        size_t used = SLOT_HEADER + (size_t)rd16(s + OFF_LENGTH);
-        size_t body = (size_t)slot_size - SLOT_TRAILER;
-        PyObject *v = PyLong_FromUnsignedLong(slot_check(s, body, used < body ? used : body));
-        if (v == NULL) {
-            Py_CLEAR(out);
-            goto done;
-        }
-        PyList_SET_ITEM(out, i, v);
+        mask[i] = (char)(at < slot_count && slot_is_valid(s, (size_t)slot_size, &where, at));
     }
 done:
     PyBuffer_Release(&view);
+    PyBuffer_Release(&index);
     return out;
 }
 
 static PyMethodDef cread_methods[] = {
     {"reorder", cread_reorder, METH_VARARGS, reorder_doc},
     {"json_lines", cread_json_lines, METH_VARARGS, json_doc},
-    {"slot_checks", cread_slot_checks, METH_VARARGS, check_doc},
+    {"valid_mask", cread_valid_mask, METH_VARARGS, valid_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -363,24 +363,54 @@ def test_cli_json_matches_the_pure_python_process(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the C API on its own
 
 
-def test_slot_checks_equal_zlib_adler32() -> None:
-    """The checksum equals zlib.adler32 for zero padding, non-zero padding and the largest slots (many NMAX runs)."""
+def test_checksum_equals_zlib_adler32_for_every_slot_shape() -> None:
+    """Slots whose check word is zlib.adler32 pass and one off fails: zero or non-zero padding, largest slots."""
     assert CREAD is not None
     rng = random.Random(3)
     for size in (64, 128, 256, 4096, 65536):
         slots = []
         for kind in range(6):
-            body = bytearray(size - 8)
-            used = min(size - 8, 48 + rng.randrange(size))
-            fill = 0xFF if kind == 0 else None
-            for i in range(used if kind != 5 else size - 8):
-                body[i] = fill if fill is not None else rng.randrange(256)
-            struct.pack_into("<H", body, 40, (used - 48) & 0xFFFF)
-            if kind == 4:
-                body[-1] = 1  # padding that is not zero
-            slots.append(bytes(body) + bytes(8))
-        got = CREAD.slot_checks(b"".join(slots), size)
-        assert got == [zlib.adler32(s[: size - 8]) for s in slots]
+            payload_size = size - 56
+            length = payload_size if kind == 5 else rng.randrange(payload_size + 1)
+            fill = (lambda: 0xFF) if kind == 0 else (lambda: rng.randrange(256))
+            payload = bytes(fill() for _ in range(length))
+            head = SLOT_HEADER.pack(kind + 1, kind + 1, 5, 7, length, length, length, 0, 0, 20, 3)
+            body = bytearray((head + payload).ljust(size - 8, b"\0"))
+            if kind == 4 and length < payload_size:
+                body[-1] = 1  # padding that is not zero, as a writer never leaves it
+            check = zlib.adler32(bytes(body)) + (kind == 3)  # kind 3: a check word one off
+            slots.append(bytes(body) + struct.pack("<II", check & 0xFFFFFFFF, kind + 1))
+        raw = b"".join(slots)
+        mask = CREAD.valid_mask(raw, size, 64, np.arange(6, dtype=np.uint64))
+        assert list(mask) == [1, 1, 1, 0, 1, 1], size
+
+
+def test_validity_masks_agree_on_forged_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """valid_slots gives the same mask with and without the accelerator, for any ring index given."""
+    size, count = 96, 64
+    rng = random.Random(11)
+    def forged(i: int) -> bytes:
+        kind = rng.random()
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(45)))
+        if kind < 0.1:
+            return bytes(size)
+        if kind < 0.6:  # well formed, at this or another lap
+            return _forge(size, i % count, lap=rng.choice([0, 1, 5]), seq=rng.randrange(1, 9), payload=payload,
+                          slot_count=count)
+        return _forge(size, i % count, lap=rng.choice([0, 1]), seq=rng.randrange(0, 9), flags=rng.choice([3, 1, 2, 0x43]),
+                      part=rng.randrange(2), payload=payload, msg_len=rng.randrange(50), rec_len=rng.randrange(50),
+                      slot_count=count)
+
+    slots = np.frombuffer(b"".join(forged(i) for i in range(400)), dtype=L.slot_dtype(size))
+    valid = []
+    for index in (np.arange(400, dtype=np.uint64) % count, None, np.arange(400, dtype=np.int64) + 3):
+        native = _codec.valid_slots(slots, count, index=index)
+        with monkeypatch.context() as m:
+            m.setattr(_codec, "_accelerator", [None])
+            pure = _codec.valid_slots(slots, count, index=index)
+        assert np.array_equal(native, pure) and native.flags.writeable
+        valid.append(int(native.sum()))
+    assert 100 < valid[0] < 400 and valid[1] < valid[0]
 
 
 def test_records_keep_their_objects_alive_and_release_them(tmp_path: Path) -> None:
@@ -423,6 +453,11 @@ def test_c_entry_points_refuse_bad_arguments() -> None:
         CREAD.reorder(collector.rows(), np.array([0, 0], dtype=np.int64))
     with pytest.raises(ValueError):
         CREAD.reorder(collector.rows(), np.array([1], dtype=np.int64))
+    junk = b"\xff" * (66 * 1000)
+    del junk  # freed memory full of ones, likely handed out again: placeholder rows must still be zeros
+    placeholders = np.ndarray((1000,), dtype=RECORD_DTYPE, buffer=CREAD.reorder(collector.rows(), np.full(1000, -1)))
+    assert not placeholders["seq"].any() and not placeholders["thread"].any() and not placeholders["level"].any()
+    assert set(placeholders["message"].tolist()) == {None}
     bad = list(layout)
     bad[2] = bad[1] + 4  # time_ns overlapping seq
     with pytest.raises(ValueError):
