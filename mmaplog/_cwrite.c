@@ -319,7 +319,8 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
 }
 
 /* The fast append; returns the record's seq, or NULL (no exception set) when the slow path must take it. */
-static PyObject *append_fast(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger)
+static PyObject *append_fast_at(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger,
+                                int64_t stamp, unsigned long long ident)
 {
     long level;
     long lid = fast_ids(self, level_obj, logger, &level);
@@ -333,8 +334,13 @@ static PyObject *append_fast(Appender *self, PyObject *message, PyObject *level_
     }
     if (n > self->payload)
         return NULL;
-    return append_bytes(self, data, n, level, lid, level_obj, logger, wall_clock_ns(),
-                        (unsigned long long)PyThread_get_thread_ident());
+    return append_bytes(self, data, n, level, lid, level_obj, logger, stamp, ident);
+}
+
+static PyObject *append_fast(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger)
+{
+    return append_fast_at(self, message, level_obj, logger, wall_clock_ns(),
+                          (unsigned long long)PyThread_get_thread_ident());
 }
 
 PyDoc_STRVAR(appender_append_doc,
@@ -372,7 +378,7 @@ PyDoc_STRVAR(appender_write_doc,
 static PyObject *appender_write(Appender *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *level = default_level, *logger = empty_name;
+    PyObject *level = default_level, *logger = empty_name, *stamp_obj = Py_None, *ident_obj = Py_None;
     if (nargs != 1 || self->slow_write == Py_None)
         goto python;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -382,16 +388,42 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
             level = value;
         else if (keyword_is(name, str_kw_logger, "logger"))
             logger = value;
-        else if (value != Py_None || !(keyword_is(name, str_kw_fields, "fields") ||
-                                       keyword_is(name, str_kw_time_ns, "time_ns") ||
-                                       keyword_is(name, str_kw_thread, "thread") ||
-                                       keyword_is(name, str_kw_exception, "exception")))
+        else if (keyword_is(name, str_kw_time_ns, "time_ns"))
+            stamp_obj = value;
+        else if (keyword_is(name, str_kw_thread, "thread"))
+            ident_obj = value;
+        else if (value != Py_None ||
+                 !(keyword_is(name, str_kw_fields, "fields") || keyword_is(name, str_kw_exception, "exception")))
             goto python;
     }
-    PyObject *res = append_fast(self, args[0], level, logger);
+    if (stamp_obj == Py_None && ident_obj == Py_None) {
+        PyObject *res = append_fast(self, args[0], level, logger);
+        if (res != NULL || PyErr_Occurred())
+            return res;
+        return call_slow(self, args[0], level, logger);
+    }
+    /* A given time or thread (the stdlib bridge, handlers replaying records): exact ints in range only. */
+    int64_t stamp = wall_clock_ns();
+    unsigned long long ident = (unsigned long long)PyThread_get_thread_ident();
+    if (stamp_obj != Py_None) {
+        int overflow;
+        long long value = PyLong_CheckExact(stamp_obj) ? PyLong_AsLongLongAndOverflow(stamp_obj, &overflow) : (overflow = 1);
+        if (overflow || (value == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            goto python;
+        }
+        stamp = (int64_t)value;
+    }
+    if (ident_obj != Py_None) {
+        ident = PyLong_CheckExact(ident_obj) ? PyLong_AsUnsignedLongLong(ident_obj) : (unsigned long long)-1;
+        if (!PyLong_CheckExact(ident_obj) || (ident == (unsigned long long)-1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            goto python;
+        }
+    }
+    PyObject *res = append_fast_at(self, args[0], level, logger, stamp, ident);
     if (res != NULL || PyErr_Occurred())
         return res;
-    return call_slow(self, args[0], level, logger);
 python:
     if (self->slow_write == Py_None) {
         PyErr_SetString(PyExc_TypeError, "Appender.write needs slow_write");

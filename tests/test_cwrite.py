@@ -76,6 +76,7 @@ with RingWriter(sys.argv[1], size=128 * 256, rotate=8) as w:
         w._append(f"positional {i}", 30, "app.1")
         w.write(f"explicit defaults {i}", level=20, logger="", fields=None, time_ns=None, thread=None, exception=None)
         w.write(f"given time {i}", time_ns=i, thread=i + 1, exception="tb" if i % 2 else None)
+        w.write(f"given odd time {i}", time_ns=[True, -(2**63), 2**63 - 1, 5][i % 4], thread=[2**64 - 1, 0, 3, 4][i % 4])
 log = Logger("a.b", handlers=[RingHandler(sys.argv[2], size=64 * 256, rotate=8)], level="DEBUG")
 for i in range(40):
     log.info("order %d paid %.2f by %s", i, i / 3, "bob")
@@ -97,7 +98,7 @@ for i in range(40):
              for r in mmaplog.read(p)] for p in (a, b)
         ])
     assert outputs[0] == outputs[1]
-    assert len(outputs[0][0]) == 8 * 40 and len(outputs[0][1]) == 5 * 40
+    assert len(outputs[0][0]) == 9 * 40 and len(outputs[0][1]) == 5 * 40
 
 
 _INTS = st.one_of(st.integers(min_value=-(2**64), max_value=2**64), st.sampled_from([0, -1, 2**63 - 1, -(2**63), 2**63]))
