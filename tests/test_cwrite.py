@@ -167,7 +167,7 @@ def test_float_formatting_matches_python_at_every_precision(tmp_path: Path) -> N
     """The C %.Nf path uses the interpreter's own rounding (ties, negatives, zero, inf, nan)."""
     values = [0.125, 0.375, 2.0005, -0.0, -1.5, 1e16, 123456.789, math.inf, -math.inf, math.nan, 5e-324]
     with_args = []
-    for precision in range(0, 12):
+    for precision in range(12):
         fmt = f"%.{precision}f|%f"
         for v in values:
             with_args.append((fmt, v))
