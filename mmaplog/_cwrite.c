@@ -613,8 +613,7 @@ typedef struct {
     PyObject *level;    /* the level number (int) */
     PyObject *name;     /* the logger's name (str) */
     PyObject *fallback; /* the pure-Python level method, for keyword arguments and anything unusual */
-    PyObject *record;   /* record emitters: the LogRecord class */
-    Py_ssize_t offsets[RECORD_SLOTS]; /* where each of RECORD_SLOT_NAMES lives in a record; [0] == 0: call the class */
+    PyObject *record;   /* record emitters: the record class (filled in place when it is use_record_type()'s) */
 } Emitter;
 
 static PyObject *str_append; /* interned "_append" */
@@ -862,14 +861,14 @@ static PyObject *record_emit(Emitter *self, PyObject *const *args, size_t nargsf
     PyObject *record = NULL;
     if (stamp != NULL && ident != NULL) {
         PyObject *fields[RECORD_SLOTS] = {self->name, self->level, args[0], rest, Py_None, stamp, ident, Py_None, Py_None};
-        if (self->offsets[0]) {
+        if (self->record == record_type && record_type_offsets[0]) {
             /* What LogRecord.__init__ does, without its frame: fill the slots of a fresh instance. */
             PyTypeObject *type = (PyTypeObject *)self->record;
             record = type->tp_alloc(type, 0);
             if (record != NULL) {
                 for (int i = 0; i < RECORD_SLOTS; i++) {
                     Py_INCREF(fields[i]);
-                    *(PyObject **)((char *)record + self->offsets[i]) = fields[i];
+                    *(PyObject **)((char *)record + record_type_offsets[i]) = fields[i];
                 }
             }
         }
@@ -915,7 +914,6 @@ static PyObject *make_emitter(PyMethodDef *def, PyObject *target, PyObject *leve
     state->fallback = fallback;
     Py_XINCREF(record);
     state->record = record;
-    memset(state->offsets, 0, sizeof(state->offsets));
     PyObject_GC_Track(state);
     PyObject *method = PyCFunction_New(def, (PyObject *)state);
     Py_DECREF(state);
@@ -987,10 +985,7 @@ static PyObject *record_emitter(PyObject *module, PyObject *args)
     PyObject *handle, *level, *name, *fallback, *record;
     if (!PyArg_ParseTuple(args, "OO!UOO:record_emitter", &handle, &PyLong_Type, &level, &name, &fallback, &record))
         return NULL;
-    PyObject *method = make_emitter(&record_emit_def, handle, level, name, fallback, record);
-    if (method != NULL)
-        record_offsets(record, ((Emitter *)PyCFunction_GET_SELF(method))->offsets);
-    return method;
+    return make_emitter(&record_emit_def, handle, level, name, fallback, record);
 }
 
 PyDoc_STRVAR(disabled_doc, "disabled(*args, **kwargs)\n--\n\nStands in for a level method while the level is disabled.");
