@@ -121,7 +121,7 @@ def close_all() -> None:
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
-    _base._reported_lock = threading.Lock()
+    _base._reported_lock = threading.RLock()
     _format.after_fork_in_child()
     for hook in _child_hooks:
         try:

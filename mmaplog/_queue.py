@@ -86,6 +86,7 @@ class RecordQueue:
 
     __slots__ = (
         "__weakref__",
+        "_blocked",
         "_drops",
         "_lock",
         "_room",
@@ -125,8 +126,11 @@ class RecordQueue:
         self._wakeup = threading.Event()
         self._room = threading.Condition(threading.Lock())
         self._waiting = 0
+        #: Threads waiting for room right now: a second call on one of them is re-entrant (a signal handler).
+        self._blocked: set[int] = set()
         self._drops = itertools.count()
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may run on a thread that holds it (see :meth:`_put_full`).
+        self._lock = threading.RLock()
         self._sync_lock = threading.RLock()
 
     # ------------------------------------------------------------------ producer side
@@ -176,12 +180,19 @@ class RecordQueue:
             return
         if policy == "drop_oldest":
             self._drop_oldest(record)
-        elif threading.get_ident() == self.consumer:
-            # An inner handler logging into its own full queue would wait for itself forever.
-            self._count_drop()
-            return
         else:
-            self._wait_for_room(record)
+            me = threading.get_ident()
+            if me == self.consumer or me in self._blocked:
+                # The consumer logging into its own full queue would wait for itself forever; a
+                # thread already waiting here is re-entering from a signal handler that interrupted
+                # that wait (or the lock inside it): waiting again could never end.  Both drop and count.
+                self._count_drop()
+                return
+            self._blocked.add(me)
+            try:
+                self._wait_for_room(record)
+            finally:
+                self._blocked.discard(me)
         if self.idle:
             self.wake()
 
@@ -355,5 +366,6 @@ class RecordQueue:
         self._wakeup = threading.Event()
         self._room = threading.Condition(threading.Lock())
         self._waiting = 0
-        self._lock = threading.Lock()
+        self._blocked = set()
+        self._lock = threading.RLock()
         self._sync_lock = threading.RLock()

@@ -16,7 +16,7 @@ from ._format import LineFormat
 __all__ = ["Handler", "report_once"]
 
 _reported: set[tuple[int, str]] = set()
-_reported_lock = threading.Lock()
+_reported_lock = threading.RLock()  # re-entrant: report_once may run again in a signal handler
 #: Called with a handler whenever its ``level`` is set (the logger module keeps its caches right).
 level_listeners: list[Callable[[Handler], None]] = []
 

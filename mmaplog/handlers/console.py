@@ -50,7 +50,8 @@ class ConsoleHandler(Handler):
         if colour == "auto":
             colour = _wants_colour(stream if stream is not None else sys.stderr)
         self.line_format = LineFormat(format, colour=bool(colour))
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that logs while this thread is inside a write must not wait for itself.
+        self._lock = threading.RLock()
         self._closed = False
         _lifecycle.track(self)
 
@@ -93,7 +94,7 @@ class ConsoleHandler(Handler):
             self._closed = True
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         target = "sys.stderr" if self.stream is None else getattr(self.stream, "name", repr(self.stream))

@@ -41,7 +41,8 @@ class FileHandler(Handler):
         self._template = os.fspath(path)
         self.line_format = LineFormat(format)
         self._mode = mode
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that logs while this thread is inside a write must not wait for itself.
+        self._lock = threading.RLock()
         self._closed = False
         self._fd = -1
         self.path = self._resolve()
@@ -99,7 +100,7 @@ class FileHandler(Handler):
                 self._fd = -1
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         if "{pid}" in self._template and not self._closed:
             # The child gets a file of its own, opened on its first record.
             if self._fd >= 0:

@@ -59,7 +59,7 @@ class RingHandler(Handler):
         self._write = writer.write
         self._append = _positional_write(writer, self._append_via_write)
         self._write_batch: Any = getattr(writer, "write_batch", None)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may log while this thread holds it
         self._dropped_in_child = 0
         self._closed = False
         self._reopen_pending = False
@@ -168,10 +168,13 @@ class RingHandler(Handler):
                     self._write = writer.write
                     self._append = _positional_write(writer, self._append_via_write)
                     self._write_batch = getattr(writer, "write_batch", None)
-        return self._write(message, **kwargs)
+        write = self._write
+        if write == self._open_in_child:  # re-entered (a signal handler) while this thread opens the file
+            return self._drop(message)
+        return write(message, **kwargs)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         if self._closed:
             return
         self._parent_path = self.path
