@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import _lifecycle
-from ._errors import ConfigError
+from ._errors import ConfigError, WriterBusyError
 from .handlers._base import Handler
 from .layout import DEFAULT_SLOT_SIZE, MAX_SLOT_SIZE, MIN_SLOT_SIZE
 from .logger import Logger, LoggerTree, default_tree
@@ -189,9 +190,26 @@ class HandlerOptions:
             name = next(iter(self._table))
             raise self.error(name, "unknown key")
 
+    def carry_over_ring(self, path: str, *, level: int = 0, format: str | None = None,
+                        **settings: Any) -> Handler | None:
+        """The running configuration's ring handler writing ``path`` with these settings, to be reused, or None.
+
+        A ring writer holds an exclusive lock on its file, so a new
+        configuration naming a ring the running one has open takes that
+        handler over instead of opening the file again.  ``settings`` are
+        the writer's (``size``, ``slot_size``, ``rotate``, ``mode``); a
+        different ``level`` is applied when the new configuration is swapped
+        in, never before.  Raises ConfigError when the ring is open with
+        other settings (they cannot change while the file stays open).
+        """
+        return self._build.carry_over_ring(self, path, level, format, settings)
+
     def release_ring(self, path: str) -> None:
-        """Close a ring handler of the previous configuration that writes ``path`` (it would hold the lock)."""
-        self._build.release_ring(path)
+        """Kept for compatibility: does nothing (see :meth:`carry_over_ring`).
+
+        Closing the running configuration's ring before the new one is known
+        to be valid would leave a failed reload without its ring.
+        """
 
 
 def _level(value: Any, key: str) -> int:
@@ -227,7 +245,10 @@ def _ring_factory(options: HandlerOptions) -> Handler:
     level = options.level()
     fmt = options.string("format", None)
     options.finish()
-    options.release_ring(path)
+    carried = options.carry_over_ring(path, level=level, format=fmt, size=size, slot_size=slot_size, rotate=rotate,
+                                      mode=mode)
+    if carried is not None:
+        return carried
     return RingHandler(path, size=size, slot_size=slot_size, rotate=rotate, mode=mode, level=level, format=fmt)
 
 
@@ -267,11 +288,20 @@ register_handler_type("async", _async_factory)
 
 
 class _Builder:
-    """Builds the handlers of one configuration, closing them all if any part of it fails."""
+    """Builds the handlers of one configuration without touching the running one.
+
+    New handlers go to :attr:`built`; handlers of the running configuration
+    that the new one names again (a ring on the same path) are taken over
+    into :attr:`carried` rather than opened twice.  If any part fails,
+    :meth:`discard` closes what was built and nothing else.
+    """
 
     def __init__(self, default_format: str, previous: list[Handler]) -> None:
         self.default_format = default_format
         self.built: list[Handler] = []
+        self.carried: list[Handler] = []
+        #: Levels of carried-over handlers to set when the configuration is swapped in.
+        self.levels: list[tuple[Handler, int]] = []
         self.named: dict[str, Handler] = {}
         self._previous = previous
 
@@ -295,13 +325,13 @@ class _Builder:
             handler = factory(options)
         except ConfigError:
             raise
+        except WriterBusyError as exc:
+            raise ConfigError(f"{key}.path: {exc}{_busy_hint(table.get('path'))}") from None
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"{key}: cannot create {kind} handler: {exc}") from None
-        self.built.append(handler)
-        try:
-            options.finish()
-        except ConfigError:
-            raise
+        if not any(handler is c for c in self.carried):
+            self.built.append(handler)
+        options.finish()
         if name is not None:
             self.named[name] = handler
         return handler
@@ -326,20 +356,107 @@ class _Builder:
                 found.append(self.handler(item, f"{key}[{i}]"))
         return found
 
-    def release_ring(self, path: str) -> None:
+    def carry_over_ring(self, options: HandlerOptions, path: str, level: int, fmt: str | None,
+                        settings: dict[str, Any]) -> Handler | None:
         from .handlers.ring import RingHandler
 
-        target = Path(path.replace("{pid}", str(os.getpid()))).absolute()
+        target = _resolve(path)
         for old in self._previous:
-            if isinstance(old, RingHandler) and old.path is not None and old.path.absolute() == target:
-                old.close()
+            if not isinstance(old, RingHandler) or any(old is c for c in self.carried):
+                continue
+            template = old._template
+            if template is None or old.closed or not old._owns_writer or _resolve(template) != target:
+                continue
+            if old.writer is None and not old._reopen_pending:
+                continue  # a forked child's handler that may not write the parent's file: open afresh
+            for name, value in settings.items():
+                if old._options.get(name) != value:
+                    raise options.error(
+                        name, f"the ring {target} is open in the running configuration with {name}="
+                        f"{old._options.get(name)!r}; it stays open across a reload, so its settings cannot "
+                        f"change (drop it from the configuration first, or use another path), got {value!r}")
+            old_fmt = old.line_format.fmt if old.line_format is not None else None
+            if old_fmt != fmt:
+                raise options.error(
+                    "format", f"the ring {target} is open in the running configuration with format="
+                    f"{old_fmt!r}; it stays open across a reload, so its format cannot change, got {fmt!r}")
+            self.carried.append(old)
+            if old.level != level:
+                self.levels.append((old, level))
+            return old
+        return None
 
     def discard(self) -> None:
-        for handler in reversed(self.built):
-            try:
-                handler.close()
-            except Exception:  # noqa: BLE001
-                pass
+        """Close what this build made (outermost first), never what it took over or was given."""
+        made = {id(h) for h in self.built}
+        for handler in _front_to_back(self.built):
+            _close_handler(handler, lambda h: id(h) in made)
+
+
+def _resolve(path: str) -> Path:
+    return Path(path.replace("{pid}", str(os.getpid()))).absolute()
+
+
+def _busy_hint(path: Any) -> str:
+    if isinstance(path, (str, os.PathLike)) and "{pid}" not in os.fspath(path):
+        return ("; a ring has one writer at a time: when several processes run this configuration, put {pid} "
+                "in the path so each writes a file of its own (e.g. 'logs/app-{pid}.mmlog')")
+    return ""
+
+
+def _inner(handler: Handler) -> tuple[Handler, ...]:
+    """The handlers ``handler`` wraps (an AsyncHandler's), else none."""
+    inner = getattr(handler, "handlers", ())
+    return tuple(h for h in inner if isinstance(h, Handler)) if isinstance(inner, (tuple, list)) else ()
+
+
+def _reachable(handlers: Iterable[Handler]) -> list[Handler]:
+    """``handlers`` and everything they wrap, each once, outermost first."""
+    found: list[Handler] = []
+    seen: set[int] = set()
+    todo = list(handlers)
+    while todo:
+        handler = todo.pop(0)
+        if id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        found.append(handler)
+        todo.extend(_inner(handler))
+    return found
+
+
+def _front_to_back(handlers: Iterable[Handler]) -> list[Handler]:
+    """``handlers`` and what they wrap, each after every handler that wraps it (so a queue drains before its sink closes)."""
+    found = _reachable(handlers)
+    depth = {id(h): 0 for h in found}
+    for _ in range(len(found)):  # longest path from a front; a cycle cannot make this loop forever
+        changed = False
+        for handler in found:
+            for inner in _inner(handler):
+                if depth[id(inner)] <= depth[id(handler)]:
+                    depth[id(inner)] = depth[id(handler)] + 1
+                    changed = True
+        if not changed:
+            break
+    return sorted(found, key=lambda h: depth[id(h)])
+
+
+def _close_handler(handler: Handler, owned: Callable[[Handler], bool]) -> None:
+    """Flush and close ``handler`` when ``owned(handler)``; a wrapper closes only the inner handlers that are owned."""
+    if not owned(handler):
+        return
+    close_owned = getattr(handler, "_close_owned", None)
+    try:
+        handler.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        if close_owned is not None:
+            close_owned(owned)
+        else:
+            handler.close()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 # ---------------------------------------------------------------------- TOML
@@ -369,6 +486,18 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- configure
+#: Serialises configure() calls (building, swapping and closing), so two reloads never interleave.
+_configure_lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    global _configure_lock
+    _configure_lock = threading.RLock()
+
+
+_lifecycle.on_fork_child(_after_fork_in_child)
+
+
 class _TreeState:
     """What the last configure() of a tree made, so the next one can undo it."""
 
@@ -477,49 +606,62 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
     if flags["flush_on_sigterm"] and not _main_thread():
         raise ConfigError("flush_on_sigterm: can only be installed from the main thread")
 
-    state = _state(tree)
-    builder = _Builder(default_format, state.handlers)
-    try:
-        root_handlers = builder.handler_list(table.get("handlers", [{"type": "console"}]), "handlers")
-        logger_plans = []
-        for name, plan in plans:
-            key = f"loggers.{name}" if "." not in name else f'loggers."{name}"'
+    with _configure_lock:
+        state = _state(tree)
+        builder = _Builder(default_format, state.handlers)
+        try:
+            root_handlers = builder.handler_list(table.get("handlers", [{"type": "console"}]), "handlers")
+            logger_plans = []
+            for name, plan in plans:
+                key = f"loggers.{name}" if "." not in name else f'loggers."{name}"'
+                if "handlers" in plan:
+                    plan["handlers"] = builder.reference_list(plan["handlers"], f"{key}.handlers")
+                logger_plans.append((name, plan))
+        except BaseException:
+            builder.discard()
+            raise
+        _swap(tree, state, builder, level, root_handlers, logger_plans)
+        _install_hooks(state, tree.root, flags)
+    return tree.root
+
+
+def _swap(tree: LoggerTree, state: _TreeState, builder: _Builder, level: int, root_handlers: list[Handler],
+          logger_plans: list[tuple[str, dict[str, Any]]]) -> None:
+    """Switch every logger to the new handlers in one step, then close the old configuration front to back."""
+    from .logger import _Config
+
+    with _Config.lock:  # the lock every logger change takes: no other change interleaves with the switch
+        for handler, handler_level in builder.levels:
+            handler.level = handler_level
+        root = tree.root
+        for name in state.loggers:
+            logger = tree.get(name)
+            logger.set_handlers(())
+            logger.set_level(None)
+            logger.propagate = True
+        root.set_level(level)
+        root.set_handlers(root_handlers)
+        for name, plan in logger_plans:
+            logger = tree.get(name)
+            if "level" in plan:
+                logger.set_level(plan["level"])
+            if "propagate" in plan:
+                logger.propagate = plan["propagate"]
             if "handlers" in plan:
-                plan["handlers"] = builder.reference_list(plan["handlers"], f"{key}.handlers")
-            logger_plans.append((name, plan))
-    except BaseException:
-        builder.discard()
-        raise
+                logger.set_handlers(plan["handlers"])
+        previous = state.handlers
+        state.handlers = list(builder.built) + list(builder.carried)
+        state.loggers = [name for name, _ in logger_plans]
+    # Everything the new configuration reaches stays open; the rest of the old one is closed from the front
+    # (an async handler drains its queue into its inner handlers and stops) to the back (what it fed).
+    used = [h for _, plan in logger_plans for h in plan.get("handlers", ())]
+    keep = {id(h) for h in _reachable([*root_handlers, *used, *builder.built, *builder.carried])}
+    for old in _front_to_back(previous):
+        _close_handler(old, lambda h: id(h) not in keep)
 
-    # Everything is valid and built: switch over, then close what the previous configuration made.
-    root = tree.root
-    for name in state.loggers:
-        logger = tree.get(name)
-        logger.set_handlers(())
-        logger.set_level(None)
-        logger.propagate = True
-    root.set_level(level)
-    root.set_handlers(root_handlers)
-    for name, plan in logger_plans:
-        logger = tree.get(name)
-        if "level" in plan:
-            logger.set_level(plan["level"])
-        if "propagate" in plan:
-            logger.propagate = plan["propagate"]
-        if "handlers" in plan:
-            logger.set_handlers(plan["handlers"])
-    kept = set(map(id, builder.built))
-    for old in state.handlers:
-        if id(old) not in kept and not any(old is h for h in root_handlers):
-            try:
-                old.flush()
-                old.close()
-            except Exception:  # noqa: BLE001
-                pass
-    state.handlers = list(builder.built)
-    state.loggers = [name for name, _ in logger_plans]
 
-    # Hooks: install what is asked for; remove only what an earlier configure() installed.
+def _install_hooks(state: _TreeState, root: Logger, flags: dict[str, bool]) -> None:
+    """Install the hooks asked for; remove only what an earlier configure() installed."""
     if flags["capture_uncaught"]:
         _lifecycle.install_uncaught_hooks(root)
         state.uncaught_hooks = True
@@ -532,7 +674,6 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
     elif state.sigterm_flush and _main_thread():
         _lifecycle.uninstall_sigterm_flush()
         state.sigterm_flush = False
-    return root
 
 
 def _main_thread() -> bool:

@@ -214,15 +214,17 @@ def test_missing_toml_support_says_to_install_tomli(tree: LoggerTree, tmp_path: 
 
 
 def test_reconfiguring_closes_what_the_last_configure_built(tree: LoggerTree, tmp_path: Path) -> None:
-    """A second configure() closes the handlers the first one made, and may reopen the same ring path."""
+    """A second configure() carries a ring it names again over, and closes what it no longer names."""
     spec = {"type": "ring", "path": str(tmp_path / "a.mmlog"), "size": "64 KiB"}
-    configure(tree=tree, handlers=[spec])
-    first = tree.root.own_handlers[0]
     configure(tree=tree, handlers=[spec, {"type": "file", "path": str(tmp_path / "a.log")}])
-    second = tree.root.own_handlers[0]
-    assert isinstance(first, RingHandler) and first.writer is not None and first.writer.closed
-    assert isinstance(second, RingHandler) and second is not first
-    assert isinstance(tree.root.own_handlers[1], FileHandler)
+    first, text = tree.root.own_handlers
+    configure(tree=tree, handlers=[spec])
+    assert tree.root.own_handlers == (first,)
+    assert isinstance(first, RingHandler) and first.writer is not None and not first.writer.closed
+    assert isinstance(text, FileHandler) and text._closed
+    configure(tree=tree, handlers=[{"type": "file", "path": str(tmp_path / "a.log")}])
+    assert first.closed and first.writer is not None and first.writer.closed
+    assert isinstance(tree.root.own_handlers[0], FileHandler)
 
 
 def test_registered_handler_types_are_built_by_name(tree: LoggerTree) -> None:

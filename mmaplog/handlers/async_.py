@@ -21,6 +21,7 @@ import functools
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _lifecycle
@@ -444,6 +445,10 @@ class AsyncHandler(Handler):
 
         Records logged after this are counted in :attr:`dropped`.
         """
+        self._close_owned(_everything)
+
+    def _close_owned(self, owned: Callable[[Handler], bool]) -> None:
+        """:meth:`close`, closing only the inner handlers for which ``owned`` is true (reconfiguration keeps the rest)."""
         with self._state_lock:
             if self._closed:
                 return
@@ -467,8 +472,14 @@ class AsyncHandler(Handler):
         if not stalled:  # a hung inner handler would hang these too
             self._flush_inner(self._workers[0])
         for inner in self._handlers:
+            if not owned(inner):
+                continue
+            close_owned = getattr(inner, "_close_owned", None)
             try:
-                inner.close()
+                if close_owned is not None:
+                    close_owned(owned)
+                else:
+                    inner.close()
             except Exception as exc:  # noqa: BLE001
                 self._failed(None, exc, 0)
 
@@ -520,6 +531,10 @@ def _whole(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, not {value!r}")
     return value
+
+
+def _everything(handler: Handler) -> bool:
+    return True
 
 
 def _no_sink(items: list[Any]) -> None:

@@ -79,6 +79,11 @@ class RingHandler(Handler):
         return self._writer.path if self._writer is not None else None
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    @property
     def dropped(self) -> int:
         """Records that could not be written (writer closed or failing, or a forked child without ``{pid}``)."""
         writer = self._writer
