@@ -8,6 +8,17 @@ queue, so it runs before the exit hooks of anything those handlers write into.
 After ``os.fork()`` every tracked handler gets ``_after_fork_in_child()`` in
 the child: locks are made new and ring handlers never write into the parent's
 ring.
+
+Children of :mod:`multiprocessing` end with ``os._exit()`` (fork and
+forkserver) after running ``multiprocessing.util._exit_function``, so
+``atexit`` hooks never run there.  Once ``multiprocessing`` is imported, the
+same :func:`close_all` is registered as a ``multiprocessing.util.Finalize``
+with an exit priority, which that function runs after the target returns,
+calls ``sys.exit`` or raises.  multiprocessing clears its finalizers when a
+child starts, so the registration is renewed from
+``multiprocessing.util.register_after_fork`` (run right after that), and
+from the ``os.register_at_fork`` hook for a parent that imported
+multiprocessing only after its handlers were made.
 """
 
 from __future__ import annotations
@@ -50,6 +61,52 @@ _fork_hook_installed = False
 _child_hooks: list[Callable[[], None]] = []
 _attached: list[Callable[[], list[Handler]]] = []
 
+#: Exit priority of the multiprocessing finalizer: above the library's own (queues' feeders use 10 and
+#: below), so handlers drain while everything they may write through still works.
+MULTIPROCESSING_EXIT_PRIORITY = 100
+#: The process in which the multiprocessing finalizer is registered (0: none yet).
+_mp_finalizer_pid = 0
+_mp_after_fork_registered = False
+
+
+class _Anchor:
+    """A long-lived object to key ``multiprocessing.util.register_after_fork`` (it holds its key weakly)."""
+
+
+_anchor = _Anchor()
+
+
+def _hook_multiprocessing() -> None:
+    """Register :func:`close_all` on multiprocessing's exit path, once per process; never raises.
+
+    Only when ``multiprocessing`` is already imported: a process that never
+    imports it never starts its children, and importing it here would cost
+    every program that logs.
+    """
+    global _mp_finalizer_pid, _mp_after_fork_registered
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    pid = os.getpid()
+    if _mp_finalizer_pid == pid and _mp_after_fork_registered:
+        return
+    try:
+        if _mp_finalizer_pid != pid:
+            util.Finalize(None, close_all, exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+            _mp_finalizer_pid = pid
+        if not _mp_after_fork_registered:
+            util.register_after_fork(_anchor, _renew_multiprocessing_hook)
+            _mp_after_fork_registered = True
+    except Exception:  # noqa: BLE001 - a changed multiprocessing must not stop logging
+        pass
+
+
+def _renew_multiprocessing_hook(_: object) -> None:
+    """A multiprocessing child starts: its finalizers were just cleared, register ours again."""
+    global _mp_finalizer_pid
+    _mp_finalizer_pid = 0
+    _hook_multiprocessing()
+
 
 def track(handler: Handler) -> None:
     """Have ``handler`` flushed and closed at interpreter exit and told about forks."""
@@ -62,6 +119,7 @@ def track(handler: Handler) -> None:
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _fork_hook_installed = True
+    _hook_multiprocessing()
 
 
 def on_fork_child(hook: Callable[[], None]) -> None:
@@ -119,8 +177,9 @@ def close_all() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _mp_finalizer_pid
     _lock = threading.Lock()
+    _mp_finalizer_pid = 0
     _base._reported_lock = threading.RLock()
     _format.after_fork_in_child()
     for hook in _child_hooks:
@@ -135,6 +194,8 @@ def _after_fork_in_child() -> None:
                 reset()
             except Exception:  # noqa: BLE001
                 pass
+    if _tracked:
+        _hook_multiprocessing()
 
 
 # ---------------------------------------------------------------------- uncaught exceptions
