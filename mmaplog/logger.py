@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
 from . import _lifecycle, _native
+from ._errors import ConfigError
 from ._record import LogRecord, render_message
 from .handlers import _base
 from .handlers._base import Handler, report_once
@@ -42,6 +43,7 @@ __all__ = [
     "BoundLogger",
     "ExcInfo",
     "Logger",
+    "LoggerNameError",
     "LoggerTree",
     "get_logger",
 ]
@@ -72,6 +74,16 @@ _time_ns = time.time_ns
 _get_ident = threading.get_ident
 #: The C level methods (same behaviour, no Python frame per call), where built; None: the Python ones below.
 _cwrite = _native.load("_cwrite")
+
+
+class LoggerNameError(ConfigError, TypeError):
+    """A logger name that is not a string (also a TypeError, what the standard library raises)."""
+
+
+def _name_error(name: object) -> LoggerNameError:
+    return LoggerNameError(
+        f"logger name must be a string (a dotted name such as __name__), got {type(name).__name__} {name!r}"
+    )
 
 
 class _Config:
@@ -219,7 +231,7 @@ class Logger:
         propagate: bool = True,
     ) -> None:
         if not isinstance(name, str):
-            raise TypeError(f"logger name must be a string, not {type(name).__name__}")
+            raise _name_error(name)
         self.name = name
         self._own_level: int | None = None if level is None else level_number(level)
         self._own_handlers: tuple[Handler, ...] | None = None
@@ -484,11 +496,12 @@ class LoggerTree:
 
     def get(self, name: str | None = None) -> Logger:
         """The logger called ``name`` (the root for None, "" or "root"), created on first use."""
+        if name is not None and not isinstance(name, str):
+            raise _name_error(name)
         logger = self._loggers.get(name or "")
         if logger is not None:
             return logger
-        if not isinstance(name, str):
-            raise TypeError(f"logger name must be a string, not {type(name).__name__}")
+        assert name is not None
         with _Config.lock:
             logger = self._loggers.get(name)
             if logger is None:
@@ -548,7 +561,16 @@ def default_tree() -> LoggerTree:
 
 
 def get_logger(name: str | None = None) -> Logger:
-    """The logger called ``name`` (dotted, like a module path; None for the root): the same object every time."""
+    """The logger called ``name`` (dotted, like a module path; None for the root): the same object every time.
+
+    A name that is not a string (``get_logger(123)``) raises
+    :class:`LoggerNameError`, a :class:`~mmaplog.ConfigError` that is also a
+    ``TypeError`` (as ``logging.getLogger`` raises), instead of being turned
+    into text: such a call is nearly always a mistake (a logger or a module
+    object passed where its name was meant).
+    """
     tree = _Default.tree or default_tree()
+    if name is not None and type(name) is not str:
+        return tree.get(name)  # checks the type
     logger = tree._loggers.get(name or "")
     return logger if logger is not None else tree.get(name)

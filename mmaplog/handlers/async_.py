@@ -363,6 +363,7 @@ class AsyncHandler(Handler):
         return stop
 
     def _deliver(self, records: list[LogRecord]) -> None:
+        _guard_messages(self, records)
         for inner in self._handlers:
             try:
                 inner.handle_batch(records)
@@ -531,6 +532,46 @@ def _whole(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, not {value!r}")
     return value
+
+
+#: Argument types whose str() runs no user code: a message made of these needs no guard in the worker.
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
+def _guard_messages(handler: AsyncHandler, records: list[LogRecord]) -> None:
+    """Render, in the worker, every message whose ``msg`` or arguments may run user code.
+
+    ``render_message`` already turns an ``Exception`` from an argument's
+    ``__str__`` into visible text; a ``KeyboardInterrupt`` or ``SystemExit``
+    raised there would instead abort the whole batch in the inner handler.
+    Here such a record gets the text ``"<msg> [mmaplog: unprintable
+    arguments (KeyboardInterrupt)]"`` and is written like any other, counted
+    once in :attr:`Handler.errors`; the other records of the batch are not
+    affected.  Records of plain values (the usual case) cost one type check
+    per argument.
+    """
+    plain = _PLAIN
+    for record in records:
+        if record._message is not None:
+            continue
+        if type(record.msg) is str:
+            for arg in record.args:
+                if type(arg) not in plain:
+                    break
+            else:
+                continue
+        try:
+            record.message  # noqa: B018 - renders and caches the text
+        except BaseException as exc:  # noqa: BLE001 - a worker thread gets no real KeyboardInterrupt
+            try:
+                text = record.msg if type(record.msg) is str else object.__repr__(record.msg)
+            except BaseException:  # noqa: BLE001
+                text = "<unprintable message>"
+            record._message = f"{text} [mmaplog: unprintable arguments ({type(exc).__name__} in their str())]"
+            handler.errors += 1
+            report_once(handler, f"render:{type(exc).__name__}",
+                        f"AsyncHandler: rendering a message raised {type(exc).__name__}; the record is written with "
+                        "a marker instead of its arguments, further cases are counted, not shown")
 
 
 def _everything(handler: Handler) -> bool:
