@@ -256,3 +256,166 @@ def test_the_async_type_wraps_nested_handlers(tree: LoggerTree, tmp_path: Path) 
     assert [r.message for r in mmaplog.read(tmp_path / "a.mmlog")] == ["through the queue"]
     with pytest.raises(ConfigError, match=r"handlers\[0\]\.handlers\[0\]\.size: must be a positive size"):
         configure(tree=tree, handlers=[{"type": "async", "handlers": [{"type": "ring", "path": "x", "size": 0}]}])
+
+
+# ---------------------------------------------------------------------- reconfiguration as a transaction
+class Gated(Handler):
+    """Holds every batch until ``gate`` opens; remembers what it got and whether anything came after close()."""
+
+    def __init__(self, gate: Any = None) -> None:
+        super().__init__()
+        import threading
+
+        self.gate = gate
+        self.entered = threading.Event()
+        self.messages: list[str] = []
+        self.closed_at: int | None = None
+        self.after_close = 0
+
+    def emit(self, record: Any) -> None:
+        self.emit_batch([record])
+
+    def emit_batch(self, records: list[Any]) -> None:
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        if self.closed_at is not None:
+            self.after_close += len(records)
+        self.messages.extend(r.message for r in records)
+
+    def close(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = len(self.messages)
+
+
+def test_a_refused_reload_leaves_the_running_set_up_exactly_as_it_was(tree: LoggerTree, tmp_path: Path) -> None:
+    """A reload that fails validation opens nothing it keeps, closes nothing, changes no level: logging goes on."""
+    path = tmp_path / "app.mmlog"
+    ring_spec = {"type": "ring", "path": str(path), "size": "1 MiB", "level": "INFO"}
+    configure(tree=tree, level="INFO", handlers=[ring_spec, {"type": "file", "path": str(tmp_path / "a.log")}])
+    before = tree.root.own_handlers
+    log = tree.get("app")
+    log.info("before")
+    bad = [dict(ring_spec, level="ERROR"), {"type": "file", "path": str(tmp_path / "b.log")},
+           {"type": "console", "colour": "purple"}]
+    with pytest.raises(ConfigError, match=r"handlers\[2\]\.colour"):
+        configure(tree=tree, level="DEBUG", handlers=bad)
+    assert tree.root.own_handlers == before and tree.root.level == 20
+    ring, text = before
+    assert isinstance(ring, RingHandler) and not ring.closed and ring.level == 20
+    assert isinstance(text, FileHandler) and not text._closed
+    assert not (tmp_path / "b.log").exists() or (tmp_path / "b.log").read_text() == ""
+    for i in range(100):
+        log.info("after %d", i)
+    assert [r.message for r in mmaplog.read(path)] == ["before"] + [f"after {i}" for i in range(100)]
+    assert len((tmp_path / "a.log").read_text().splitlines()) == 101
+
+
+def test_a_ring_named_again_is_carried_over_and_gets_its_new_level_at_the_switch(tree: LoggerTree,
+                                                                                  tmp_path: Path) -> None:
+    """The same ring path with the same settings keeps the open handler (its lock), with the new level."""
+    path = tmp_path / "app.mmlog"
+    spec = {"type": "ring", "path": str(path), "size": "64 KiB"}
+    configure(tree=tree, level="DEBUG", handlers=[spec])
+    (first,) = tree.root.own_handlers
+    tree.get("app").debug("one")
+    configure(tree=tree, level="DEBUG", handlers=[dict(spec, level="INFO")])
+    assert tree.root.own_handlers == (first,) and first.level == 20
+    tree.get("app").debug("not written")
+    tree.get("app").info("two")
+    assert [r.message for r in mmaplog.read(path)] == ["one", "two"]
+
+
+def test_a_ring_open_with_other_settings_is_refused_naming_the_key(tree: LoggerTree, tmp_path: Path) -> None:
+    """Changing the size of a ring that stays open is a ConfigError; the running ring keeps working."""
+    path = tmp_path / "app.mmlog"
+    configure(tree=tree, handlers=[{"type": "ring", "path": str(path), "size": "64 KiB"}])
+    (ring,) = tree.root.own_handlers
+    with pytest.raises(ConfigError, match=r"handlers\[0\]\.size: the ring .* is open in the running configuration"):
+        configure(tree=tree, handlers=[{"type": "ring", "path": str(path), "size": "128 KiB"}])
+    assert tree.root.own_handlers == (ring,) and isinstance(ring, RingHandler) and not ring.closed
+    tree.get("app").warning("still here")
+    assert [r.message for r in mmaplog.read(path)] == ["still here"]
+
+
+def test_a_failed_build_closes_what_it_made_but_not_the_ring_it_took_over(tree: LoggerTree, tmp_path: Path) -> None:
+    """A new async front around the running ring, refused later in the table: the front closes, the ring stays."""
+    path = tmp_path / "app.mmlog"
+    spec = {"type": "ring", "path": str(path), "size": "64 KiB"}
+    configure(tree=tree, handlers=[spec])
+    (ring,) = tree.root.own_handlers
+    with pytest.raises(ConfigError, match=r"handlers\[1\]\.type"):
+        configure(tree=tree, handlers=[{"type": "async", "handlers": [spec]}, {"type": "nonsense"}])
+    assert isinstance(ring, RingHandler) and not ring.closed
+    tree.get("app").warning("kept")
+    assert [r.message for r in mmaplog.read(path)] == ["kept"]
+
+
+@pytest.mark.parametrize("same_ring", [False, True])
+def test_reconfiguring_drains_the_async_front_before_closing_what_it_feeds(tree: LoggerTree, tmp_path: Path,
+                                                                           same_ring: bool) -> None:
+    """Records still queued in the old async handler reach its inner handlers before they are closed."""
+    import threading
+
+    path = tmp_path / "app.mmlog"
+    gate = threading.Event()
+    sink = Gated(gate)
+    spec = {"type": "ring", "path": str(path), "size": "4 MiB"}
+    configure(tree=tree, handlers=[{"type": "async", "capacity": 100_000, "handlers": [spec, sink]}])
+    log = tree.get("app")
+
+    def produce(t: int) -> None:
+        for i in range(2000):
+            log.info("t%d %d", t, i)
+
+    log.info("first")
+    assert sink.entered.wait(30)  # the worker holds a batch: everything else stays queued
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (front,) = tree.root.own_handlers
+    assert front.pending > 0
+    opener = threading.Timer(0, gate.set)  # opens the gate once configure() is waiting for the drain
+    opener.start()
+    new = [spec] if same_ring else [{"type": "file", "path": str(tmp_path / "a.log")}]
+    configure(tree=tree, handlers=new)
+    opener.join()
+    assert sink.closed_at == 8001 and sink.after_close == 0
+    if same_ring:
+        log.info("after")
+    messages = [r.message for r in mmaplog.read(path)]
+    assert sorted(messages) == sorted(["first"] + [f"t{t} {i}" for t in range(4) for i in range(2000)]
+                                      + (["after"] if same_ring else []))
+
+
+def test_a_ring_busy_in_another_process_says_to_put_pid_in_the_path(tmp_path: Path) -> None:
+    """MMAPLOG_CONFIG naming a fixed ring path: a second process's get_logger() raises a ConfigError about {pid}."""
+    conf = tmp_path / "mmaplog.toml"
+    conf.write_text(f'[[handlers]]\ntype = "ring"\npath = "{tmp_path / "app.mmlog"}"\nsize = "64 KiB"\n')
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, mmaplog; mmaplog.get_logger('a').warning('first'); "
+         "print('ready', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "MMAPLOG_CONFIG": str(conf)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        code = textwrap.dedent(
+            """
+            import mmaplog
+            try:
+                mmaplog.get_logger("b")
+            except mmaplog.ConfigError as exc:
+                print(exc)
+            """
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MMAPLOG_CONFIG": str(conf)})
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        holder.wait(60)
+    assert proc.returncode == 0, proc.stderr
+    assert "MMAPLOG_CONFIG=" in proc.stdout and "handlers[0].path" in proc.stdout
+    assert "already open for writing" in proc.stdout and "{pid}" in proc.stdout

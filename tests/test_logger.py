@@ -324,3 +324,18 @@ def test_a_subclass_overriding_a_level_method_stays_in_charge() -> None:
     log.info("quiet %s", "please")
     log.warning("unchanged")
     assert [r.message for r in capture.records] == ["loudly: quiet please", "unchanged"]
+
+
+def test_a_logger_name_that_is_not_a_string_is_a_clear_config_error() -> None:
+    """get_logger(123) raises LoggerNameError: a ConfigError saying what is wrong, and a TypeError like the stdlib's."""
+    from mmaplog.logger import LoggerNameError, LoggerTree
+
+    tree = LoggerTree()
+    for name in (123, b"app", ["app"], 0):
+        with pytest.raises(mmaplog.ConfigError, match=r"logger name must be a string .* got \w+ "):
+            mmaplog.get_logger(name)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            tree.get(name)  # type: ignore[arg-type]
+    with pytest.raises(LoggerNameError):
+        mmaplog.Logger(123)  # type: ignore[arg-type]
+    assert mmaplog.get_logger(None) is mmaplog.get_logger("") is mmaplog.get_logger("root")
