@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import mmaplog
 
 # A handler that keeps records in memory and writes them to a file only on flush(): it shows whether
@@ -310,3 +312,138 @@ def test_a_ring_writer_used_directly_is_inert_in_a_forked_child(tmp_path: Path) 
     scan = mmaplog.scan(ring)
     assert [r.message for r in scan.iter_records()] == ["before", "after"]
     assert scan.stats.invalid == 0 and scan.stats.gaps == 0
+
+
+# ---------------------------------------------------------------------- multiprocessing children
+_MP_SCRIPT = '''
+import glob, json, multiprocessing as mp, os, signal, sys, warnings
+import mmaplog
+
+warnings.simplefilter("ignore", DeprecationWarning)   # fork of a process with threads: what is tested here
+N = 300
+
+
+def config(d):
+    ring = {"type": "ring", "path": os.path.join(d, "app-{pid}.mmlog"), "size": "1 MiB"}
+    return {"handlers": [{"type": "async", "handlers": [ring]}]}
+
+
+def work(d, method, job, ending):
+    if method != "fork":
+        mmaplog.configure(config(d))
+    log = mmaplog.get_logger("worker")
+    for k in range(N):
+        log.info("job %s record %d", job, k)
+    if ending == "exit":
+        sys.exit(3)
+    if ending == "raise":
+        raise RuntimeError("the target failed")
+    return os.getpid()
+
+
+def pool_work(args):
+    d, method, job, ending = args
+    if ending == "raise" and job == 0:
+        try:
+            work(d, method, job, ending)
+        except RuntimeError:
+            raise
+    return work(d, method, job, "return")
+
+
+class Hold(mmaplog.Handler):
+    """Takes the first batch and then never returns: everything after it stays queued."""
+    def emit(self, record):
+        signal.pause()
+    def emit_batch(self, records):
+        signal.pause()
+
+
+def killed(d, conn):
+    mmaplog.configure({"handlers": [{"type": "async", "batch_size": 16, "handlers": [
+        {"type": "ring", "path": os.path.join(d, "app-{pid}.mmlog"), "size": "1 MiB"}, Hold()]}]})
+    log = mmaplog.get_logger("worker")
+    for k in range(N):
+        log.info("record %d", k)
+    conn.send(mmaplog.get_logger().own_handlers[0].pending)
+    signal.pause()
+
+
+def count(d):
+    return sum(1 for f in glob.glob(os.path.join(d, "app-*.mmlog")) for r in mmaplog.read(f) if r.logger == "worker")
+
+
+def main():
+    method, base = sys.argv[1], sys.argv[2]
+    ctx = mp.get_context(method)
+    out = {}
+    for ending in ("return", "exit", "raise"):
+        d = os.path.join(base, f"process-{ending}")
+        os.makedirs(d)
+        if method == "fork":
+            mmaplog.configure(config(d))
+        procs = [ctx.Process(target=work, args=(d, method, j, ending)) for j in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        out[f"Process/{ending}"] = [count(d), 2 * N, [p.exitcode for p in procs]]
+    for ending in ("return", "raise"):
+        d = os.path.join(base, f"pool-{ending}")
+        os.makedirs(d)
+        if method == "fork":
+            mmaplog.configure(config(d))
+        pool = ctx.Pool(2)
+        results = [pool.apply_async(pool_work, ((d, method, j, ending),)) for j in range(4)]
+        failed = 0
+        for r in results:
+            try:
+                r.get(60)
+            except RuntimeError:
+                failed += 1
+        pool.close()
+        pool.join()
+        out[f"Pool/{ending}"] = [count(d), 4 * N, failed]
+    d = os.path.join(base, "sigkill")
+    os.makedirs(d)
+    mmaplog.configure(handlers=[{"type": "console", "level": "CRITICAL"}])
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=killed, args=(d, child))
+    p.start()
+    pending = parent.recv() if parent.poll(60) else -1
+    p.kill()
+    p.join(60)
+    out["sigkill"] = [count(d), N, pending, p.exitcode]
+    mmaplog.configure(handlers=[{"type": "console", "level": "CRITICAL"}])
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_children_write_everything_they_logged(tmp_path: Path, method: str) -> None:
+    """Children (Process and Pool) log through Logger -> AsyncHandler -> RingHandler and end by returning,
+    sys.exit() or an exception: every record is in their rings; a SIGKILLed child loses at most what was pending."""
+    import multiprocessing
+
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = tmp_path / "mp_children.py"
+    script.write_text(_MP_SCRIPT)
+    base = tmp_path / "out"
+    base.mkdir()
+    proc = subprocess.run([sys.executable, str(script), method, str(base)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.splitlines()[-1])
+    assert res["Process/return"] == [600, 600, [0, 0]]
+    assert res["Process/exit"] == [600, 600, [3, 3]]
+    assert res["Process/raise"] == [600, 600, [1, 1]]
+    assert res["Pool/return"] == [1200, 1200, 0]
+    assert res["Pool/raise"] == [1200, 1200, 1]
+    found, logged, pending, exitcode = res["sigkill"]
+    assert exitcode == -9 and pending > 0
+    assert logged - pending <= found < logged  # the loss window: lost, but never more than was pending
