@@ -43,7 +43,9 @@ class Overflow(str, enum.Enum):
         The logging thread waits until the worker has made room: nothing is
         lost, but a thread can stall for as long as the slowest inner handler
         needs.  (The worker thread itself never waits for its own queue: a
-        record an inner handler logs back into a full queue is dropped.)
+        record an inner handler logs back into a full queue is dropped.  Nor
+        does a signal handler that interrupted its thread while that thread
+        waited for room: its record is dropped and counted.)
     ``DROP_NEWEST`` (``"drop_newest"``)
         The new record is discarded; the queue keeps the older ones.  The
         logging thread never waits.
