@@ -182,11 +182,18 @@ class RecordQueue:
             self._drop_oldest(record)
         else:
             me = threading.get_ident()
-            if me == self.consumer or me in self._blocked:
-                # The consumer logging into its own full queue would wait for itself forever; a
-                # thread already waiting here is re-entering from a signal handler that interrupted
-                # that wait (or the lock inside it): waiting again could never end.  Both drop and count.
+            if me == self.consumer:
+                # An inner handler logging into its own full queue would wait for itself forever.
                 self._count_drop()
+                return
+            if me in self._blocked:
+                # A signal handler that interrupted this thread's wait for room (or the lock around it):
+                # waiting again could never end.  Take room the worker made meanwhile, else drop and count.
+                if self._append_if_room(record):
+                    if self.idle:
+                        self.wake()
+                else:
+                    self._count_drop()
                 return
             self._blocked.add(me)
             try:
@@ -195,6 +202,14 @@ class RecordQueue:
                 self._blocked.discard(me)
         if self.idle:
             self.wake()
+
+    def _append_if_room(self, record: Any) -> bool:
+        """Append without waiting when the queue has room (a re-entrant call on a waiting thread)."""
+        with self._lock:
+            if len(self.items) < self.capacity and self.state == RUNNING:
+                self.items.append(record)
+                return True
+        return False
 
     def _count_drop(self) -> None:
         if _GIL:
