@@ -943,12 +943,22 @@ _SIGNAL_STORM = textwrap.dedent(
     raised = []
     ids = itertools.count()
 
-    def on_alarm(signum, frame):               # handlers may nest: each record gets its id before logging
+    depth = [0]
+
+    def on_alarm(signum, frame):
+        # A handler runs inside another when the timer fires again meanwhile; on a starved CPU that nests
+        # until RecursionError whatever the handler does, so one level at a time (it still interrupts the
+        # main thread anywhere in its logging calls).  Each record takes its id before logging.
+        if depth[0]:
+            return
+        depth[0] += 1
         try:
             log.warning("from signal %d", next(ids))
             counts["signal"] += 1
         except BaseException as exc:
             raised.append(repr(exc))
+        finally:
+            depth[0] -= 1
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)

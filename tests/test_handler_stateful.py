@@ -90,12 +90,21 @@ EXECUTOR = textwrap.dedent(
         dropped_before = {}
         pending_signal = []
 
+        depth = [0]
+
         def on_signal(signum, frame):
+            # Python runs a handler inside another when the timer fires again meanwhile; on a starved CPU that
+            # nests until RecursionError, whatever the handler does.  One level is enough to interrupt logging.
+            if depth[0]:
+                return
+            depth[0] += 1
             try:
                 if pending_signal:
                     log.warning("rec %d", pending_signal.pop())
             except BaseException as exc:
                 raised.append(repr(exc))
+            finally:
+                depth[0] -= 1
 
         signal.signal(signal.SIGUSR1, on_signal)
         signal.signal(signal.SIGALRM, on_signal)
