@@ -447,3 +447,33 @@ def test_multiprocessing_children_write_everything_they_logged(tmp_path: Path, m
     found, logged, pending, exitcode = res["sigkill"]
     assert exitcode == -9 and pending > 0
     assert logged - pending <= found < logged  # the loss window: lost, but never more than was pending
+
+
+def test_multiprocessing_imported_after_the_handlers_still_drains_fork_children(tmp_path: Path) -> None:
+    """Handlers made before multiprocessing is imported: a fork child still drains its queue (the at-fork hook)."""
+    code = textwrap.dedent(
+        """
+        import os, sys, warnings
+        import mmaplog
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mmaplog.configure({"handlers": [{"type": "async", "handlers": [
+            {"type": "ring", "path": os.path.join(sys.argv[1], "app-{pid}.mmlog"), "size": "1 MiB"}]}]})
+        assert "multiprocessing" not in sys.modules
+        import multiprocessing as mp
+
+        def work():
+            log = mmaplog.get_logger("worker")
+            for k in range(500):
+                log.info("record %d", k)
+
+        p = mp.get_context("fork").Process(target=work)
+        p.start()
+        p.join(60)
+        print(p.pid, p.exitcode)
+        """
+    )
+    proc = _run(code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    pid, exitcode = proc.stdout.split()
+    assert exitcode == "0"
+    assert [r.message for r in mmaplog.read(tmp_path / f"app-{pid}.mmlog")] == [f"record {k}" for k in range(500)]
