@@ -533,6 +533,14 @@ def configure(
     argument, the file named by ``MMAPLOG_CONFIG`` is loaded when set, and a
     console handler at INFO is set up otherwise.  Raises
     :class:`~mmaplog.ConfigError`, naming the key, before changing anything.
+
+    A reload is a transaction: the new configuration is built while the old
+    one runs (a ring it names again with the same settings is carried over,
+    not reopened), every logger is switched in one step, and then the old
+    handlers the new configuration does not use are closed from the front to
+    the back, so an async handler drains before what it feeds is closed.
+    ``docs/API.md`` ("Reconfiguration rules") compares this with
+    ``logging.config.dictConfig``.
     """
     if tree is None:
         tree = default_tree()
