@@ -446,10 +446,11 @@ def _close_handler(handler: Handler, owned: Callable[[Handler], bool]) -> None:
     if not owned(handler):
         return
     close_owned = getattr(handler, "_close_owned", None)
-    try:
-        handler.flush()
-    except Exception:  # noqa: BLE001
-        pass
+    if close_owned is None:  # an async handler's close drains by itself, and gives up on a stalled worker
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001
+            pass
     try:
         if close_owned is not None:
             close_owned(owned)
