@@ -322,10 +322,10 @@ def _maybe_unlocked_yet(name: str, st: os.stat_result) -> bool:
     reused).  Removing such a file would still be safe (its builder checks its
     name after locking and starts again), only wasteful.
     """
-    try:
-        pid = int(name.split(".")[-3])
-    except (IndexError, ValueError):
+    found = re.search(r"\.([0-9]+)(?:\.[0-9a-f]+)?\.new$", name)
+    if found is None:
         return False
+    pid = int(found.group(1))
     if pid == os.getpid() or time.time() - st.st_mtime > _YOUNG:
         return False
     try:

@@ -758,7 +758,8 @@ class RingWriter:
             if why == "moved" and not moved:
                 return
             if moved and os.path.lexists(self.path):  # another file took its place: it is not ours to replace
-                self._keep_current(current, "the live file was moved or deleted and another file took its place", why)
+                self._keep_current(current, "the live file was moved or deleted and another file took its place", why,
+                                   "taken")
                 return
             header = current.header
             new_header = self._new_header(header.segment + 1, header.series_id, _peek(self._seqs))
@@ -772,7 +773,10 @@ class RingWriter:
                 if not moved and not _series.link_segment(current.fd, self.path, header.segment):
                     moved = True  # moved or deleted between the check and the link
                 if moved:
-                    if not _series.publish(temp, self.path):
+                    published = _series.publish(temp, self.path)
+                    if published is None:
+                        raise OSError(errno.EPERM, "the file system has no hard links")
+                    if not published:
                         raise FileExistsError(errno.EEXIST, "another file took its place")
                 else:
                     os.replace(temp, self.path)
@@ -809,12 +813,14 @@ class RingWriter:
                 table[off : off + L.NAME_ENTRY_SIZE] = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
         return bytes(table)
 
-    def _keep_current(self, current: _Map, reason: str, why: str) -> None:
+    def _keep_current(self, current: _Map, reason: str, why: str, key: str = "rotate") -> None:
         """Rotation failed: keep logging into the current file (overwriting it once full) and say so once."""
         if why == "moved":  # not full yet: a later check or the rotation at the file's end tries again
-            self._report_once("moved-stuck", f"{self.path}: {reason}; writing on into the moved file")
+            self._report_once(key, f"{self.path}: {reason}; writing on into the moved file")
             return
-        self._report_once("rotate", f"{self.path}: {reason}; overwriting the current ring")
+        self._report_once(key, f"{self.path}: {reason}; overwriting the current ring")
+        if why == "sealed":  # found sealed at open: it is the live file again
+            _series.set_state(current.mm, 0)
         if current.limit != _NEVER:
             current.limit = _NEVER
             current.hot = current.hot[:7] + (_NEVER, current.positions)
