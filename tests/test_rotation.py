@@ -15,8 +15,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +63,7 @@ _CREATOR = r"""
 import json, os, sys
 import mmaplog
 path, go, hold, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print("waiting", flush=True)
 os.read(go, 1)                      # every creator blocks here until the parent closes the pipe
 try:
     w = mmaplog.RingWriter(path, size=64 * 1024)
@@ -92,8 +91,9 @@ def _race(path: Path, n: int, pure: bool, hold: bool) -> list[dict[str, Any]]:
     os.close(go_r)
     os.close(hold_r)
     try:
-        # Every child imports mmaplog and blocks on the pipe; closing it starts them together.
-        time.sleep(0)  # (no synchronisation needed: a child still importing reads EOF as soon as it gets there)
+        # Every child imports mmaplog, says so and blocks on the pipe; closing it starts them together.
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "waiting\n"
         os.close(go_w)
         results = []
         for p in procs:
@@ -152,6 +152,7 @@ def flock(fd, op, *args):
     return real(fd, op, *args)
 fcntl.flock = flock
 import mmaplog
+print("waiting", flush=True)
 os.read(go, 1)
 try:
     w = mmaplog.RingWriter(path, size=64 * 1024)
@@ -175,6 +176,8 @@ def test_a_creator_preempted_before_locking_never_deletes_the_winners_file(tmp_p
                               env=_env(pure))
              for delay in (0.3, 0.0, 0.0)]
     os.close(go_r)
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == "waiting\n"
     os.close(go_w)
     results = []
     for p in procs:
