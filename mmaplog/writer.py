@@ -159,7 +159,11 @@ class RingWriter:
     (flight recorder); with ``rotate=K`` the full file is sealed, renamed to
     :func:`segment_path` and a new one started, keeping at most K files.
     ``{pid}`` in ``path`` is replaced by the process id, so each process can get
-    a file of its own.  Thread-safe; :meth:`write` never raises.
+    a file of its own; missing directories above it are created.  A live file
+    moved or deleted by someone else is replaced by a new one at ``path`` (noticed
+    at rotation, on :meth:`flush`, and at most once a second on the slow path).
+    Thread-safe; :meth:`write` never raises.  See "Creation and rotation" in
+    ``docs/FORMAT.md``.
 
     ``guard_truncation`` (default on, Linux x86-64/AArch64) installs a process-wide
     SIGBUS handler so that another process truncating the file cannot kill this
@@ -805,8 +809,10 @@ class RingWriter:
         and never rewritten, and an id a thread looked up before a rotation names
         the same logger in the new file.
         """
-        table = bytearray(header.name_entries * L.NAME_ENTRY_SIZE)
-        for logger, ident in list(self._names.items()):
+        names = list(self._names.items())
+        used = min(header.name_entries, max(ident for _, ident in names))
+        table = bytearray(used * L.NAME_ENTRY_SIZE)  # the rest of the table is zeros already
+        for logger, ident in names:
             if 0 < ident <= header.name_entries:
                 raw = _encode_text(logger)
                 off = (ident - 1) * L.NAME_ENTRY_SIZE
