@@ -243,11 +243,14 @@ class RingWriter:
                 self.write = self._fast.write  # type: ignore[method-assign]
         self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
         # We hold the series' lock now: clear what writers killed mid-creation or mid-rotation left behind.
-        _series.remove_orphans(self.path, fd)
-        if sealed:  # a rotation was cut short after sealing this file: finish it
-            self._rotate(self._map, "sealed")
-        if self.rotate:
-            _series.prune(self.path, self._map.header, self.rotate)
+        try:
+            _series.remove_orphans(self.path, fd)
+            if sealed:  # a rotation was cut short after sealing this file: finish it
+                self._rotate(self._map, "sealed")
+            if self.rotate:
+                _series.prune(self.path, self._map.header, self.rotate)
+        except Exception as exc:  # noqa: BLE001 - the ring is open and usable; tidying is best effort
+            self._report_once("tidy", f"{self.path}: cannot tidy the ring's directory ({type(exc).__name__}: {exc})")
 
     def _acquire(self) -> tuple[int, L.FileHeader, mmap.mmap, int, int, bool]:
         """Open the ring at the path, or create and publish it; the writer's lock is held on return.
@@ -772,10 +775,12 @@ class RingWriter:
             except OSError as exc:
                 self._keep_current(current, f"cannot start a new segment ({exc.strerror or exc})", why)
                 return
+            linked = False
             try:
                 _series.set_state(current.mm, max(1, min(_peek(current.positions) - 1, current.limit)))
-                if not moved and not _series.link_segment(current.fd, self.path, header.segment):
-                    moved = True  # moved or deleted between the check and the link
+                if not moved:
+                    linked = _series.link_segment(current.fd, self.path, header.segment)
+                    moved = not linked  # moved or deleted between the check and the link
                 if moved:
                     published = _series.publish(temp, self.path)
                     if published is None:
@@ -788,6 +793,8 @@ class RingWriter:
                 _series.unlink_quietly(temp)
                 mm.close()
                 os.close(fd)
+                if linked:  # the current file stays live: it must not also be readable as a segment
+                    _series.unlink_quietly(segment_path(self.path, header.segment))
                 _series.set_state(current.mm, 0)
                 self._keep_current(current, f"cannot start a new file at the path ({exc.strerror or exc})", why)
                 return

@@ -560,9 +560,10 @@ def test_a_file_someone_else_put_at_the_path_is_never_replaced(tmp_path: Path, s
     assert _temps(tmp_path) == []
 
 
+@pytest.mark.parametrize("failing", ["link", "rename"])
 def test_a_failed_rotation_changes_nothing_and_is_reported_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               stderr_lines: Any) -> None:
-    """A rotation whose segment link fails: no switch, no seal left, no temp, the names untouched; one report."""
+                                                               stderr_lines: Any, failing: str) -> None:
+    """A rotation whose segment link or rename fails: no switch, no seal, no temp, no segment name, names untouched."""
     path = tmp_path / "a.mmlog"
     w = RingWriter(path, size=16 * 256, rotate=3)
     _fill(w, 8, logger="alpha")
@@ -570,9 +571,13 @@ def test_a_failed_rotation_changes_nothing_and_is_reported_once(tmp_path: Path, 
     def fail(*args: Any) -> bool:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_series, "link_segment", fail)
+    if failing == "link":
+        monkeypatch.setattr(_series, "link_segment", fail)
+    else:
+        monkeypatch.setattr(writer_module.os, "replace", fail)
     names_before = path.read_bytes()[L.NAME_OFFSET : L.DATA_OFFSET]
     seqs = _fill(w, 30, logger="alpha")
+    monkeypatch.undo()
     assert all(seqs)
     with RingFile(path) as live:
         assert not live.sealed() and live.header.segment == 0
