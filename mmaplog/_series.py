@@ -32,7 +32,9 @@ from ._errors import MmaplogError, WriterBusyError
 __all__ = [
     "blank",
     "build",
+    "create_ring",
     "ensure_parent",
+    "explain",
     "link_segment",
     "lock",
     "names_file",
