@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import atexit
 import errno
-import fcntl
 import itertools
 import json
 import mmap
 import os
-import resource
 import socket
-import stat
 import struct
 import sys
 import threading
@@ -32,10 +29,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import _codec, _native, _truncation
+from . import _codec, _native, _series, _truncation
 from . import layout as L
-from ._errors import FormatError, MmaplogError, WriterBusyError
+from ._errors import FormatError, MmaplogError
 from ._record import LogRecord
+from ._series import segment_path
 
 __all__ = ["DEFAULT_RING_SIZE", "BatchRecord", "RingWriter", "parse_size", "segment_path"]
 
@@ -45,6 +43,8 @@ _MASK32 = 0xFFFFFFFF
 _U64_MAX = (1 << 64) - 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _NEVER = 1 << 64
+#: Seconds between checks, on the slow write path, that the live file is still at the path.
+_CHECK_INTERVAL = 1.0
 #: Free-threaded builds cannot rely on the GIL to make ``next(count)`` atomic.
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
@@ -71,11 +71,6 @@ def parse_size(value: int | str) -> int:
         return int(float(number) * scale)
     except (KeyError, ValueError):
         raise ValueError(f"cannot read {value!r} as a size (examples: 65536, '64 MiB', '1 GiB')") from None
-
-
-def segment_path(path: str | os.PathLike[str], segment: int) -> Path:
-    """The name a sealed segment of ``path`` gets: ``app.mmlog.000003`` for segment 3."""
-    return Path(f"{os.fspath(path)}.{segment:06d}")
 
 
 class _Map:
@@ -164,7 +159,11 @@ class RingWriter:
     (flight recorder); with ``rotate=K`` the full file is sealed, renamed to
     :func:`segment_path` and a new one started, keeping at most K files.
     ``{pid}`` in ``path`` is replaced by the process id, so each process can get
-    a file of its own.  Thread-safe; :meth:`write` never raises.
+    a file of its own; missing directories above it are created.  A live file
+    moved or deleted by someone else is replaced by a new one at ``path`` (noticed
+    at rotation, on :meth:`flush`, and at most once a second on the slow path).
+    Thread-safe; :meth:`write` never raises.  See "Creation and rotation" in
+    ``docs/FORMAT.md``.
 
     ``guard_truncation`` (default on, Linux x86-64/AArch64) installs a process-wide
     SIGBUS handler so that another process truncating the file cannot kill this
@@ -207,6 +206,7 @@ class RingWriter:
         # Re-entrant too: a signal handler that logs may interrupt a write of its own thread (free-threaded builds).
         self._claim_lock = threading.RLock()  # serialises whole writes where there is no GIL
         self._registering = self._rotating = False  # what the interrupted thread was doing under _lock
+        self._next_check = 0.0  # monotonic time of the next check that the path still names the live file
         self._names: dict[str, int] = {"": 0}
         self._pid = os.getpid()
         self._closed = False
@@ -226,23 +226,14 @@ class RingWriter:
 
     # ------------------------------------------------------------------ opening
     def _open_initial(self) -> None:
-        fd, created = _open_file(self.path, self._mode)
+        _series.ensure_parent(self.path, self._mode)
+        fd, header, mm, next_pos, next_seq, sealed = self._acquire()
         try:
-            _lock_file(fd, self.path)
-            size = os.fstat(fd).st_size
-            if created or size == 0:
-                header = self._new_header(segment=0, series_id=uuid.uuid4().bytes, first_seq=1)
-                mm = _create_ring(fd, self.path, header)
-                next_pos, next_seq = 1, 1
-            else:
-                header, mm, next_pos, next_seq = self._reopen(fd, size)
+            if self._prefault:
+                _prefault(mm, header.data_offset)
         except BaseException:
             os.close(fd)
-            if created:
-                _unlink_quietly(self.path)
             raise
-        if self._prefault:
-            _prefault(mm, header.data_offset)
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
@@ -251,6 +242,64 @@ class RingWriter:
             if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
                 self.write = self._fast.write  # type: ignore[method-assign]
         self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
+        # We hold the series' lock now: clear what writers killed mid-creation or mid-rotation left behind.
+        try:
+            _series.remove_orphans(self.path, fd)
+            if sealed:  # a rotation was cut short after sealing this file: finish it
+                self._rotate(self._map, "sealed")
+            if self.rotate:
+                _series.prune(self.path, self._map.header, self.rotate)
+        except Exception as exc:  # noqa: BLE001 - the ring is open and usable; tidying is best effort
+            self._report_once("tidy", f"{self.path}: cannot tidy the ring's directory ({type(exc).__name__}: {exc})")
+
+    def _acquire(self) -> tuple[int, L.FileHeader, mmap.mmap, int, int, bool]:
+        """Open the ring at the path, or create and publish it; the writer's lock is held on return.
+
+        Returns (fd, header, map, next position, next seq, sealed).  A file that
+        someone else publishes first, or that changes between open and lock, is
+        opened again (bounded); a file locked by a live writer raises WriterBusyError.
+        """
+        for _ in range(16):
+            fd = _series.open_existing(self.path)
+            if fd is None:
+                header = self._new_header(segment=0, series_id=uuid.uuid4().bytes, first_seq=1)
+                fd, temp, mm = _series.build(self.path, self._mode, header)
+                try:
+                    published = _series.publish(temp, self.path)
+                except BaseException:
+                    mm.close()
+                    os.close(fd)
+                    raise
+                if published:
+                    return fd, header, mm, 1, 1, False
+                mm.close()
+                os.close(fd)
+                if published is None:  # no hard links here: an empty file, set up below under its lock
+                    try:
+                        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                                         | getattr(os, "O_NOFOLLOW", 0), self._mode))
+                    except FileExistsError:
+                        pass
+                    except OSError as exc:
+                        raise _series.explain(self.path, exc) from None
+                continue  # someone published first: open theirs
+            try:
+                _series.lock(fd, self.path)
+                if not _series.names_file(fd, self.path):  # rotated, moved or replaced since we opened it
+                    os.close(fd)
+                    continue
+                size = os.fstat(fd).st_size
+                if _series.blank(fd, size):  # touched, or cut short by an older version: no ring to keep
+                    header = self._new_header(segment=0, series_id=uuid.uuid4().bytes, first_seq=1)
+                    if size:
+                        os.ftruncate(fd, 0)
+                    return fd, header, _series.create_ring(fd, self.path, header), 1, 1, False
+                header, mm, next_pos, next_seq, sealed = self._reopen(fd, size)
+                return fd, header, mm, next_pos, next_seq, sealed
+            except BaseException:
+                os.close(fd)
+                raise
+        raise MmaplogError(f"{self.path}: the file kept changing while it was being opened; try again")
 
     def _use(self, m: _Map) -> None:
         """Make ``m`` the map records go to (and the C appender's target)."""
@@ -291,7 +340,7 @@ class RingWriter:
             process_name=_process_name(),
         )
 
-    def _reopen(self, fd: int, size: int) -> tuple[L.FileHeader, mmap.mmap, int, int]:
+    def _reopen(self, fd: int, size: int) -> tuple[L.FileHeader, mmap.mmap, int, int, bool]:
         raw = os.pread(fd, L.HEADER_CHECK_OFFSET + 4, 0)
         try:
             header = L.decode_header(raw, size)
@@ -313,9 +362,12 @@ class RingWriter:
         next_pos = int(good["pos"].max()) + 1 if len(good) else 1
         next_seq = int(good["seq"].max()) + 1 if len(good) else header.first_seq
         del slots, good
-        # A crash between sealing and renaming leaves a sealed live file: open it again for writing.
-        mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size] = bytes(L.STATE_STRUCT.size)
-        return header, mm, next_pos, next_seq
+        # A sealed file at the path: a rotation was cut short after step 2; the caller finishes it.
+        sealed_pos, check = L.STATE_STRUCT.unpack(mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size])
+        sealed = sealed_pos != 0 and check == ~sealed_pos & 0xFFFFFFFFFFFFFFFF
+        if not sealed and (sealed_pos or check):
+            _series.set_state(mm, 0)
+        return header, mm, next_pos, next_seq, sealed
 
     def _limit(self, header: L.FileHeader) -> int:
         return header.slot_count if self.rotate else _NEVER
@@ -586,6 +638,7 @@ class RingWriter:
         if self._closed:
             self.dropped += 1
             return 0
+        self._check_live(time.monotonic())
         data = _encode_text(message)
         extra = b""
         flags = 0
@@ -656,7 +709,7 @@ class RingWriter:
             logger = str(logger)
         raw = _encode_text(logger)
         with self._lock:
-            if self._registering:  # a signal handler interrupted a registration on this thread: go inline
+            if self._registering or self._rotating:  # a signal handler interrupted this thread here: go inline
                 return None
             self._registering = True
             try:
@@ -680,61 +733,134 @@ class RingWriter:
         return ident
 
     # ------------------------------------------------------------------ rotation
-    def _rotate(self, current: _Map) -> None:
-        """Seal the full file, give it its segment name and continue in a fresh one."""
+    def _rotate(self, current: _Map, why: str = "full") -> None:
+        """Continue in a fresh file at the path: ``current`` is full, was found sealed, or was moved away."""
         with self._lock:
             if self._rotating:  # a signal handler interrupted a rotation on this thread
                 raise MmaplogError("a record logged by a signal handler in the middle of a rotation was dropped")
             self._rotating = True
             try:
-                self._rotate_now(current)
+                self._rotate_now(current, why)
             finally:
                 self._rotating = False
 
-    def _rotate_now(self, current: _Map) -> None:
+    def _rotate_now(self, current: _Map, why: str = "full") -> None:
+        """Rotation as a transaction: build the next file, publish it, and only then switch to it.
+
+        Steps (docs/FORMAT.md, "Creation and rotation"): build the next segment
+        under a temporary name, with the name table carried over; seal the
+        current file; link it to its segment name; rename the new file over the
+        path.  When the path no longer names the current file (moved or deleted),
+        the new file is published with ``link`` instead and the old one gets no
+        segment name.  Any failure before the switch leaves the writer as it was
+        (the seal undone) and is reported once; the writer then overwrites its
+        current file.
+        """
         with self._lock:
             if self._map is not current or self._closed:
                 if self._closed:
                     raise MmaplogError("writer is closed")
                 return
+            moved = not _series.names_file(current.fd, self.path)
+            if why == "moved" and not moved:
+                return
+            if moved and os.path.lexists(self.path):  # another file took its place: it is not ours to replace
+                self._keep_current(current, "the live file was moved or deleted and another file took its place", why,
+                                   "taken")
+                return
             header = current.header
             new_header = self._new_header(header.segment + 1, header.series_id, _peek(self._seqs))
-            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
             try:
-                fd, _ = _open_file(temp, self._mode, exclusive=True)
-                try:
-                    _lock_file(fd, temp)
-                    mm = _create_ring(fd, temp, new_header)
-                except BaseException:
-                    os.close(fd)
-                    _unlink_quietly(temp)
-                    raise
+                fd, temp, mm = _series.build(self.path, self._mode, new_header, self._name_table(new_header))
             except OSError as exc:
-                # Keep logging into the current ring (overwriting) and try again one lap later.
-                _report(f"{self.path}: cannot start a new segment ({exc.strerror or exc}); overwriting the current ring")
-                positions = current.positions
-                current.limit = _NEVER
-                current.hot = current.hot[:7] + (_NEVER, positions)
-                self._use(current)
+                self._keep_current(current, f"cannot start a new segment ({exc.strerror or exc})", why)
+                return
+            linked = False
+            try:
+                _series.set_state(current.mm, max(1, min(_peek(current.positions) - 1, current.limit)))
+                if not moved:
+                    linked = _series.link_segment(current.fd, self.path, header.segment)
+                    moved = not linked  # moved or deleted between the check and the link
+                if moved:
+                    published = _series.publish(temp, self.path)
+                    if published is None:
+                        raise OSError(errno.EPERM, "the file system has no hard links")
+                    if not published:
+                        raise FileExistsError(errno.EEXIST, "another file took its place")
+                else:
+                    os.replace(temp, self.path)
+            except OSError as exc:
+                _series.unlink_quietly(temp)
+                mm.close()
+                os.close(fd)
+                if linked:  # the current file stays live: it must not also be readable as a segment
+                    _series.unlink_quietly(segment_path(self.path, header.segment))
+                _series.set_state(current.mm, 0)
+                self._keep_current(current, f"cannot start a new file at the path ({exc.strerror or exc})", why)
                 return
             if self._prefault:
                 _prefault(mm, new_header.data_offset)
-            self._names = {"": 0}
-            self._next_name_id = 1
-            sealed = segment_path(self.path, header.segment)
-            current.mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size] = L.STATE_STRUCT.pack(
-                header.slot_count, ~header.slot_count & 0xFFFFFFFFFFFFFFFF
-            )
-            try:
-                os.link(self.path, sealed)
-            except FileExistsError:
-                _unlink_quietly(sealed)
-                os.link(self.path, sealed)
-            os.replace(temp, self.path)
             self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
             _truncation.forget(current.mm)
             os.close(current.fd)
-            self._prune_segments(new_header.segment)
+            if moved:
+                self._report_once("moved", f"{self.path}: the live file was moved or deleted; "
+                                           f"continuing in a new file at the path (segment {new_header.segment})")
+            if self.rotate:
+                self._prune_segments(new_header.segment)
+
+    def _name_table(self, header: L.FileHeader) -> bytes:
+        """The name table of the next file: every name registered so far, under the same ids.
+
+        Carrying the names over means a name-table entry is written once per file
+        and never rewritten, and an id a thread looked up before a rotation names
+        the same logger in the new file.
+        """
+        names = list(self._names.items())
+        used = min(header.name_entries, max(ident for _, ident in names))
+        table = bytearray(used * L.NAME_ENTRY_SIZE)  # the rest of the table is zeros already
+        for logger, ident in names:
+            if 0 < ident <= header.name_entries:
+                raw = _encode_text(logger)
+                off = (ident - 1) * L.NAME_ENTRY_SIZE
+                table[off : off + L.NAME_ENTRY_SIZE] = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
+        return bytes(table)
+
+    def _keep_current(self, current: _Map, reason: str, why: str, key: str = "rotate") -> None:
+        """Rotation failed: keep logging into the current file (overwriting it once full) and say so once."""
+        if why == "moved":  # not full yet: a later check or the rotation at the file's end tries again
+            self._report_once(key, f"{self.path}: {reason}; writing on into the moved file")
+            return
+        self._report_once(key, f"{self.path}: {reason}; overwriting the current ring")
+        if why == "sealed":  # found sealed at open: it is the live file again
+            _series.set_state(current.mm, 0)
+        if current.limit != _NEVER:
+            current.limit = _NEVER
+            current.hot = current.hot[:7] + (_NEVER, current.positions)
+            self._use(current)
+
+    def _check_live(self, now: float | None = None) -> None:
+        """Notice a live file moved or deleted under the writer and start a new one at the path.
+
+        Called by :meth:`flush` and, at most once a second, from the slow write
+        path; rotation checks every time.  Never raises.
+        """
+        if now is not None:
+            if now < self._next_check:
+                return
+            self._next_check = now + _CHECK_INTERVAL
+        try:
+            m = self._map
+            if self._closed or self._rotating or self._registering or _series.names_file(m.fd, self.path):
+                return
+            self._rotate(m, "moved")
+        except Exception as exc:  # noqa: BLE001 - a check must never fail a write
+            self._report_once("check", f"{self.path}: cannot check the live file ({type(exc).__name__}: {exc})")
+
+    def _report_once(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            _report(message)
 
     def _prune_segments(self, newest: int) -> None:
         keep_sealed = max(0, self.rotate - 1)
@@ -742,7 +868,7 @@ class RingWriter:
             target = segment_path(self.path, segment)
             if not target.exists():
                 break
-            _unlink_quietly(target)
+            _series.unlink_quietly(target)
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
@@ -750,6 +876,7 @@ class RingWriter:
         with self._lock:
             if not self._closed:
                 self._map.mm.flush()
+        self._check_live()
 
     def close(self) -> None:
         """Flush and unmap the file and release its lock; idempotent.  Later writes are counted as dropped."""
@@ -905,66 +1032,6 @@ def _cut_utf8(data: bytes, limit: int) -> bytes:
     return data[:cut]
 
 
-def _open_file(path: Path, mode: int, exclusive: bool = False) -> tuple[int, bool]:
-    """Open ``path`` for read/write without following a symlink; return (fd, created)."""
-    base = os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        return os.open(path, base | os.O_CREAT | os.O_EXCL, mode), True
-    except FileExistsError:
-        if exclusive:
-            _unlink_quietly(path)
-            return os.open(path, base | os.O_CREAT | os.O_EXCL, mode), True
-    except OSError as exc:
-        raise _explain(path, exc) from None
-    try:
-        fd = os.open(path, base)
-    except OSError as exc:
-        raise _explain(path, exc) from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise MmaplogError(f"{path}: not a regular file")
-    return fd, False
-
-
-def _explain(path: Path, exc: OSError) -> OSError:
-    if exc.errno == errno.ELOOP:
-        return OSError(exc.errno, f"{path}: refusing to open a symbolic link (possible symlink attack)")
-    return OSError(exc.errno, f"{path}: {exc.strerror}")
-
-
-def _lock_file(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = ""
-        try:
-            raw = os.pread(fd, 52, 0)
-            if raw[:8] == L.MAGIC and len(raw) >= 52:
-                owner = f" (created by pid {int.from_bytes(raw[48:52], 'little')})"
-        except OSError:
-            pass
-        raise WriterBusyError(f"{path}: already open for writing by another writer{owner}") from None
-
-
-def _create_ring(fd: int, path: Path, header: L.FileHeader) -> mmap.mmap:
-    """Reserve the whole file on disk, write the header and map it; a full disk fails here."""
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and header.file_size > limit:
-        # Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills a process that did not ignore it.
-        raise OSError(errno.EFBIG, f"{path}: cannot reserve {header.file_size} bytes for the ring "
-                                   f"(the file size limit, ulimit -f, is {limit} bytes)")
-    try:
-        os.posix_fallocate(fd, 0, header.file_size)
-    except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"{path}: cannot reserve {header.file_size} bytes for the ring ({exc.strerror})",
-        ) from None
-    os.pwrite(fd, L.encode_header(header), 0)
-    return mmap.mmap(fd, header.file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-
-
 def _prefault(mm: mmap.mmap, start: int) -> None:
     """Touch every page of the ring once so the hot path never pays a page fault."""
     try:
@@ -975,10 +1042,3 @@ def _prefault(mm: mmap.mmap, start: int) -> None:
     page = mmap.PAGESIZE
     for off in range(start, len(mm), page):
         mm[off] = mm[off]
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
