@@ -137,13 +137,14 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h = ring.header
     step = max(1, _READ_BYTES // h.slot_size)
     pos_parts, seq_parts, part_parts = [], [], []
-    for start in range(0, h.slot_count, step):
-        slots = ring.slots(start, step)
+    for start, slots in ring.slot_chunks(chunk_bytes=step * h.slot_size):
         index = np.arange(start, start + len(slots), dtype=np.uint64)
         ok = _codec.valid_slots(slots, h.slot_count, index=index)
         pos_parts.append(slots["pos"][ok].astype(np.int64))
         seq_parts.append(slots["seq"][ok].astype(np.int64))
         part_parts.append(slots["part"][ok])
+    if not pos_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint16)
     pos, seq, part = np.concatenate(pos_parts), np.concatenate(seq_parts), np.concatenate(part_parts)
     if len(pos):
         # A slot left over from an older lap is a hole of this one (taken, never rewritten).
