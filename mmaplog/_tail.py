@@ -14,6 +14,7 @@ out was either shown or reported in a ``missed`` event.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from ._errors import FormatError
 from ._seqtrack import Cause, SeqTracker
 from .reader import Record, RingFile, expand_paths
 
-__all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths"]
+__all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths", "writer_alive"]
 
 EventKind = Literal["missed", "invalid", "incomplete", "rotated", "truncated", "deleted", "replaced", "unreadable"]
 
@@ -107,6 +108,8 @@ class FollowStats:
     rotations: int = 0
     #: Files found truncated, deleted, replaced or unreadable.
     warnings: int = 0
+    #: Seqs still in flight when following stopped: a live writer may yet commit them, so they are not missed.
+    pending: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for JSON or logging)."""
@@ -153,6 +156,56 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pos, seq, part
 
 
+def _locked_inodes() -> set[tuple[int, int, int]] | None:
+    """(major, minor, inode) of every file someone holds an ``flock`` on, from /proc/locks; None where unavailable."""
+    try:
+        with open("/proc/locks", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    out = set()
+    for line in text.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (waiters carry a "->" field first)
+        if "->" in fields:
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            try:
+                major, minor, inode = fields[5].split(":")
+                out.add((int(major, 16), int(minor, 16), int(inode)))
+            except ValueError:
+                continue
+    return out
+
+
+def writer_alive(path: Path) -> bool:
+    """True when a writer holds the file at ``path`` open (its ``flock``): records it claimed may still appear.
+
+    A writer locks its live file for as long as it runs and the lock goes with
+    the process, so an unlocked file is one whose writer closed it or died.
+    Read from /proc/locks where there is one, so the probe never takes the lock
+    itself (a writer opening the file at that moment would find it taken).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    locks = _locked_inodes()
+    if locks is not None:
+        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _inode(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -189,6 +242,10 @@ class Tailer:
         self._budget = 0
         self._starved = False
         self._cause: Cause = "missing"
+        #: No writer held the path at the start of this poll: what is not in the files by now never will be.
+        self._dead = False
+        #: The last :meth:`_advance` stopped because nothing more was committed (not for a budget or a hole).
+        self._drained = False
         self.series = b""  # set per file by _open
         live = RingFile(path)
         try:
@@ -288,6 +345,11 @@ class Tailer:
         return self.series.hex()
 
     @property
+    def drained(self) -> bool:
+        """True when the last poll read the current file to its end (records held back may still wait: see waiting)."""
+        return self._drained and not self.out
+
+    @property
     def waiting(self) -> bool:
         """True while a slot, a record part or a seq is given time to arrive (a later poll may show more)."""
         return bool(self._holes or self._partials or self._holdback or self._waiting or self.tracker.waiting)
@@ -302,8 +364,12 @@ class Tailer:
         held = len(self._waiting) + len(self._holdback)
         room = (1 << 62) if limit is None else limit
         if self.ordered:
-            room = min(room, _HOLD_MAX)
-        self._budget = max(0, room - held)
+            # Held records bound the reading by _HOLD_MAX in all, not by one poll's limit: a record committed
+            # segments late is waited for while the ones after it are read.
+            room = min(room, _HOLD_MAX - held)
+        else:
+            room -= held
+        self._budget = max(0, room)
         self._starved = False
         self.tracker.tick()
         for entry in self._holes.values():
@@ -311,6 +377,8 @@ class Tailer:
         for entry in self._partials.values():
             entry[1] += 1
         progressed = False
+        # Looked at before reading: a writer gone by now left everything it will ever write.
+        self._dead = not writer_alive(self.path)
         try:
             for _ in range(64):  # bounded: a poll follows at most a few segment changes
                 moved = self._advance(now)
@@ -318,6 +386,11 @@ class Tailer:
                 self._release(self._assemble(now), now)
                 if not self._switch_if_due(now, moved):
                     break
+                progressed = True
+            if self._dead and self._drained and self.tracker.waiting | bool(self._partials):
+                # Every file read to its end and no writer left: what is still missing never will be.
+                self._abandon_partials(now, force=True)
+                self._release([], now, final=True)
                 progressed = True
             self._check_file()
         except FormatError as exc:
@@ -346,11 +419,13 @@ class Tailer:
         min_window = max(4, _IDLE_BYTES // ring.header.slot_size)
         max_window = max(min_window, _READ_BYTES // ring.header.slot_size)
         moved = False
+        self._drained = False
         while budget > 0 and room > 0:
             count = min(self._window, n, budget, room)
             if sealed:
                 count = min(count, n - self.pos + 1)
                 if count <= 0:
+                    self._drained = True
                     break
             slots, expected, index = self._read_window(count)
             valid = _codec.valid_slots(slots, n, index=index)
@@ -381,11 +456,12 @@ class Tailer:
             elif len(later):
                 beyond = stop + 1 + int(later[-1])
             else:
+                self._drained = True
                 break
             for offset in np.flatnonzero(~good[stop:beyond]).tolist():
                 self._holes.setdefault(self.pos + offset, [now, 1])
             since, polls = self._holes[self.pos]
-            if polls >= 2 and now - since >= self.grace:
+            if self._dead or (polls >= 2 and now - since >= self.grace):
                 self._skip_hole()
                 budget -= 1
                 room -= 1
@@ -458,7 +534,10 @@ class Tailer:
         for seq in [s for s in self._partials if s not in unfinished]:
             del self._partials[seq]
         # A poll cut short by its budget has not looked for the missing parts: only the hopeless go.
-        self._abandon_partials(now, force=False, hopeless=_gapped(self._pending), patient=self._starved)
+        # A record whose parts are still coming belongs to a thread of a live writer: it is waited for.
+        self._abandon_partials(
+            now, force=False, hopeless=_gapped(self._pending), patient=self._starved or not self._dead
+        )
         h = self.ring.header
         seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
         threads, flags = asm.thread.tolist(), asm.flags.tolist()
@@ -520,7 +599,7 @@ class Tailer:
             )
         )
 
-    def _release(self, ready: list[Record], now: float, force: bool = False) -> None:
+    def _release(self, ready: list[Record], now: float, force: bool = False, final: bool = False) -> None:
         """Show records in seq order, holding back those newer than a record still being assembled.
 
         Unordered, a record is shown as soon as it is whole; ordered, it also
@@ -549,7 +628,7 @@ class Tailer:
         if accepted:
             self._cause = "missing"
             self.tracker.ripe = 0  # a skipped slot not explained by the seqs skipped now explains nothing later
-        missed = self._count_missed(now, force)
+        missed = self._count_missed(now, force, final)
         if not self.ordered:
             self._show(accepted)
             for event in missed:
@@ -557,6 +636,10 @@ class Tailer:
             return
         waiting = sorted(self._waiting + accepted, key=_seq_of)
         bound = self.tracker.lowest_pending()
+        if force or len(waiting) >= _HOLD_MAX // 2:
+            # Closing, or so many held back behind a seq still in flight that waiting longer would stop the
+            # reading: show them (the seq stays pending and is shown when it arrives).
+            bound = None
         cut = len(waiting) if bound is None else next((i for i, r in enumerate(waiting) if r.seq > bound), len(waiting))
         shown, self._waiting = waiting[:cut], waiting[cut:]
         # Gaps and records in seq order: everything below a gap is out before it.
@@ -571,10 +654,10 @@ class Tailer:
         self.counts.records += len(records)
         self.out.extend(Followed(self.series, record) for record in records)
 
-    def _count_missed(self, now: float, force: bool) -> list[FollowEvent]:
-        """Count the seqs pending past the grace period (all with ``force``) as missed; their events, in seq order."""
+    def _count_missed(self, now: float, force: bool, final: bool = False) -> list[FollowEvent]:
+        """Count the seqs that can no longer appear (:meth:`SeqTracker.due`) as missed; their events, in seq order."""
         events = []
-        for entry in sorted(self.tracker.due(now, self.grace, force), key=lambda e: e.lo):
+        for entry in sorted(self.tracker.due(now, self.grace, force, final), key=lambda e: e.lo):
             count = entry.hi - entry.lo
             self.counts.missed += count
             if entry.cause == "overwritten":
@@ -594,9 +677,18 @@ class Tailer:
         return events
 
     def finish(self, now: float) -> None:
-        """Give up on everything still pending (the follower is closing); what was held back goes to :attr:`out`."""
-        self._abandon_partials(now, force=True)
-        self._release([], now, force=True)
+        """Stop following; what was held back goes to :attr:`out`.
+
+        Seqs that can no longer appear count as missed; those a live writer may
+        still commit count as :attr:`FollowStats.pending`, not as loss.
+        """
+        final = not writer_alive(self.path)
+        if final:
+            self._abandon_partials(now, force=True)
+        else:
+            self._abandon_partials(now, force=True, silent=True)
+        self._release([], now, force=True, final=final)
+        self.counts.pending += self.tracker.abandon()
 
     # ------------------------------------------------------------------ files changing
     def _warn(self, kind: EventKind, key: object, message: str) -> None:
@@ -642,7 +734,7 @@ class Tailer:
             )
             self._open(nxt, 1, self.tracker)
         else:
-            self._release([], now, force=True)  # the old series ends here
+            self._release([], now, force=True, final=True)  # the old series ends here
             key = nxt.header.series_id.hex()
             self._open_at(nxt, int(self._after[key]) + 1 if key in self._after else None)
         return True

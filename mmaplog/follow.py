@@ -173,6 +173,15 @@ class Follower(Iterator[Record]):
         """True while a record is given time to arrive (a later poll may yield more even if nothing is written)."""
         return any(tailer.waiting for tailer in self._tailers)
 
+    @property
+    def drained(self) -> bool:
+        """True when the last poll read every file to its end (nothing more committed) and everything was handed out."""
+        return not self._ready and all(tailer.drained for tailer in self._tailers)
+
+    def in_flight(self) -> int:
+        """Seqs skipped over that a live writer may still commit (pending, neither shown nor missed)."""
+        return sum(tailer.tracker.pending_count() for tailer in self._tailers)
+
     def lag(self) -> int:
         """Records read from the files but not yet yielded, summed over the series followed."""
         total = 0
