@@ -363,6 +363,10 @@ class Tailer:
         # Slots to consume at most; records held back count against it, so they cannot pile up unbounded.
         held = len(self._waiting) + len(self._holdback)
         room = (1 << 62) if limit is None else limit
+        # Looked at before reading: a writer gone by now left everything it will ever write.
+        self._dead = not writer_alive(self.path)
+        if self._dead and held:
+            room = 1 << 62  # records wait for a seq only reading to the end can settle: read on (within _HOLD_MAX)
         if self.ordered:
             # Held records bound the reading by _HOLD_MAX in all, not by one poll's limit: a record committed
             # segments late is waited for while the ones after it are read.
@@ -377,8 +381,6 @@ class Tailer:
         for entry in self._partials.values():
             entry[1] += 1
         progressed = False
-        # Looked at before reading: a writer gone by now left everything it will ever write.
-        self._dead = not writer_alive(self.path)
         try:
             for _ in range(64):  # bounded: a poll follows at most a few segment changes
                 moved = self._advance(now)

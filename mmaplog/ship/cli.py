@@ -157,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=_seconds, default=1.0, metavar="SECONDS",
         help="how long a missing record may still be in flight before it is reported lost (default 1)",
     )  # fmt: skip
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line (it is shown only on a terminal)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no progress line (it is shown only on a terminal) and no closing count line with --once",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -253,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             stop.restore()
             source.close()
-        if args.once:
+        if args.once and not args.quiet and (stats.shipped or stats.lost or stats.in_flight):
             line = f"{PROG}: shipped {stats.shipped} records, {stats.lost} reported lost"
             if stats.gaps:
                 line += f" (in {stats.gaps} gaps)"
