@@ -14,7 +14,6 @@ out was either shown or reported in a ``missed`` event.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 from . import _codec
 from ._errors import FormatError
 from ._seqtrack import Cause, SeqTracker
-from .reader import Record, RingFile, expand_paths
+from .reader import Record, RingFile, expand_paths, writer_alive
 
 __all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths", "writer_alive"]
 
@@ -154,56 +153,6 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         newest = pos > pos.max() - h.slot_count
         pos, seq, part = pos[newest], seq[newest], part[newest]
     return pos, seq, part
-
-
-def _locked_inodes() -> set[tuple[int, int, int]] | None:
-    """(major, minor, inode) of every file someone holds an ``flock`` on, from /proc/locks; None where unavailable."""
-    try:
-        with open("/proc/locks", "rb") as f:
-            text = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    out = set()
-    for line in text.splitlines():
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (waiters carry a "->" field first)
-        if "->" in fields:
-            continue
-        if len(fields) >= 6 and fields[1] == "FLOCK":
-            try:
-                major, minor, inode = fields[5].split(":")
-                out.add((int(major, 16), int(minor, 16), int(inode)))
-            except ValueError:
-                continue
-    return out
-
-
-def writer_alive(path: Path) -> bool:
-    """True when a writer holds the file at ``path`` open (its ``flock``): records it claimed may still appear.
-
-    A writer locks its live file for as long as it runs and the lock goes with
-    the process, so an unlocked file is one whose writer closed it or died.
-    Read from /proc/locks where there is one, so the probe never takes the lock
-    itself (a writer opening the file at that moment would find it taken).
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    locks = _locked_inodes()
-    if locks is not None:
-        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _inode(path: Path) -> tuple[int, int] | None:

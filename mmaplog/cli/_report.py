@@ -34,6 +34,7 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     doc["incomplete"] = stats.incomplete
     doc["overwritten"] = stats.overwritten
     doc["gaps"] = stats.gaps
+    doc["pending"] = stats.pending
     doc["duplicates"] = stats.duplicates
     doc["truncated"] = stats.truncated
     doc["unnamed"] = stats.unnamed
@@ -57,6 +58,8 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     lines.append(f"incomplete:     {stats.incomplete} (records missing some of their slots)")
     lines.append(f"overwritten:    {stats.overwritten} (older than the oldest record kept)")
     lines.append(f"gaps:           {stats.gaps} (missing between the oldest and the newest)")
+    if stats.pending:
+        lines.append(f"pending:        {stats.pending} (missing, but a live writer may still commit them)")
     lines.append(f"duplicates:     {stats.duplicates}")
     lines.append(f"truncated:      {stats.truncated} (messages cut to the maximum record size)")
     lines.append(f"unnamed:        {stats.unnamed} (records whose logger name is missing from a damaged name table)")
