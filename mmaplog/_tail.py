@@ -707,7 +707,18 @@ class Tailer:
             return None
         if lh.segment == h.segment + 1:
             return live
-        # Behind by more than one rotation: continue with the oldest sealed segment still there.
+        # Behind by more than one rotation: continue with the next segment, by its name (cheap), or else with
+        # the oldest sealed segment still there (every segment opened: only after segments were removed).
+        try:
+            following = RingFile(f"{self.path}.{h.segment + 1:06d}")
+        except FormatError:
+            following = None
+        if following is not None:
+            fh = following.header
+            if fh.series_id == h.series_id and fh.segment == h.segment + 1:
+                live.close()
+                return following
+            following.close()
         newer = [r for r in self._sealed_segments(live) if r.header.segment > h.segment]
         for ring in newer[1:]:
             ring.close()

@@ -420,18 +420,31 @@ def writer_alive(path: PathArg) -> bool:
         return False
     locks = _locked_inodes()
     if locks is not None:
-        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
+        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks:
+            return True
+        # A rotation between the stat and the look at the locks puts a new (locked) file at the path and
+        # releases the old one: only a file still in place and unlocked has no writer.
+        return _inode_at(path) != (st.st_dev, st.st_ino)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        st = os.fstat(fd)
     except OSError:
         return True
     finally:
         os.close(fd)
-    return False
+    return _inode_at(path) != (st.st_dev, st.st_ino)
+
+
+def _inode_at(path: PathArg) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 _COLUMNS = ("seq", "time_ns", "level", "thread", "flags", "logger", "message", "fields", "exception")
