@@ -289,7 +289,8 @@ def _follow(
     """
     paths, unmatched = _expand(args.files)
     existing = [p for p in paths if os.path.lexists(p)]
-    for name in [*(p for p in paths if not os.path.lexists(p)), *unmatched]:
+    absent = [p for p in paths if p not in existing]  # looked at once: one may appear any moment now
+    for name in [*absent, *unmatched]:
         _say(f"{name}: does not exist yet; waiting for it")
     good, failed = _readable(existing)
     if failed and not good and len(existing) == len(paths) and not unmatched:
@@ -312,7 +313,7 @@ def _follow(
         _write_rows(out, formatter, shown, meta)
         out.flush()
         # Patterns stay patterns (matched again on every poll); files not there yet are waited for.
-        watched = [*good, *(p for p in paths if not os.path.lexists(p)), *unmatched]
+        watched = [*good, *absent, *unmatched]
         follower = Follower(
             watched, after=cursor, from_start=True, poll_interval=args.interval, ordered=True, watch=True
         )
