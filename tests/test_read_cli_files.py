@@ -43,7 +43,7 @@ def test_lines_shows_exactly_the_last_n_matching_or_all_when_fewer_match(
     write(path, count)
     every = [r.seq for r in mmaplog.read(path)]
     db = [r.seq for r in mmaplog.read(path, logger="app.db")]
-    for n in range(0, count + 3):
+    for n in range(count + 3):
         status, shown, _ = run(capsysbinary, "-o", "json", "-n", n, path)
         assert [r["seq"] for r in shown] == (every[max(0, len(every) - n) :] if n else []), n
         assert status == (0 if shown else 1)

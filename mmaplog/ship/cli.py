@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.once and not args.quiet and (stats.shipped or stats.lost or stats.in_flight):
             line = f"{PROG}: shipped {stats.shipped} records, {stats.lost} reported lost"
             if stats.gaps:
-                line += f" (in {stats.gaps} gaps)"
+                line += f" (in {stats.gaps} gap{'s' if stats.gaps != 1 else ''})"
             if stats.in_flight:
                 line += f", {stats.in_flight} still in flight (left for the next run)"
             print(line, file=sys.stderr)
