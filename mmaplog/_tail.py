@@ -41,6 +41,8 @@ _POLL_BYTES = 64 << 20
 _IDLE_BYTES = 16 << 10
 #: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
 _HOLD_MAX = 1 << 16
+#: Skipped positions looked at again at most (per file followed).
+_REVISIT_MAX = 1024
 #: Causes of missing records, the one explaining most first.
 _BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
@@ -184,6 +186,9 @@ class Tailer:
         self._lap_margin = 0
         self._fresh: list[np.ndarray] = []
         self._holes: dict[int, list[float]] = {}
+        #: Positions of the current file skipped as holes while a writer held it: looked at again on every poll,
+        #: since a thread preempted mid-write commits there later (bounded; dropped once the ring laps them).
+        self._revisit: set[int] = set()
         self._partials: dict[int, list[float]] = {}
         self._holdback: list[Record] = []
         #: Ordered mode: records accepted but waiting behind a pending seq.
@@ -280,6 +285,7 @@ class Tailer:
         self.series = ring.header.series_id
         self._pending = np.empty(0, dtype=ring.dtype)
         self._holes.clear()
+        self._revisit.clear()
         self._lap_margin = 0
         self._window = max(4, _IDLE_BYTES // ring.header.slot_size)
 
@@ -331,6 +337,8 @@ class Tailer:
             entry[1] += 1
         progressed = False
         try:
+            if self._revisit:
+                self._look_again()
             for _ in range(64):  # bounded: a poll follows at most a few segment changes
                 moved = self._advance(now)
                 progressed |= moved
@@ -426,8 +434,25 @@ class Tailer:
         self._starved = self._starved or (given > 0 and room <= 0)
         return moved
 
+    def _look_again(self) -> None:
+        """Read the skipped positions again: a slot committed there since is consumed after all."""
+        n = self.ring.header.slot_count
+        for p in sorted(self._revisit):
+            if self.pos - p >= n:  # the ring lapped it: that slot holds a later position now
+                self._revisit.discard(p)
+                continue
+            slot = self.ring.slots((p - 1) % n, 1)
+            index = np.asarray([(p - 1) % n], dtype=np.uint64)
+            if len(slot) and _codec.valid_slots(slot, n, index=index)[0] and int(slot["pos"][0]) == p:
+                self._revisit.discard(p)
+                self._fresh.append(slot)
+
     def _skip_hole(self) -> None:
         del self._holes[self.pos]
+        if not self._dead:
+            if len(self._revisit) >= _REVISIT_MAX:
+                self._revisit.discard(min(self._revisit))
+            self._revisit.add(self.pos)
         self.counts.invalid += 1
         self._blame("invalid")
         if self.ordered:
@@ -487,7 +512,8 @@ class Tailer:
         # A poll cut short by its budget has not looked for the missing parts: only the hopeless go.
         # A record whose parts are still coming belongs to a thread of a live writer: it is waited for.
         self._abandon_partials(
-            now, force=False, hopeless=_gapped(self._pending), patient=self._starved or not self._dead
+            now, force=False, hopeless=frozenset() if self._revisit else _gapped(self._pending),
+            patient=self._starved or not self._dead,
         )
         h = self.ring.header
         seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()

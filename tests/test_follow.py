@@ -571,3 +571,22 @@ def test_take_behind_a_missing_seq_reads_no_further_and_resumes_after_the_grace_
     gap = got[0]
     assert isinstance(gap, FollowEvent) and (gap.kind, gap.first_seq, gap.last_seq) == ("missed", lost, lost)
     assert [r.seq for r in records(got)] == after and follower.lag() == 0
+
+
+def test_a_slot_committed_after_it_was_skipped_as_a_hole_is_still_shown(tmp_path: Path) -> None:
+    """A thread preempted mid-write for longer than the grace period commits its slot after the follower skipped
+    it: the follower looks at the position again and shows the record; nothing is reported missed."""
+    path = tmp_path / "app.mmlog"
+    with small_writer(path) as writer:
+        follower = follow(path, from_start=True, grace=0, ordered=True)
+        first = writer.write("one")
+        seq, pos = claim(writer)
+        after = [writer.write(f"after {i}") for i in range(3)]
+        items = follower.poll() + follower.poll() + follower.poll()
+        # Skipped (an invalid slot), and the records after it wait for its seq: the writer lives.
+        assert [r.seq for r in records(items)] == [first] and len(events(items, "invalid")) == 1
+        put_slot(writer, slot_bytes(pos, seq, b"late"), pos)
+        items += follower.poll() + follower.poll()
+    items += follower.poll() + follower.close()
+    assert sorted(r.seq for r in records(items)) == sorted([first, seq, *after])
+    assert events(items, "missed") == [] and follower.stats.missed == 0
