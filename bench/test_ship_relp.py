@@ -25,7 +25,7 @@ from bench._subjects import Scale
 from mmaplog import RingWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from rsyslog_fixture import Rsyslog, running_rsyslog, wait_until  # noqa: E402
+from rsyslog_fixture import Rsyslog, running_rsyslog, wait_until
 
 SHIP = [sys.executable, "-m", "mmaplog.ship.cli"]
 
