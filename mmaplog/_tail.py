@@ -14,6 +14,8 @@ out was either shown or reported in a ``missed`` event.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -611,13 +613,20 @@ class Tailer:
             for event in missed:
                 self._emit(event)
             return
-        waiting = sorted(self._waiting + accepted, key=_seq_of)
+        # The waiting list stays sorted: merge the new records in (usually all newer: an append), never re-sort it.
+        accepted.sort(key=_seq_of)
+        if not accepted:
+            waiting = self._waiting
+        elif not self._waiting or accepted[0].seq > self._waiting[-1].seq:
+            waiting = self._waiting + accepted
+        else:
+            waiting = list(heapq.merge(self._waiting, accepted, key=_seq_of))
         bound = self.tracker.lowest_pending()
         if force or len(waiting) >= _HOLD_MAX // 2:
             # Closing, or so many held back behind a seq still in flight that waiting longer would stop the
             # reading: show them (the seq stays pending and is shown when it arrives).
             bound = None
-        cut = len(waiting) if bound is None else next((i for i, r in enumerate(waiting) if r.seq > bound), len(waiting))
+        cut = len(waiting) if bound is None else bisect.bisect_right(waiting, bound, key=_seq_of)
         shown, self._waiting = waiting[:cut], waiting[cut:]
         # Gaps and records in seq order: everything below a gap is out before it.
         for event in missed:
