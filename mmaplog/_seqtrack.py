@@ -36,8 +36,9 @@ class SeqTracker:
     """Accounts for every sequence number of one series: shown, pending (may still arrive) or missed.
 
     Records are numbered 1, 2, ... contiguously per series, so a seq skipped over
-    is a record not (yet) seen.  Threads can commit slightly out of order, so a
-    skipped seq stays pending for the grace period before it counts as missed.
+    is a record not (yet) seen.  Threads commit out of order (a seq claimed just
+    before a rotation can land segments later), so a skipped seq stays pending
+    until it arrives or provably never can (see :meth:`due`).
     """
 
     def __init__(self, min_seq: int) -> None:
@@ -86,6 +87,10 @@ class SeqTracker:
         """True while some seq is pending (may still arrive)."""
         return bool(self._pending)
 
+    def pending_count(self) -> int:
+        """How many seqs are pending."""
+        return sum(entry.hi - entry.lo for entry in self._pending)
+
     def lowest_pending(self) -> int | None:
         """The lowest seq still pending, if any: an ordered follower shows nothing from it on."""
         return min((entry.lo for entry in self._pending), default=None)
@@ -95,17 +100,31 @@ class SeqTracker:
         for entry in self._pending:
             entry.polls += 1
 
-    def due(self, now: float, grace: float, force: bool = False) -> list[_Range]:
-        """Ranges pending past the grace period and looked for again by a later poll (all with ``force``).
+    def due(self, now: float, grace: float, force: bool = False, final: bool = False) -> list[_Range]:
+        """Ranges that can no longer appear; they now count as missed.
 
-        They now count as missed.
+        A seq counts as missed only when it provably cannot appear any more:
+        with ``final`` (no writer can still commit it: the writer is gone and
+        everything it left was read) every pending seq is; otherwise only seqs
+        skipped over because the writer overwrote slots or segments unread
+        (cause ``overwritten``), once the grace period passed and a later poll
+        looked for them again (at once with ``force``).  A seq merely committed
+        late -- a thread that claimed it before a rotation may write it many
+        segments further on -- stays pending however long that takes.
         """
         out, keep = [], []
         for entry in self._pending:
-            if force or (entry.polls >= 1 and now - entry.since >= grace):
+            lapped = entry.cause == "overwritten" and (force or (entry.polls >= 1 and now - entry.since >= grace))
+            if final or lapped:
                 out.append(entry)
                 self._final.append(entry)
             else:
                 keep.append(entry)
         self._pending = keep
         return out
+
+    def abandon(self) -> int:
+        """Stop tracking the seqs still pending (following ends); returns how many there were."""
+        count = sum(entry.hi - entry.lo for entry in self._pending)
+        self._pending = []
+        return count

@@ -14,6 +14,8 @@ out was either shown or reported in a ``missed`` event.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,9 +29,9 @@ import numpy as np
 from . import _codec
 from ._errors import FormatError
 from ._seqtrack import Cause, SeqTracker
-from .reader import Record, RingFile, expand_paths
+from .reader import Record, RingFile, expand_paths, writer_alive
 
-__all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths"]
+__all__ = ["EventKind", "FollowEvent", "FollowStats", "Followed", "Start", "Tailer", "live_paths", "writer_alive"]
 
 EventKind = Literal["missed", "invalid", "incomplete", "rotated", "truncated", "deleted", "replaced", "unreadable"]
 
@@ -41,6 +43,8 @@ _POLL_BYTES = 64 << 20
 _IDLE_BYTES = 16 << 10
 #: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
 _HOLD_MAX = 1 << 16
+#: Skipped positions looked at again at most (per file followed).
+_REVISIT_MAX = 1024
 #: Causes of missing records, the one explaining most first.
 _BLAME_ORDER: tuple[Cause, ...] = ("overwritten", "invalid", "incomplete", "missing")
 _SEGMENT_SUFFIX = re.compile(r"^(.*)\.([0-9]{6})$")
@@ -107,6 +111,8 @@ class FollowStats:
     rotations: int = 0
     #: Files found truncated, deleted, replaced or unreadable.
     warnings: int = 0
+    #: Seqs still in flight when following stopped: a live writer may yet commit them, so they are not missed.
+    pending: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for JSON or logging)."""
@@ -137,13 +143,14 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h = ring.header
     step = max(1, _READ_BYTES // h.slot_size)
     pos_parts, seq_parts, part_parts = [], [], []
-    for start in range(0, h.slot_count, step):
-        slots = ring.slots(start, step)
+    for start, slots in ring.slot_chunks(chunk_bytes=step * h.slot_size):
         index = np.arange(start, start + len(slots), dtype=np.uint64)
         ok = _codec.valid_slots(slots, h.slot_count, index=index)
         pos_parts.append(slots["pos"][ok].astype(np.int64))
         seq_parts.append(slots["seq"][ok].astype(np.int64))
         part_parts.append(slots["part"][ok])
+    if not pos_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint16)
     pos, seq, part = np.concatenate(pos_parts), np.concatenate(seq_parts), np.concatenate(part_parts)
     if len(pos):
         # A slot left over from an older lap is a hole of this one (taken, never rewritten).
@@ -181,6 +188,9 @@ class Tailer:
         self._lap_margin = 0
         self._fresh: list[np.ndarray] = []
         self._holes: dict[int, list[float]] = {}
+        #: Positions of the current file skipped as holes while a writer held it: looked at again on every poll,
+        #: since a thread preempted mid-write commits there later (bounded; dropped once the ring laps them).
+        self._revisit: set[int] = set()
         self._partials: dict[int, list[float]] = {}
         self._holdback: list[Record] = []
         #: Ordered mode: records accepted but waiting behind a pending seq.
@@ -188,6 +198,10 @@ class Tailer:
         self._budget = 0
         self._starved = False
         self._cause: Cause = "missing"
+        #: No writer held the path at the start of this poll: what is not in the files by now never will be.
+        self._dead = False
+        #: The last :meth:`_advance` stopped because nothing more was committed (not for a budget or a hole).
+        self._drained = False
         self.series = b""  # set per file by _open
         live = RingFile(path)
         try:
@@ -273,6 +287,7 @@ class Tailer:
         self.series = ring.header.series_id
         self._pending = np.empty(0, dtype=ring.dtype)
         self._holes.clear()
+        self._revisit.clear()
         self._lap_margin = 0
         self._window = max(4, _IDLE_BYTES // ring.header.slot_size)
 
@@ -285,6 +300,11 @@ class Tailer:
     def series_key(self) -> str:
         """The series id as hex: the key of :attr:`Follower.cursor`."""
         return self.series.hex()
+
+    @property
+    def drained(self) -> bool:
+        """True when the last poll read the current file to its end (records held back may still wait: see waiting)."""
+        return self._drained and not self.out
 
     @property
     def waiting(self) -> bool:
@@ -300,9 +320,17 @@ class Tailer:
         # Slots to consume at most; records held back count against it, so they cannot pile up unbounded.
         held = len(self._waiting) + len(self._holdback)
         room = (1 << 62) if limit is None else limit
+        # Looked at before reading: a writer gone by now left everything it will ever write.
+        self._dead = not writer_alive(self.path)
+        if self._dead and held:
+            room = 1 << 62  # records wait for a seq only reading to the end can settle: read on (within _HOLD_MAX)
         if self.ordered:
-            room = min(room, _HOLD_MAX)
-        self._budget = max(0, room - held)
+            # Held records bound the reading by _HOLD_MAX in all, not by one poll's limit: a record committed
+            # segments late is waited for while the ones after it are read.
+            room = min(room, _HOLD_MAX - held)
+        else:
+            room -= held
+        self._budget = max(0, room)
         self._starved = False
         self.tracker.tick()
         for entry in self._holes.values():
@@ -311,12 +339,19 @@ class Tailer:
             entry[1] += 1
         progressed = False
         try:
+            if self._revisit:
+                self._look_again()
             for _ in range(64):  # bounded: a poll follows at most a few segment changes
                 moved = self._advance(now)
                 progressed |= moved
                 self._release(self._assemble(now), now)
                 if not self._switch_if_due(now, moved):
                     break
+                progressed = True
+            if self._dead and self._drained and self.tracker.waiting | bool(self._partials):
+                # Every file read to its end and no writer left: what is still missing never will be.
+                self._abandon_partials(now, force=True)
+                self._release([], now, final=True)
                 progressed = True
             self._check_file()
         except FormatError as exc:
@@ -345,11 +380,13 @@ class Tailer:
         min_window = max(4, _IDLE_BYTES // ring.header.slot_size)
         max_window = max(min_window, _READ_BYTES // ring.header.slot_size)
         moved = False
+        self._drained = False
         while budget > 0 and room > 0:
             count = min(self._window, n, budget, room)
             if sealed:
                 count = min(count, n - self.pos + 1)
                 if count <= 0:
+                    self._drained = True
                     break
             slots, expected, index = self._read_window(count)
             valid = _codec.valid_slots(slots, n, index=index)
@@ -380,11 +417,12 @@ class Tailer:
             elif len(later):
                 beyond = stop + 1 + int(later[-1])
             else:
+                self._drained = True
                 break
             for offset in np.flatnonzero(~good[stop:beyond]).tolist():
                 self._holes.setdefault(self.pos + offset, [now, 1])
             since, polls = self._holes[self.pos]
-            if polls >= 2 and now - since >= self.grace:
+            if self._dead or (polls >= 2 and now - since >= self.grace):
                 self._skip_hole()
                 budget -= 1
                 room -= 1
@@ -398,8 +436,25 @@ class Tailer:
         self._starved = self._starved or (given > 0 and room <= 0)
         return moved
 
+    def _look_again(self) -> None:
+        """Read the skipped positions again: a slot committed there since is consumed after all."""
+        n = self.ring.header.slot_count
+        for p in sorted(self._revisit):
+            if self.pos - p >= n:  # the ring lapped it: that slot holds a later position now
+                self._revisit.discard(p)
+                continue
+            slot = self.ring.slots((p - 1) % n, 1)
+            index = np.asarray([(p - 1) % n], dtype=np.uint64)
+            if len(slot) and _codec.valid_slots(slot, n, index=index)[0] and int(slot["pos"][0]) == p:
+                self._revisit.discard(p)
+                self._fresh.append(slot)
+
     def _skip_hole(self) -> None:
         del self._holes[self.pos]
+        if not self._dead:
+            if len(self._revisit) >= _REVISIT_MAX:
+                self._revisit.discard(min(self._revisit))
+            self._revisit.add(self.pos)
         self.counts.invalid += 1
         self._blame("invalid")
         if self.ordered:
@@ -457,7 +512,11 @@ class Tailer:
         for seq in [s for s in self._partials if s not in unfinished]:
             del self._partials[seq]
         # A poll cut short by its budget has not looked for the missing parts: only the hopeless go.
-        self._abandon_partials(now, force=False, hopeless=_gapped(self._pending), patient=self._starved)
+        # A record whose parts are still coming belongs to a thread of a live writer: it is waited for.
+        self._abandon_partials(
+            now, force=False, hopeless=frozenset() if self._revisit else _gapped(self._pending),
+            patient=self._starved or not self._dead,
+        )
         h = self.ring.header
         seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
         threads, flags = asm.thread.tolist(), asm.flags.tolist()
@@ -519,7 +578,7 @@ class Tailer:
             )
         )
 
-    def _release(self, ready: list[Record], now: float, force: bool = False) -> None:
+    def _release(self, ready: list[Record], now: float, force: bool = False, final: bool = False) -> None:
         """Show records in seq order, holding back those newer than a record still being assembled.
 
         Unordered, a record is shown as soon as it is whole; ordered, it also
@@ -548,15 +607,26 @@ class Tailer:
         if accepted:
             self._cause = "missing"
             self.tracker.ripe = 0  # a skipped slot not explained by the seqs skipped now explains nothing later
-        missed = self._count_missed(now, force)
+        missed = self._count_missed(now, force, final)
         if not self.ordered:
             self._show(accepted)
             for event in missed:
                 self._emit(event)
             return
-        waiting = sorted(self._waiting + accepted, key=_seq_of)
+        # The waiting list stays sorted: merge the new records in (usually all newer: an append), never re-sort it.
+        accepted.sort(key=_seq_of)
+        if not accepted:
+            waiting = self._waiting
+        elif not self._waiting or accepted[0].seq > self._waiting[-1].seq:
+            waiting = self._waiting + accepted
+        else:
+            waiting = list(heapq.merge(self._waiting, accepted, key=_seq_of))
         bound = self.tracker.lowest_pending()
-        cut = len(waiting) if bound is None else next((i for i, r in enumerate(waiting) if r.seq > bound), len(waiting))
+        if force or len(waiting) >= _HOLD_MAX // 2:
+            # Closing, or so many held back behind a seq still in flight that waiting longer would stop the
+            # reading: show them (the seq stays pending and is shown when it arrives).
+            bound = None
+        cut = len(waiting) if bound is None else bisect.bisect_right(waiting, bound, key=_seq_of)
         shown, self._waiting = waiting[:cut], waiting[cut:]
         # Gaps and records in seq order: everything below a gap is out before it.
         for event in missed:
@@ -570,10 +640,10 @@ class Tailer:
         self.counts.records += len(records)
         self.out.extend(Followed(self.series, record) for record in records)
 
-    def _count_missed(self, now: float, force: bool) -> list[FollowEvent]:
-        """Count the seqs pending past the grace period (all with ``force``) as missed; their events, in seq order."""
+    def _count_missed(self, now: float, force: bool, final: bool = False) -> list[FollowEvent]:
+        """Count the seqs that can no longer appear (:meth:`SeqTracker.due`) as missed; their events, in seq order."""
         events = []
-        for entry in sorted(self.tracker.due(now, self.grace, force), key=lambda e: e.lo):
+        for entry in sorted(self.tracker.due(now, self.grace, force, final), key=lambda e: e.lo):
             count = entry.hi - entry.lo
             self.counts.missed += count
             if entry.cause == "overwritten":
@@ -593,9 +663,18 @@ class Tailer:
         return events
 
     def finish(self, now: float) -> None:
-        """Give up on everything still pending (the follower is closing); what was held back goes to :attr:`out`."""
-        self._abandon_partials(now, force=True)
-        self._release([], now, force=True)
+        """Stop following; what was held back goes to :attr:`out`.
+
+        Seqs that can no longer appear count as missed; those a live writer may
+        still commit count as :attr:`FollowStats.pending`, not as loss.
+        """
+        final = not writer_alive(self.path)
+        if final:
+            self._abandon_partials(now, force=True)
+        else:
+            self._abandon_partials(now, force=True, silent=True)
+        self._release([], now, force=True, final=final)
+        self.counts.pending += self.tracker.abandon()
 
     # ------------------------------------------------------------------ files changing
     def _warn(self, kind: EventKind, key: object, message: str) -> None:
@@ -641,7 +720,7 @@ class Tailer:
             )
             self._open(nxt, 1, self.tracker)
         else:
-            self._release([], now, force=True)  # the old series ends here
+            self._release([], now, force=True, final=True)  # the old series ends here
             key = nxt.header.series_id.hex()
             self._open_at(nxt, int(self._after[key]) + 1 if key in self._after else None)
         return True
@@ -663,7 +742,18 @@ class Tailer:
             return None
         if lh.segment == h.segment + 1:
             return live
-        # Behind by more than one rotation: continue with the oldest sealed segment still there.
+        # Behind by more than one rotation: continue with the next segment, by its name (cheap), or else with
+        # the oldest sealed segment still there (every segment opened: only after segments were removed).
+        try:
+            following = RingFile(f"{self.path}.{h.segment + 1:06d}")
+        except FormatError:
+            following = None
+        if following is not None:
+            fh = following.header
+            if fh.series_id == h.series_id and fh.segment == h.segment + 1:
+                live.close()
+                return following
+            following.close()
         newer = [r for r in self._sealed_segments(live) if r.header.segment > h.segment]
         for ring in newer[1:]:
             ring.close()

@@ -15,9 +15,17 @@ corrupt, and multi-slot records whose parts never all arrived are reported as
 ``stats.records + stats.missed`` equals the records written after the starting
 point.
 
+A seq is counted missed only when it provably can never appear: the writer
+overwrote its slots or deleted its segment before it was read, or no writer
+holds the file any more (its lock is gone) and everything was read.  A record
+merely committed late -- a seq taken just before a rotation can be written many
+segments later -- is waited for however long that takes; when following stops,
+seqs still in flight are counted in :attr:`FollowStats.pending`, not missed.
+
 With ``ordered=True`` each series (one writer and its segments) comes out
-strictly in seq order: a record that committed late is waited for, for the
-grace period, and the records after it wait with it; a seq given up on is a
+strictly in seq order: a record that committed late is waited for and the
+records after it wait with it (up to half of 65,536 held back; past that they
+go ahead and the late one follows when it comes); a seq given up on is a
 ``missed`` event in its place.  :attr:`Follower.cursor` then never skips a
 record: everything up to it was shown or reported missed.  This is what a
 shipper needs (``mmaplog-ship`` is built on it); :meth:`Follower.take` also
@@ -172,6 +180,15 @@ class Follower(Iterator[Record]):
     def waiting(self) -> bool:
         """True while a record is given time to arrive (a later poll may yield more even if nothing is written)."""
         return any(tailer.waiting for tailer in self._tailers)
+
+    @property
+    def drained(self) -> bool:
+        """True when the last poll read every file to its end (nothing more committed) and everything was handed out."""
+        return not self._ready and all(tailer.drained for tailer in self._tailers)
+
+    def in_flight(self) -> int:
+        """Seqs skipped over that a live writer may still commit (pending, neither shown nor missed)."""
+        return sum(tailer.tracker.pending_count() for tailer in self._tailers)
 
     def lag(self) -> int:
         """Records read from the files but not yet yielded, summed over the series followed."""
@@ -338,7 +355,7 @@ def follow(
     saved earlier: series id -> seq) resumes each series it names after that seq,
     counting what was overwritten meanwhile as missed.  A slot that stays
     uncommitted for ``grace`` seconds while later slots are committed is skipped
-    and counted.  Iteration ends when ``stop`` is set or :meth:`Follower.stop` is
+    and counted (and looked at again while its writer runs).  Iteration ends when ``stop`` is set or :meth:`Follower.stop` is
     called.  Raises :class:`mmaplog.FormatError` when a file cannot be opened or
     is not a ring file; once following, a file truncated, deleted or replaced is
     reported as an event and never ends the iteration.  ``ordered`` and

@@ -10,8 +10,11 @@ from here on any input is a bug.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
 import glob
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,10 +39,15 @@ __all__ = [
     "read",
     "read_array",
     "scan",
+    "unnamed_records",
+    "writer_alive",
 ]
 
 PathArg = Union[str, "os.PathLike[str]"]
 Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a string forward reference
+
+#: Holes shorter than this between two allocated extents are read rather than skipped (one read beats two).
+_EXTENT_MERGE = 1 << 20
 
 LEVEL_NAMES: dict[int, str] = {0: "NOTSET", 5: "TRACE", 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 _LEVEL_NUMBERS = {name: number for number, name in LEVEL_NAMES.items()} | {"WARN": 30, "FATAL": 50}
@@ -131,10 +139,14 @@ class ReadStats:
     incomplete: int = 0
     #: Records older than the oldest one kept (overwritten by the ring or rotated away).
     overwritten: int = 0
-    #: Records missing between the oldest and newest kept.
+    #: Records missing between the oldest and newest kept, with no writer left that could still commit them.
     gaps: int = 0
+    #: Records missing between the oldest and newest kept while a live writer holds the file: in flight, not lost.
+    pending: int = 0
     duplicates: int = 0
     truncated: int = 0
+    #: Records whose logger has no intact entry in the name table (shown as ``<logger N>``): damage.
+    unnamed: int = 0
 
     def add(self, other: ReadStats) -> None:
         """Add another file's or series' counts to these."""
@@ -215,22 +227,80 @@ class RingFile:
         buf[got // size * size :] = 0  # past the file's end, and a partial last slot: empty slots
         return out
 
+    def extents(self, start: int = 0, count: int | None = None) -> list[tuple[int, int]]:
+        """The slot ranges (first ring index, count) within ``start..start+count`` that may hold data.
+
+        Holes of a sparse file (``SEEK_DATA``/``SEEK_HOLE``) and slots past the
+        file's end read as zeros, that is as empty slots, so a reader skips them:
+        a file declaring a terabyte of slots but holding a few records costs a few
+        reads, and memory in proportion to what is allocated.  Without hole
+        support the whole range is one extent.
+        """
+        h = self.header
+        if count is None:
+            count = h.slot_count - start
+        count = max(0, min(count, h.slot_count - start))
+        if not count:
+            return []
+        size, base = h.slot_size, h.data_offset
+        lo, hi = base + start * size, base + (start + count) * size
+        seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+        if seek_data is None or seek_hole is None:
+            return [(start, count)]
+        out: list[tuple[int, int]] = []
+        offset = lo
+        try:
+            while offset < hi:
+                try:
+                    data = os.lseek(self._fd, offset, seek_data)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # no data from here to the end of the file
+                        break
+                    raise
+                if data >= hi:
+                    break
+                hole = min(hi, os.lseek(self._fd, data, seek_hole))
+                first = max(start, (data - base) // size)
+                last = min(start + count, -(-(hole - base) // size))
+                if out and first <= out[-1][0] + out[-1][1] + _EXTENT_MERGE // size:
+                    prev = out[-1][0]
+                    out[-1] = (prev, max(out[-1][1], last - prev))
+                elif last > first:
+                    out.append((first, last - first))
+                offset = max(hole, offset + 1)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                return [(start, count)]  # the filesystem cannot tell: read it all
+            raise FormatError(self.path, f"read failed: {exc.strerror or exc}") from None
+        return out
+
     def chunks(self, chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (ring index of the first slot, bytes of whole slots) over every slot, one reused buffer at a time.
+        """Yield (ring index of the first slot, bytes of whole slots) over the slots that may hold data.
 
         Reading a ring in pieces that stay in the CPU cache costs a fraction of
         reading it whole into fresh memory.  Each piece is valid only until the
-        next is yielded; slots past the file's end read as empty, as in :meth:`slots`.
+        next is yielded.  Only :meth:`extents` are read: the slots left out (holes,
+        past the file's end) are empty.
         """
         h = self.header
         size = h.slot_size
         per = max(1, min(chunk_bytes // size, h.slot_count))
-        buf = np.empty(per * size, dtype=np.uint8)
-        for start in range(0, h.slot_count, per):
-            part = buf[: min(per, h.slot_count - start) * size]
-            got = self._read_into(part, h.data_offset + start * size)
-            part[got // size * size :] = 0
-            yield start, part
+        buf: np.ndarray | None = None
+        for first, count in self.extents():
+            for start in range(first, first + count, per):
+                if buf is None:
+                    buf = np.empty(per * size, dtype=np.uint8)
+                part = buf[: min(per, first + count - start) * size]
+                got = self._read_into(part, h.data_offset + start * size)
+                part[got // size * size :] = 0
+                yield start, part
+
+    def slot_chunks(self, start: int = 0, count: int | None = None, chunk_bytes: int = 8 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (ring index, slots) copies over the :meth:`extents` of ``start..start+count``, bounded pieces each."""
+        per = max(1, chunk_bytes // self.header.slot_size)
+        for first, n in self.extents(start, count):
+            for at in range(first, first + n, per):
+                yield at, self.slots(at, min(per, first + n - at))
 
     def _read_into(self, buf: np.ndarray, offset: int) -> int:
         """Fill ``buf`` from ``offset`` straight into its memory (no intermediate bytes); return bytes read."""
@@ -314,6 +384,69 @@ def expand_paths(paths: Paths, segments: bool = True) -> list[Path]:
     return out
 
 
+def _locked_inodes() -> set[tuple[int, int, int]] | None:
+    """(major, minor, inode) of every file someone holds an ``flock`` on, from /proc/locks; None where unavailable."""
+    try:
+        with open("/proc/locks", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    out = set()
+    for line in text.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (waiters carry a "->" field first)
+        if "->" in fields:
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            try:
+                major, minor, inode = fields[5].split(":")
+                out.add((int(major, 16), int(minor, 16), int(inode)))
+            except ValueError:
+                continue
+    return out
+
+
+def writer_alive(path: PathArg) -> bool:
+    """True when a writer holds the file at ``path`` open (its ``flock``): records it claimed may still appear.
+
+    A writer locks its live file for as long as it runs and the lock goes with
+    the process, so an unlocked file is one whose writer closed it or died.
+    Read from /proc/locks where there is one, so the probe never takes the lock
+    itself (a writer opening the file at that moment would find it taken).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    locks = _locked_inodes()
+    if locks is not None:
+        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks:
+            return True
+        # A rotation between the stat and the look at the locks puts a new (locked) file at the path and
+        # releases the old one: only a file still in place and unlocked has no writer.
+        return _inode_at(path) != (st.st_dev, st.st_ino)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        st = os.fstat(fd)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return _inode_at(path) != (st.st_dev, st.st_ino)
+
+
+def _inode_at(path: PathArg) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 _COLUMNS = ("seq", "time_ns", "level", "thread", "flags", "logger", "message", "fields", "exception")
 
 
@@ -327,27 +460,60 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     h = ring.header
     stats = ReadStats(files=1, slots=h.slot_count)
     if _codec.accelerator() is not None:
-        collected = _codec.collect(ring.chunks(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names)
-        stats.empty, stats.invalid = collected.empty, collected.invalid
+        fed = [0]
+
+        def pieces() -> Iterator[tuple[int, np.ndarray]]:
+            for start, part in ring.chunks():
+                fed[0] += len(part) // h.slot_size
+                yield start, part
+
+        collected = _codec.collect(pieces(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names)
+        # Slots never read (holes, past the end) are empty.
+        stats.empty, stats.invalid = collected.empty + (h.slot_count - fed[0]), collected.invalid
         rows, stats.duplicates, incomplete, unique = _codec.assemble_rows(
             collected, ring.read_names(), h.pid, index, RECORD_DTYPE, h.slot_size
         )
         # Rows as the accelerator found them (no longer records joined in): its count of truncated ones holds.
         stats.truncated = collected.truncated if unique else _truncated(rows)
+        stats.unnamed = unnamed_records(rows["logger"], ring.read_names())
         return rows, stats, incomplete, unique
-    slots = ring.slots()
-    valid = _codec.valid_slots(slots, h.slot_count)
-    empty = slots["pos"] == 0
-    stats.empty = int(empty.sum())
-    stats.invalid = int(h.slot_count - stats.empty - valid.sum())
-    asm = _codec.assemble(slots[valid] if not valid.all() else slots, ring.read_names())
+    # In bounded pieces over what is allocated: memory follows the data, not the size the header declares.
+    kept: list[np.ndarray] = []
+    nonempty = 0
+    for start, slots in ring.slot_chunks():
+        at = np.arange(start, start + len(slots), dtype=np.uint64)
+        valid = _codec.valid_slots(slots, h.slot_count, index=at)
+        nonempty += int(np.count_nonzero(slots["pos"] != 0))
+        kept.append(slots if valid.all() else slots[valid])
+    good = kept[0] if len(kept) == 1 else (np.concatenate(kept) if kept else np.zeros(0, dtype=ring.dtype))
+    stats.empty = h.slot_count - nonempty
+    stats.invalid = nonempty - len(good)
+    asm = _codec.assemble(good, ring.read_names())
     columns = {name: getattr(asm, name) for name in _COLUMNS}
     columns["pid"] = np.full(len(asm.seq), h.pid, dtype=np.uint32)
     columns["file"] = np.full(len(asm.seq), index, dtype=np.uint32)
     stats.duplicates = asm.duplicates
     rows = _to_rows(columns, None)
     stats.truncated = _truncated(rows)
+    stats.unnamed = unnamed_records(rows["logger"], ring.read_names())
     return rows, stats, asm.incomplete_seqs, False
+
+
+_UNNAMED = re.compile(r"<logger ([0-9]+)>")
+
+
+def unnamed_records(loggers: np.ndarray, names: dict[int, str]) -> int:
+    """How many of ``loggers`` (a column of names) stand for an id the name table has no intact entry for."""
+    if not len(loggers):
+        return 0
+    bad = set()
+    for name in set(loggers.tolist()):
+        match = _UNNAMED.fullmatch(name) if isinstance(name, str) else None
+        if match and int(match.group(1)) not in names:
+            bad.add(name)
+    if not bad:
+        return 0
+    return int(sum(1 for name in loggers.tolist() if name in bad))
 
 
 def _to_rows(columns: dict[str, np.ndarray], order: np.ndarray | None) -> np.ndarray:
@@ -403,7 +569,12 @@ def scan(paths: Paths, *, segments: bool = True) -> Scan:
             if len(seq):
                 first, last = int(seq[0]), int(seq[-1])
                 total.overwritten += first - 1
-                total.gaps += (last - first + 1) - len(seq)
+                missing = (last - first + 1) - len(seq)
+                # A seq a live writer claimed may still be committed (in a later segment, even): not lost yet.
+                if missing and any(writer_alive(files[i].path) for i in members):
+                    total.pending += missing
+                else:
+                    total.gaps += missing
             parts.append(rows)
         if not parts:
             records = np.zeros(0, dtype=RECORD_DTYPE)

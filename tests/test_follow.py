@@ -275,7 +275,8 @@ def test_follows_rotation_into_new_segments_without_loss(tmp_path: Path) -> None
 
 def test_hole_left_by_a_dead_writer_thread_is_skipped_and_counted(tmp_path: Path) -> None:
     """A slot taken and never committed stops neither ``scan`` nor the follower: the records committed after
-    it are shown, the hole is counted (invalid slot) and its record counted missed."""
+    it are shown, the hole is counted (invalid slot); its record is pending while the writer lives (the thread
+    may still be writing) and counted missed once no writer holds the file."""
     path = tmp_path / "app.mmlog"
     with small_writer(path) as writer:
         writer.write("before")
@@ -289,9 +290,10 @@ def test_hole_left_by_a_dead_writer_thread_is_skipped_and_counted(tmp_path: Path
         second = follower.poll()
         assert [r.seq for r in records(second)] == after
         assert len(events(second, "invalid")) == 1
-        final = follower.close()
-        result = mmaplog.scan(path)
-    assert follower.stats.invalid == 1
+        assert events(follower.poll(), "missed") == [] and follower.waiting  # the writer lives: in flight
+    final = follower.poll() + follower.close()  # the writer closed: it can never be committed now
+    result = mmaplog.scan(path)
+    assert follower.stats.invalid == 1 and follower.stats.pending == 0
     assert follower.stats.missed == 1 and [(e.first_seq, e.last_seq) for e in events(final, "missed")] == [(seq, seq)]
     assert list(result.records["message"]) == ["before", "after 0", "after 1", "after 2"]
     assert result.stats.invalid == 1 and result.stats.gaps == 1
@@ -349,7 +351,8 @@ def test_interleaved_multi_slot_records_are_shown_whole_and_in_order(tmp_path: P
         p2 = next(writer._map.positions)
         put_slot(writer, slot_bytes(p2, seq_c, chunks[2], part=2, parts=3, rec_len=len(long)), p2)
         tail = writer.write("after the broken record")
-        items = follower.poll() + follower.poll() + follower.close()
+        items = follower.poll() + follower.poll()
+    items += follower.poll() + follower.close()  # no writer left: the seq of the broken record is missed
     assert [r.seq for r in records(items)] == [tail]
     assert follower.stats.incomplete == 1 and follower.stats.missed == 1 and follower.stats.invalid == 1
 
@@ -490,8 +493,8 @@ def test_ordered_waits_for_a_record_committed_late_and_the_cursor_never_passes_i
 
 
 def test_ordered_reports_a_lost_seq_in_its_place_with_series_and_cause(tmp_path: Path) -> None:
-    """A seq taken and never committed becomes, after the grace period, a ``missed`` event between the records
-    around it, naming its series, exact range and cause; the cursor covers it."""
+    """A seq taken and never committed waits while the writer lives, then (the writer gone) becomes a ``missed``
+    event between the records around it, naming its series, exact range and cause; the cursor covers it."""
     path = tmp_path / "app.mmlog"
     with small_writer(path) as writer:
         follower = follow(path, from_start=True, grace=0, ordered=True)
@@ -499,8 +502,10 @@ def test_ordered_reports_a_lost_seq_in_its_place_with_series_and_cause(tmp_path:
         lost = next(writer._seqs)  # a thread that died after taking its seq
         last = writer.write("three")
         items = follower.poll() + follower.poll()
-        follower.close()
+        assert [getattr(i, "seq", None) for i in items] == [first]  # "three" waits: the seq may still come
         series = writer.header.series_id
+    items += follower.poll()
+    follower.close()
     kinds = [
         (item.seq, None) if isinstance(item, Record) else (item.kind, item.first_seq, item.last_seq) for item in items
     ]
@@ -544,8 +549,8 @@ def test_watch_follows_files_that_match_a_pattern_later_and_notes_unreadable_one
 
 
 def test_take_behind_a_missing_seq_reads_no_further_and_resumes_after_the_grace_period(tmp_path: Path) -> None:
-    """Records held back behind a missing seq count against ``take``'s limit; once the seq is given up on,
-    everything after it comes out in order, nothing lost or doubled."""
+    """Records held back behind a missing seq are read only about as far as ``take``'s limit needs; once the seq
+    is given up on (its writer gone), everything after it comes out in order, nothing lost or doubled."""
     path = tmp_path / "app.mmlog"
     now = [1000.0]
     with small_writer(path, slots=512) as writer:
@@ -557,11 +562,31 @@ def test_take_behind_a_missing_seq_reads_no_further_and_resumes_after_the_grace_
         assert follower.take(5) == [] and follower.waiting
         assert 0 < follower.lag() <= 10  # read about as far as the limit needs, not all 50
         now[0] += 2
-        got = []
-        while batch := follower.take(5):
-            assert len(batch) <= 5
-            got += [entry.item for entry in batch]
-        follower.close()
+        assert follower.take(5) == []  # the writer lives: the seq is in flight however long it takes
+    got = []
+    while batch := follower.take(5):
+        assert len(batch) <= 5
+        got += [entry.item for entry in batch]
+    follower.close()
     gap = got[0]
     assert isinstance(gap, FollowEvent) and (gap.kind, gap.first_seq, gap.last_seq) == ("missed", lost, lost)
     assert [r.seq for r in records(got)] == after and follower.lag() == 0
+
+
+def test_a_slot_committed_after_it_was_skipped_as_a_hole_is_still_shown(tmp_path: Path) -> None:
+    """A thread preempted mid-write for longer than the grace period commits its slot after the follower skipped
+    it: the follower looks at the position again and shows the record; nothing is reported missed."""
+    path = tmp_path / "app.mmlog"
+    with small_writer(path) as writer:
+        follower = follow(path, from_start=True, grace=0, ordered=True)
+        first = writer.write("one")
+        seq, pos = claim(writer)
+        after = [writer.write(f"after {i}") for i in range(3)]
+        items = follower.poll() + follower.poll() + follower.poll()
+        # Skipped (an invalid slot), and the records after it wait for its seq: the writer lives.
+        assert [r.seq for r in records(items)] == [first] and len(events(items, "invalid")) == 1
+        put_slot(writer, slot_bytes(pos, seq, b"late"), pos)
+        items += follower.poll() + follower.poll()
+    items += follower.poll() + follower.close()
+    assert sorted(r.seq for r in records(items)) == sorted([first, seq, *after])
+    assert events(items, "missed") == [] and follower.stats.missed == 0

@@ -200,7 +200,7 @@ def test_progress_line_only_on_a_tty(tmp_path: Path) -> None:
     shown = _run_with_stderr_on_a_tty([str(path), "--to", "-", "--once"])
     assert re.search(r"shipped 2,000 records, [\d,]+/s, lag 0", shown), shown
     piped = ship(str(path), "--to", "-", "--once")
-    assert piped.stderr == ""
+    assert piped.stderr == "mmaplog-ship: shipped 2000 records, 0 reported lost\n"  # the closing count only
     quiet = _run_with_stderr_on_a_tty([str(path), "--to", "-", "--once", "--quiet"])
     assert "shipped" not in quiet
 
@@ -330,3 +330,33 @@ def test_once_ends_while_the_writer_keeps_writing(tmp_path: Path) -> None:
             covered += range(doc["fields"]["first_seq"], doc["fields"]["last_seq"] + 1)
     assert covered == list(range(1, len(covered) + 1))
     assert len(covered) > 1
+
+
+@pytest.mark.parametrize("window", ["1", "7", "4096"])
+def test_once_ships_every_multi_slot_record_whatever_the_window(tmp_path: Path, window: str) -> None:
+    """--once reads until every file is drained: a poll is bounded in slots and bytes, not a sign of being done."""
+    path = tmp_path / "app.mmlog"
+    with RingWriter(path, size="2 MiB") as w:
+        for i in range(3000):
+            w.write(f"rec {i:06d} " + "x" * (194 + i % 400), logger="app")  # two to three slots each
+    on_disk = sorted(int(s) for s in mmaplog.read_array(path)["seq"])
+    result = ship(str(path), "--to", "-", "--once", "--window", window)
+    shipped = [json.loads(line)["seq"] for line in result.stdout.splitlines()]
+    assert result.returncode == 0, result.stderr
+    assert sorted(shipped) == on_disk and len(set(shipped)) == len(shipped) == 3000
+    assert result.stderr.splitlines()[-1] == "mmaplog-ship: shipped 3000 records, 0 reported lost"
+
+
+def test_once_with_records_lost_says_how_many_and_exits_3(tmp_path: Path) -> None:
+    """Records a writer claimed and never committed (the writer is gone) are reported lost: the closing line
+    counts them and the exit status is 3, while a run that lost nothing exits 0."""
+    path = tmp_path / "app.mmlog"
+    with RingWriter(path, size=64 * 256) as w:
+        w.write("one")
+        next(w._seqs)  # a thread that died after taking its seq
+        next(w._seqs)
+        w.write("four")
+    result = ship(str(path), "--to", "-", "--once", "--no-cursor")
+    assert [json.loads(line).get("seq") for line in result.stdout.splitlines()] == [1, None, 4]  # None: the gap
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1] == "mmaplog-ship: shipped 2 records, 2 reported lost (in 1 gap)"

@@ -202,8 +202,10 @@ def test_lapping_writer_gap_is_reported_with_exact_count(rsyslog: Rsyslog, tmp_p
     expected = oldest - 101
     assert expected > 1000
     result = ship(*args)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # --once: done, with records reported lost
     assert f"{expected} records overwritten before they could be shipped" in result.stderr
+    shipped = 5000 - oldest + 1
+    assert result.stderr.splitlines()[-1] == f"mmaplog-ship: shipped {shipped} records, {expected} reported lost (in 1 gap)"
     lines = rsyslog.wait_for(100 + 1 + (5000 - oldest + 1))
     warnings = [parse_message(line) for line in lines if "overwritten before" in line]
     assert len(warnings) == 1

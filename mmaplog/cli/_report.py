@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import _codec
-from ..reader import PathArg, ReadStats, RingFile, expand_paths, level_name
+from ..reader import PathArg, ReadStats, RingFile, expand_paths, level_name, unnamed_records
 from ._output import escape, iso_times
 
 __all__ = ["FileCheck", "stats_report", "verify_path"]
@@ -34,8 +34,10 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     doc["incomplete"] = stats.incomplete
     doc["overwritten"] = stats.overwritten
     doc["gaps"] = stats.gaps
+    doc["pending"] = stats.pending
     doc["duplicates"] = stats.duplicates
     doc["truncated"] = stats.truncated
+    doc["unnamed"] = stats.unnamed
     doc["slots"] = stats.slots
     doc["empty_slots"] = stats.empty
     if as_json:
@@ -56,8 +58,11 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     lines.append(f"incomplete:     {stats.incomplete} (records missing some of their slots)")
     lines.append(f"overwritten:    {stats.overwritten} (older than the oldest record kept)")
     lines.append(f"gaps:           {stats.gaps} (missing between the oldest and the newest)")
+    if stats.pending:
+        lines.append(f"pending:        {stats.pending} (missing, but a live writer may still commit them)")
     lines.append(f"duplicates:     {stats.duplicates}")
     lines.append(f"truncated:      {stats.truncated} (messages cut to the maximum record size)")
+    lines.append(f"unnamed:        {stats.unnamed} (records whose logger name is missing from a damaged name table)")
     lines.append(f"slots:          {stats.slots} ({stats.empty} empty)")
     return "\n".join(lines) + "\n"
 
@@ -84,11 +89,13 @@ class FileCheck:
     incomplete: list[int] = field(default_factory=list)
     #: Records whose first slots the ring overwrote (normal for a wrapped ring, not damage).
     cut_by_wrap: int = 0
+    #: Records whose logger id has no intact entry in the name table (a damaged or zeroed table).
+    unnamed: int = 0
 
     @property
     def ok(self) -> bool:
-        """True when no slot is invalid and no record is incomplete for a reason other than the wrap."""
-        return not self.invalid and not self.incomplete
+        """True when no slot is invalid, no record is incomplete (but for the wrap) and every logger has its name."""
+        return not self.invalid and not self.incomplete and not self.unnamed
 
     def line(self) -> str:
         """One line for people: ``app.mmlog: ok: ...`` or ``app.mmlog: CORRUPT: ...``."""
@@ -103,6 +110,11 @@ class FileCheck:
             seqs = ", ".join(str(s) for s in self.incomplete[:5]) + (", ..." if len(self.incomplete) > 5 else "")
             count = len(self.incomplete)
             problems.append(f"{count} incomplete record{'s' if count != 1 else ''} (seq {seqs})")
+        if self.unnamed:
+            problems.append(
+                f"{self.unnamed} record{'s' if self.unnamed != 1 else ''} whose logger name is missing "
+                "from the name table (damaged name table)"
+            )
         return f"{name}: CORRUPT: {'; '.join(problems)}; {readable}"
 
 
@@ -118,15 +130,21 @@ def verify_path(path: PathArg) -> list[FileCheck]:
     for file_path in expand_paths(path):
         with RingFile(file_path) as ring:
             h = ring.header
-            slots = ring.slots()
-            valid = _codec.valid_slots(slots, h.slot_count)
-            empty = slots["pos"] == 0
-            good = slots[valid]
+            kept, nonempty = [], 0
+            # Only the allocated extents, in bounded pieces: a sparse file costs what it holds.
+            for start, slots in ring.slot_chunks():
+                index = np.arange(start, start + len(slots), dtype=np.uint64)
+                valid = _codec.valid_slots(slots, h.slot_count, index=index)
+                nonempty += int(np.count_nonzero(slots["pos"] != 0))
+                kept.append(slots[valid])
+            good = np.concatenate(kept) if kept else np.zeros(0, dtype=ring.dtype)
             check = FileCheck(
-                file_path, slots=h.slot_count, empty=int(empty.sum()), invalid=int((~valid & ~empty).sum())
+                file_path, slots=h.slot_count, empty=h.slot_count - nonempty, invalid=nonempty - len(good)
             )
-            asm = _codec.assemble(good, ring.read_names())
+            names = ring.read_names()
+            asm = _codec.assemble(good, names)
         check.records = len(asm.seq)
+        check.unnamed = unnamed_records(asm.logger, names)
         complete.setdefault(h.series_id, set()).update(asm.seq.tolist())
         wrapped = bool(len(good)) and int(good["pos"].max()) > h.slot_count
         heads = set(good["seq"][good["part"] == 0].tolist())

@@ -10,6 +10,7 @@ away (``| head``) the command ends quietly, as coreutils do.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ import numpy as np
 from .. import __version__
 from .._errors import FormatError
 from ..follow import Follower, FollowEvent
-from ..reader import RECORD_DTYPE, Record, filter_mask, level_number, scan
+from ..reader import RECORD_DTYPE, Record, RingFile, filter_mask, level_number, scan
 from ._output import CsvFormatter, Formatter, JsonFormatter, Meta, TextFormatter, escape
 from ._report import stats_report, verify_path
 from ._when import parse_when
@@ -238,29 +239,84 @@ class _Stop:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
+def _last(rows: np.ndarray, count: int | None) -> np.ndarray:
+    """The last ``count`` rows (all of them when there are fewer; every row for None)."""
+    if count is None:
+        return rows
+    return rows[max(0, len(rows) - count) :] if count else rows[:0]
+
+
+def _expand(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """FILE arguments as paths: a glob pattern naming no file literally (quoted) is expanded, as the shell would.
+
+    Returns (paths, patterns that matched nothing).
+    """
+    paths: list[str] = []
+    unmatched: list[str] = []
+    for name in names:
+        if glob.has_magic(name) and not os.path.lexists(name):
+            found = sorted(glob.glob(name))
+            if not found:
+                unmatched.append(name)
+            paths += [p for p in found if p not in paths]
+        elif name not in paths:
+            paths.append(name)
+    return paths, unmatched
+
+
+def _readable(paths: Sequence[str]) -> tuple[list[str], bool]:
+    """The paths that open as ring files; each one that does not gets its line on stderr.  (paths, any failed)."""
+    good: list[str] = []
+    failed = False
+    for path in paths:
+        try:
+            RingFile(path).close()
+        except FormatError as exc:
+            _say(str(exc))
+            failed = True
+            continue
+        good.append(path)
+    return good, failed
+
+
 def _follow(
     args: argparse.Namespace, out: _Output, formatter: Formatter, match: Callable[[np.ndarray], np.ndarray]
 ) -> int:
-    """Show the last N records, then new ones as they are committed, until SIGINT or SIGTERM."""
-    result = scan(args.files)
+    """Show the last N records, then new ones as they are committed, until SIGINT or SIGTERM.
+
+    A file that does not exist yet (or a pattern that matches none) is waited
+    for, as ``tail -F`` does; it is said once on stderr.
+    """
+    paths, unmatched = _expand(args.files)
+    existing = [p for p in paths if os.path.lexists(p)]
+    absent = [p for p in paths if p not in existing]  # looked at once: one may appear any moment now
+    for name in [*absent, *unmatched]:
+        _say(f"{name}: does not exist yet; waiting for it")
+    good, failed = _readable(existing)
+    if failed and not good and len(existing) == len(paths) and not unmatched:
+        return 2  # nothing readable and nothing to wait for
+    result = scan(good) if good else None
     with _Stop() as stop:
-        rows = result.records
+        rows = result.records if result is not None else np.zeros(0, dtype=RECORD_DTYPE)
+        files = result.files if result is not None else []
         # Resume each series after the newest record seen, whatever the filters showed.
         cursor: dict[str, int] = {}
         if len(rows):
-            series = [f.header.series_id.hex() for f in result.files]
+            series = [f.header.series_id.hex() for f in files]
             for index, seq in zip(rows["file"].tolist(), rows["seq"].tolist()):
                 key = series[index]
                 if seq > cursor.get(key, 0):
                     cursor[key] = seq
-        meta = [(f.header.hostname, f.header.process_name) for f in result.files]
-        last = _FOLLOW_LAST if args.lines is None else args.lines
-        shown = rows[match(rows)]
-        shown = shown[len(shown) - last :] if last else shown[:0]
+        meta = [(f.header.hostname, f.header.process_name) for f in files]
+        shown = _last(rows[match(rows)], _FOLLOW_LAST if args.lines is None else args.lines)
         out.write(formatter.header())
         _write_rows(out, formatter, shown, meta)
         out.flush()
-        follower = Follower(args.files, after=cursor, from_start=True, poll_interval=args.interval, ordered=True)
+        # Patterns stay patterns (matched again on every poll); files not there yet are waited for.
+        watched = [*good, *absent, *unmatched]
+        follower = Follower(
+            watched, after=cursor, from_start=True, poll_interval=args.interval, ordered=True, watch=True
+        )
         live_meta: list[tuple[str, str]] = []
         meta_index: dict[tuple[str, str], int] = {}
 
@@ -277,9 +333,14 @@ def _follow(
                 _write_rows(out, formatter, new[match(new)], live_meta)
             out.flush()
 
+        said: set[tuple[str, str]] = set()
         try:
             while not stop.requested:
                 items = follower.poll()
+                for path, reason in follower.problems.items():
+                    if (path, reason) not in said:
+                        said.add((path, reason))
+                        _say(f"{path}: {reason}")
                 emit(items)
                 if not items and follower.idle and not stop.requested:
                     time.sleep(args.interval)
@@ -287,31 +348,46 @@ def _follow(
             emit(follower.close())
         if follower.stats.missed:
             _say(f"missed {follower.stats.missed} records while following ({follower.stats.overwritten} overwritten)")
-    return 0
+        if follower.stats.pending:
+            _say(f"{follower.stats.pending} records were still being written when following stopped")
+    return 2 if failed else 0
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     stream = sys.stdout.buffer
     out = _Output(stream)
+    if args.follow:
+        return _follow(args, out, _formatter(args, stream), _matcher(args, parser))
+    paths, unmatched = _expand(args.files)
+    for name in unmatched:
+        _say(f"{name}: no file matches")
+    # Each unreadable file gets its line; the readable ones are still shown, and the exit status is 2 at the end.
+    good, failed = _readable(paths)
+    failed |= bool(unmatched)
     if args.verify:
         damaged = False
-        for path in args.files:
-            for check in verify_path(path):
+        for path in good:
+            try:
+                checks = verify_path(path)
+            except FormatError as exc:
+                _say(str(exc))
+                failed = True
+                continue
+            for check in checks:
                 damaged |= not check.ok
                 out.write(check.line() + "\n")
         out.flush()
-        return 1 if damaged else 0
+        return 2 if failed else 1 if damaged else 0
     formatter = _formatter(args, stream)
     match = _matcher(args, parser)
-    if args.follow:
-        return _follow(args, out, formatter, match)
-    result = scan(args.files)
+    if not good:
+        return 2
+    result = scan(good)
     rows = result.records
     shown = match(rows)
     if not shown.all():
         rows = rows[shown]
-    if args.lines is not None:
-        rows = rows[len(rows) - args.lines :] if args.lines else rows[:0]
+    rows = _last(rows, args.lines)
     if args.stats:
         out.write(stats_report(rows, result.stats, as_json=args.output == "json", utc=args.utc))
     else:
@@ -319,6 +395,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out.write(formatter.header())
         _write_rows(out, formatter, rows, meta)
     out.flush()
+    if failed:
+        return 2
     return 0 if len(rows) else 1
 
 

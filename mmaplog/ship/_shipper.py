@@ -122,6 +122,8 @@ class ShipStats:
     gaps: int = 0
     reconnects: int = 0
     unconfirmed_at_exit: int = 0
+    #: Seqs a live writer had claimed but not committed when the run ended (not lost: the cursor stays before them).
+    in_flight: int = 0
     gave_up: bool = False
     closed: bool = False
 
@@ -222,22 +224,26 @@ class Shipper:
     def _fill(self) -> None:
         """Read more items when the backlog runs low; a source that had little is asked again only after a pause.
 
-        With ``once``, reading ends at the first poll that finds less than a full
-        batch (everything that existed has been read), once missing records had
-        their grace period: a writer that keeps writing does not keep it going.
+        With ``once``, reading ends when every file has been read to its end
+        (however many polls and batches that takes: a poll is bounded in slots
+        and bytes, not a sign of being done) and nothing is still in flight;
+        seqs a live writer has claimed but not committed are given twice the
+        grace period, then left for the next run (they are not lost).
         """
         now = time.monotonic()
         if len(self._backlog) >= self.window or now < self._next_poll or self._source_dry:
             return
         limit = max(self.window, 4096)
         items = self.source.poll(limit=limit)
-        if len(items) < limit:
-            self._next_poll = now + self.poll_interval
-            if self.once:
-                if self._caught_up is None:
-                    self._caught_up = now
-                if not self.source.waiting or now - self._caught_up > 2 * self.source.grace + 1.0:
-                    self._source_dry = True
+        if not items:
+            self._next_poll = now + (self.poll_interval if not self.once else min(self.poll_interval, 0.05))
+        if self.once and not items and self.source.drained:
+            if self._caught_up is None:
+                self._caught_up = now
+            if not self.source.waiting or now - self._caught_up > 2 * self.source.grace + 1.0:
+                self._source_dry = True
+        elif items:
+            self._caught_up = None
         for path, reason in self.source.problems.items():
             if (path, reason) not in self._reported_problems:
                 self._reported_problems.add((path, reason))
@@ -351,6 +357,7 @@ class Shipper:
                 self._confirm(exc.delivered)
             self._confirm(self.sink.close(max(0.0, min(2.0, deadline - time.monotonic()))))
         self.stats.unconfirmed_at_exit = len(self.sink.take_unconfirmed())
+        self.stats.in_flight = self.source.in_flight()
         self._save()
 
     # ------------------------------------------------------------------ progress

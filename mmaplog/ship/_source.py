@@ -120,6 +120,15 @@ class RingSource:
         """True while a missing record or slot is given time to appear (a later poll may hand out more)."""
         return self._follower.waiting
 
+    @property
+    def drained(self) -> bool:
+        """True when the last poll read every file to its end and handed out everything it read."""
+        return self._follower.drained
+
+    def in_flight(self) -> int:
+        """Seqs claimed by a live writer and not yet seen (not lost: a later run ships them)."""
+        return self._follower.in_flight()
+
     def lag(self) -> int:
         """Records written but not yet handed out, summed over the series seen."""
         return self._follower.lag()

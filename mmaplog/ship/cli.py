@@ -4,7 +4,9 @@ Exit status: 0 everything available was shipped (or the shipper was stopped
 cleanly, or the reader of stdout went away); 1 the collector stayed unavailable
 for ``--retry-for`` seconds and the shipper gave up (the cursor keeps the
 position, so the next run continues); 2 usage error, unreadable input or an
-unusable cursor, with a one-line message.
+unusable cursor, with a one-line message; 3 (``--once``) everything that
+exists was shipped but some records were reported lost.  With ``--once`` the
+last line on stderr says how many were shipped and how many reported lost.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from .cursor import Cursor, CursorError, CursorLock, load_cursor
 from .relp import DEFAULT_WINDOW
 from .syslog import DEFAULT_ENTERPRISE_ID, DEFAULT_MAX_SIZE, SyslogFormatter, facility_number
 
-__all__ = ["EXIT_GAVE_UP", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_GAVE_UP", "EXIT_LOST", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 1
 EXIT_USAGE = 2
+EXIT_LOST = 3
 PROG = "mmaplog-ship"
 
 
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Forward mmaplog ring files to a log collector: RFC 5424 over RELP (acknowledged, "
         "at least once), RFC 5424 over TCP (best effort), or JSON lines on stdout.",
         epilog="Exit status: 0 done or stopped cleanly, 1 gave up on an unavailable collector, "
-        "2 usage error or unreadable input.  See docs/SHIPPING.md.",
+        "2 usage error or unreadable input, 3 (--once) done but some records were reported lost.  "
+        "See docs/SHIPPING.md.",
     )
     parser.add_argument(
         "files", nargs="+", metavar="FILE",
@@ -153,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=_seconds, default=1.0, metavar="SECONDS",
         help="how long a missing record may still be in flight before it is reported lost (default 1)",
     )  # fmt: skip
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line (it is shown only on a terminal)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no progress line (it is shown only on a terminal) and no closing count line with --once",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -249,13 +256,22 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             stop.restore()
             source.close()
+        if args.once and not args.quiet and (stats.shipped or stats.lost or stats.in_flight):
+            line = f"{PROG}: shipped {stats.shipped} records, {stats.lost} reported lost"
+            if stats.gaps:
+                line += f" (in {stats.gaps} gap{'s' if stats.gaps != 1 else ''})"
+            if stats.in_flight:
+                line += f", {stats.in_flight} still in flight (left for the next run)"
+            print(line, file=sys.stderr)
         if stats.unconfirmed_at_exit:
             print(
                 f"{PROG}: {stats.unconfirmed_at_exit} messages were not acknowledged before exit; "
                 "they will be sent again on the next start",
                 file=sys.stderr,
             )
-        return EXIT_GAVE_UP if stats.gave_up else EXIT_OK
+        if stats.gave_up:
+            return EXIT_GAVE_UP
+        return EXIT_LOST if args.once and stats.lost else EXIT_OK
     finally:
         if lock is not None:
             lock.release()
