@@ -1,8 +1,15 @@
 """A writer process for the lifecycle state machine (tests/test_writer_stateful.py), driven over a pipe.
 
-Run as ``python _writer_child.py ARGS_JSON``: it opens one ``mmaplog.RingWriter`` with
-the arguments given (``path``, ``size``, ``slot_size``, ``rotate``) and answers on
-stdout, one line per message:
+``python _writer_child.py --serve FD`` is a fork server: it imports mmaplog once (which
+takes most of a second on a loaded machine) and, for each request on the
+``SOCK_SEQPACKET`` socket FD -- a JSON object with a ``log`` path, carrying one end of a
+stream socket -- forks a writer process that talks over that socket, replies
+``s PID``, and reports ``x PID STATUS`` (the raw wait status) when the process ends,
+so the test sees a death by signal exactly as a parent would.
+
+A writer process reads one line of JSON (``path``, ``size``, ``slot_size``,
+``rotate``), opens one ``mmaplog.RingWriter`` with it and answers, one line per
+message:
 
 * ``r {json}`` once: ready (``native`` says whether the C append is in use), or
   ``b {json}`` (another writer holds the ring: WriterBusyError) or ``e {json}`` (the
@@ -14,7 +21,8 @@ then reads commands from stdin, one JSON object per line:
   one thread per list writes its records in order.  After each ``write`` call
   *returned*, the thread sends ``a UID SEQ`` (SEQ 0: the writer refused it).
   ``kind`` 0 is ``write(text, logger=, level=)``, 1 adds ``fields={"u": uid}``, 2
-  puts the record into a ``write_batch`` with its neighbours of kind 2 (acknowledged
+  puts the record into a ``write_batch`` with its neighbours of kind 2, with the uid as its
+  time (acknowledged
   as ``a UID -1`` each when the batch call returned the full count, else ``p N``:
   only N of them written, which ones unknown).  When every thread is done: ``d {json}``
   with the writer's loss counters;
@@ -30,11 +38,11 @@ exactly what every record must read back as without sending it through the pipe.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 __all__ = ["TRUNCATION_MARKER", "make_text", "parse_uid"]
@@ -44,6 +52,7 @@ _FILLER = "abcdefghijklmnopqrstuvwxyz0123456789-é漢ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TRUNCATION_MARKER = " [mmaplog: message truncated]"
 
 
+@functools.lru_cache(maxsize=4096)
 def make_text(uid: int, length: int) -> str:
     """The message of record ``uid``: ``u0000042|`` and then ``length`` filler characters that depend on the uid."""
     head = f"u{uid:07d}|"
@@ -90,7 +99,8 @@ def _write_thread(writer: Any, out: _Out, records: list[list[Any]]) -> None:
     def flush_batch() -> None:
         if not batch:
             return
-        items = [LogRecord(r[2], r[4], make_text(r[0], r[1]), time_ns=time.time_ns(), thread=threading.get_ident())
+        # The time is the uid, so a record cut before its uid (a tiny ring) can still be told apart.
+        items = [LogRecord(r[2], r[4], make_text(r[0], r[1]), time_ns=r[0], thread=threading.get_ident())
                  for r in batch]
         written = writer.write_batch(items)
         if written == len(batch):
@@ -116,12 +126,73 @@ def _write_thread(writer: Any, out: _Out, records: list[list[Any]]) -> None:
     flush_batch()
 
 
-def main() -> int:
-    args = json.loads(sys.argv[1])
-    out = _Out(os.dup(sys.stdout.fileno()))
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the protocol
+def serve(ctl_fd: int) -> int:
+    """The fork server: one writer process per request, each reaped here and its status reported."""
+    import select
+    import signal
+    import socket
+
+    import mmaplog  # noqa: F401 - imported once, inherited by every writer process
+
+    ctl = socket.socket(fileno=ctl_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    while True:
+        ready = select.select([ctl, wake_r], [], [])[0]
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            ctl.send(f"x {pid} {status}".encode())
+        if ctl not in ready:
+            continue
+        msg, fds, _, _ = socket.recv_fds(ctl, 4096, 1)
+        if not msg:
+            return 0
+        request = json.loads(msg)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                ctl.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                os.dup2(log, 2)
+                os.dup2(log, 1)  # a stray print must not go anywhere it could be mistaken for protocol
+                os.close(log)
+                code = main(fds[0])
+            finally:
+                try:
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        ctl.send(f"s {pid}".encode())
+
+
+def main(fd: int) -> int:
+    """One writer process on the stream socket ``fd``."""
+    import socket
+
     import mmaplog
 
+    out = _Out(fd)
+    commands = socket.socket(fileno=os.dup(fd)).makefile("rb")
+    line = commands.readline()
+    if not line:
+        return 0
+    args = json.loads(line)
     try:
         writer = mmaplog.RingWriter(args["path"], args["size"], slot_size=args["slot_size"], rotate=args["rotate"])
     except mmaplog.WriterBusyError as exc:
@@ -131,7 +202,7 @@ def main() -> int:
         out.send("e " + json.dumps({"type": type(exc).__name__, "message": str(exc)}))
         return 0
     out.send("r " + json.dumps({"native": getattr(writer, "_fast", None) is not None, "pid": os.getpid()}))
-    for line in sys.stdin:
+    for line in commands:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "write":
@@ -159,4 +230,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(int(sys.argv[2])) if sys.argv[1:2] == ["--serve"] else 2)

@@ -55,7 +55,8 @@ What the model requires, and what it excuses:
   be right.
 
 ``MMAPLOG_STATEFUL_SKIP`` (comma-separated: ``truncate,move,delete,kill,fork,race,
-batch,reader``) turns rules off, to find out which transitions a failure needs.
+batch,reader,tiny``) turns rules off, to find out which transitions a failure needs
+(``tiny``: only rings whose largest record can hold a long inline logger name).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -77,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, note, settings
+from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -115,20 +117,78 @@ def _signame(code: int) -> str:
         return f"signal {-code}"
 
 
-class Child:
-    """One writer process and its line protocol (see tests/_writer_child.py)."""
+class Zygote:
+    """The fork server of tests/_writer_child.py: writer processes in milliseconds, with their exit statuses."""
 
-    def __init__(self, args: dict[str, Any], env: dict[str, str], log: Path) -> None:
-        self.log = log
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, CHILD, json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err, env=env, close_fds=True,
+                [sys.executable, CHILD, "--serve", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
             )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.fd = self.proc.stdout.fileno()
+        theirs.close()
+        self.log = log
+        self.statuses: dict[int, int] = {}
+
+    def _next(self, deadline: float) -> tuple[str, int, int]:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChildCrashed("the fork server stopped answering")
+            if select.select([self.ctl], [], [], remaining)[0]:
+                break
+        msg = self.ctl.recv(4096).decode()
+        if not msg:
+            raise ChildCrashed(f"the fork server died ({self.proc.poll()}): {self.log.read_text(errors='replace')[-2000:]}")
+        kind, pid, *rest = msg.split()
+        return kind, int(pid), int(rest[0]) if rest else 0
+
+    def spawn(self, log: Path) -> Child:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        socket.send_fds(self.ctl, [json.dumps({"log": str(log)}).encode()], [theirs.fileno()])
+        theirs.close()
+        deadline = time.monotonic() + STEP_DEADLINE
+        while True:
+            kind, pid, status = self._next(deadline)
+            if kind == "s":
+                return Child(self, mine, pid, log)
+            self.statuses[pid] = status
+
+    def status(self, pid: int, deadline: float) -> int | None:
+        """The exit code of writer process ``pid`` as subprocess gives it (-N: signal N); None if still running."""
+        while pid not in self.statuses:
+            try:
+                kind, other, status = self._next(deadline)
+            except ChildCrashed:
+                if time.monotonic() >= deadline:
+                    return None
+                raise
+            if kind == "x":
+                self.statuses[other] = status
+        return os.waitstatus_to_exitcode(self.statuses.pop(pid))
+
+    def close(self) -> None:
+        self.ctl.close()
+        try:
+            self.proc.wait(timeout=STEP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Child:
+    """One writer process (forked by the fork server) and its line protocol (see tests/_writer_child.py)."""
+
+    def __init__(self, zygote: Zygote, sock: socket.socket, pid: int, log: Path) -> None:
+        self.zygote = zygote
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid = pid
+        self.log = log
         self.buf = b""
         self.killed = False
+        self.returncode: int | None = None
 
     def stderr(self) -> str:
         try:
@@ -154,49 +214,48 @@ class Child:
         return raw.decode()
 
     def send(self, command: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write((json.dumps(command) + "\n").encode())
-            self.proc.stdin.flush()
-        except BrokenPipeError:
+            self.sock.sendall((json.dumps(command) + "\n").encode())
+        except OSError:
             pass  # it died: the caller sees end of file and the exit status
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            code = self.zygote.status(self.pid, time.monotonic() + STEP_DEADLINE)
+            if code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                code = self.zygote.status(self.pid, time.monotonic() + STEP_DEADLINE)
+                raise ChildCrashed(f"writer process did not exit (killed); stderr:\n{self.stderr()}")
+            self.returncode = code
+        return self.returncode
 
     def kill(self) -> None:
         """SIGKILL, then reap; a child that had already died of something else keeps that status."""
         self.killed = True
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=STEP_DEADLINE)
+        if self.returncode is None and self.pid not in self.zygote.statuses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.wait()
 
     def died(self, what: str) -> ChildCrashed:
         """The child ended where an answer was due: explain how."""
-        try:
-            code = self.proc.wait(timeout=STEP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            code = self.proc.returncode
+        code = self.wait()
         how = f"died of {_signame(code)}" if code < 0 else f"exited with status {code}"
         return ChildCrashed(f"writer process {how} during {what}; stderr:\n{self.stderr()}")
 
     def finish(self, what: str) -> None:
         """The child said it is done: it must exit 0."""
-        if self.proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.proc.stdin.close()
-        try:
-            code = self.proc.wait(timeout=STEP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise ChildCrashed(f"writer process did not exit after {what}; stderr:\n{self.stderr()}") from None
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        code = self.wait()
         if code != 0:
             how = f"died of {_signame(code)}" if code < 0 else f"exited with status {code}"
             raise ChildCrashed(f"writer process {how} after {what}; stderr:\n{self.stderr()}")
 
     def close_pipes(self) -> None:
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                with contextlib.suppress(OSError):
-                    f.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 @dataclass
@@ -245,8 +304,8 @@ class Moved:
     slots_at: int = 0  # lineage acknowledged slots at the move
 
 
-def _records_of(paths: list[Path], how: str) -> list[tuple[int, str, str, int, dict[str, Any], int]]:
-    """(seq, message, logger, level, fields, flags) of every record in ``paths``, by ``read`` or ``read_array``."""
+def _records_of(paths: list[Path], how: str) -> list[tuple[int, str, str, int, dict[str, Any], int, int]]:
+    """(seq, message, logger, level, fields, flags, time_ns) of every record in ``paths``, by ``read`` or ``read_array``."""
     if not paths:
         return []
     if how == "array":
@@ -257,16 +316,17 @@ def _records_of(paths: list[Path], how: str) -> list[tuple[int, str, str, int, d
             if isinstance(fields, str):
                 fields = json.loads(fields) if fields else {}
             out.append((int(row["seq"]), str(row["message"]), str(row["logger"]), int(row["level"]),
-                        dict(fields or {}), int(row["flags"])))
+                        dict(fields or {}), int(row["flags"]), int(row["time_ns"])))
         return out
-    return [(r.seq, r.message, r.logger, r.level, dict(r.fields), r.flags) for r in mmaplog.read(paths, segments=False)]
+    return [(r.seq, r.message, r.logger, r.level, dict(r.fields), r.flags, r.time_ns)
+            for r in mmaplog.read(paths, segments=False)]
 
 
 class LifecycleBase(RuleBasedStateMachine):
     """The model and the rules; :func:`_machine` makes a concrete class per write path and size."""
 
     pure = False
-    max_records = 10
+    zygote: Zygote  # set per test: writer processes of one write path
 
     def __init__(self) -> None:
         super().__init__()
@@ -275,12 +335,8 @@ class LifecycleBase(RuleBasedStateMachine):
         self.ring_dir.mkdir()
         (self.dir / "moved").mkdir()
         self.path = self.ring_dir / NAME
-        self.env = dict(os.environ)
-        self.env.pop("MMAPLOG_PURE_PYTHON", None)
-        if self.pure:
-            self.env["MMAPLOG_PURE_PYTHON"] = "1"
-        self.env["PYTHONDONTWRITEBYTECODE"] = "1"
         self.child: Child | None = None
+        self.spawned = 0
         self.writer: Writer | None = None
         self.writers: list[Writer] = []
         self.records: dict[int, Rec] = {}
@@ -304,6 +360,9 @@ class LifecycleBase(RuleBasedStateMachine):
         rotate=st.sampled_from([0, 0, 1, 2, 3, 4]),
     )
     def setup(self, slot_size: int, slots: int, rotate: int) -> None:
+        if "tiny" in SKIP:  # only rings whose longest record holds a long inline logger name, the uid and the marker
+            while L.max_record_parts(slots) * L.slot_payload_size(slot_size) < 400:
+                slots += 8
         self.geometry = (slot_size, slots, rotate)
         self.slot_size, self.slot_count, self.rotate = slot_size, slots, rotate
         self.payload = L.slot_payload_size(slot_size)
@@ -314,9 +373,10 @@ class LifecycleBase(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if self.child is not None:
-            self.child.kill()
+            with contextlib.suppress(ChildCrashed):
+                self.child.kill()
             self.child.close_pipes()
-            self.child = None
+        self.child = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ helpers
@@ -328,8 +388,14 @@ class LifecycleBase(RuleBasedStateMachine):
         return {"path": str(self.path), "size": self.slot_size * self.slot_count, "slot_size": self.slot_size,
                 "rotate": self.rotate}
 
+    def _spawn(self) -> Child:
+        """A writer process, forked by the fork server, waiting for its ring's arguments."""
+        self.spawned += 1
+        return self.zygote.spawn(self.dir / f"child-{self.spawned}.log")
+
     def _start(self) -> tuple[Child, str, dict[str, Any]]:
-        child = Child(self._args(), self.env, self.dir / f"child-{len(self.writers) + len(self.history)}.log")
+        child = self._spawn()
+        child.send(self._args())
         first = child.line(time.monotonic() + STEP_DEADLINE)
         if first is None:
             raise child.died("open")
@@ -431,7 +497,7 @@ class LifecycleBase(RuleBasedStateMachine):
     records_plan = st.lists(
         st.lists(
             st.tuples(
-                st.one_of(st.integers(0, 40), st.integers(40, 700), st.sampled_from([3000, 20000])),
+                st.one_of(st.integers(0, 40), st.integers(40, 700), st.sampled_from([3000, 8000])),
                 st.integers(0, len(LOGGERS)),  # len(LOGGERS): a logger name never used before
                 st.sampled_from([0, 0, 0, 1, 2]),
                 st.sampled_from([10, 20, 30, 40]),
@@ -506,7 +572,7 @@ class LifecycleBase(RuleBasedStateMachine):
             if concurrent is not None:
                 concurrent.stop()
         if child.killed:
-            code = child.proc.returncode
+            code = child.wait()
             if code != -signal.SIGKILL:
                 raise child.died("writing (before the SIGKILL landed)")
             child.close_pipes()
@@ -563,7 +629,9 @@ class LifecycleBase(RuleBasedStateMachine):
         """Several processes open the path at once: exactly one wins, the others get WriterBusyError."""
         existed = self.path.exists()
         self._note(f"{n} processes open at once (file existed: {existed})")
-        starts = [Child(self._args(), self.env, self.dir / f"race-{len(self.history)}-{i}.log") for i in range(n)]
+        starts = [self._spawn() for _ in range(n)]
+        for child in starts:
+            child.send(self._args())
         winners, busy = [], 0
         deadline = time.monotonic() + STEP_DEADLINE
         for child in starts:
@@ -692,8 +760,9 @@ class LifecycleBase(RuleBasedStateMachine):
                     raise AssertionError(f"reading {source} at rest raised FormatError: {exc}") from None
                 self._note(f"  (the cut live file reads as damaged: {exc})")
                 rows = _records_of([p for p in paths if p != self.path], how)
-            for seq, message, logger, level, fields, flags in rows:
-                uid = self._check_record(seq, message, logger, level, fields, flags, source)
+            for seq, message, logger, level, fields, flags, time_ns in rows:
+                uid = self._check_record(seq, message, logger, level, fields, flags, source, time_ns)
+                assert uid is not None
                 if uid in found:
                     raise AssertionError(f"record u{uid:07d} read twice ({found[uid][0]} and {source})")
                 found[uid] = (source, seq)
@@ -716,8 +785,13 @@ class LifecycleBase(RuleBasedStateMachine):
         self._check_disk()
 
     def _check_record(self, seq: int, message: str, logger: str, level: int, fields: dict[str, Any], flags: int,
-                      source: str) -> int:
+                      source: str, time_ns: int, live: bool = False) -> int | None:
         uid = parse_uid(message)
+        if uid is None and flags & L.FLAG_TRUNCATED and message.endswith(TRUNCATION_MARKER):
+            head = message[: -len(TRUNCATION_MARKER)]
+            uid = self._by_seq(seq, head, time_ns)
+            if uid is None and live and re.fullmatch(r"(u\d{0,7})?", head):
+                return None  # cut before its uid, and its seq not acknowledged yet: nothing to compare it with
         if uid is None or uid not in self.records:
             raise AssertionError(f"{source} shows a record the test never wrote: seq {seq} {message[:60]!r}")
         rec = self.records[uid]
@@ -742,6 +816,15 @@ class LifecycleBase(RuleBasedStateMachine):
         if rec.state == "acked" and rec.seq > 0 and seq != rec.seq:
             raise AssertionError(f"{source}: u{uid:07d} has seq {seq}, write returned {rec.seq}")
         return uid
+
+    def _by_seq(self, seq: int, head: str, time_ns: int) -> int | None:
+        """A record cut so short that its uid is gone (a tiny ring): the one acknowledged with its seq, or the
+        batch record whose time is that uid."""
+        batch = self.records.get(time_ns)
+        if batch is not None and batch.kind == 2 and batch.text.startswith(head):
+            return batch.uid
+        candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)]
+        return candidates[-1] if candidates else None
 
     def _check_disk(self) -> None:
         files = [p for p in self.ring_dir.iterdir()]
@@ -789,7 +872,7 @@ class ConcurrentReader:
         m = self.machine
         try:
             m._check_record(record.seq, record.message, record.logger, record.level, dict(record.fields),
-                            record.flags, f"a concurrent {self.how}")
+                            record.flags, f"a concurrent {self.how}", record.time_ns, live=True)
             self.shown += 1
         except AssertionError as exc:
             self.errors.append(str(exc))
@@ -829,23 +912,41 @@ class ConcurrentReader:
             raise AssertionError(self.errors[0])
 
 
-def _machine(pure: bool) -> type[LifecycleBase]:
-    return type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure})
+@contextlib.contextmanager
+def _machine(pure: bool, tmp: Path) -> Any:
+    """The state machine class for one write path, with its fork server running."""
+    env = dict(os.environ)
+    env.pop("MMAPLOG_PURE_PYTHON", None)
+    if pure:
+        env["MMAPLOG_PURE_PYTHON"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    zygote = Zygote(env, tmp / "fork-server.log")
+    try:
+        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote})
+    finally:
+        zygote.close()
 
 
 _PATHS = [pytest.param(False, id="c"), pytest.param(True, id="pure")]
 _COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "print_blob": True,
            "report_multiple_bugs": False}
+#: The default suite reports the failing sequence as found (shrinking replays hundreds of lifecycles and takes
+#: minutes); MMAPLOG_STATEFUL_SHRINK=1 shrinks it to a minimal one, as the slow variant always does.
+_FAST_PHASES = tuple(Phase) if os.environ.get("MMAPLOG_STATEFUL_SHRINK") else (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 @pytest.mark.parametrize("pure", _PATHS)
-def test_writer_lifecycle(pure: bool) -> None:
+def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
     """A few short random lifecycles per run (the default suite)."""
-    run_state_machine_as_test(_machine(pure), settings=settings(max_examples=10, stateful_step_count=15, **_COMMON))
+    with _machine(pure, tmp_path) as machine:
+        run_state_machine_as_test(
+            machine, settings=settings(max_examples=10, stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pure", _PATHS)
-def test_writer_lifecycle_long(pure: bool) -> None:
+def test_writer_lifecycle_long(pure: bool, tmp_path: Path) -> None:
     """Many long random lifecycles (``-m slow``)."""
-    run_state_machine_as_test(_machine(pure), settings=settings(max_examples=300, stateful_step_count=50, **_COMMON))
+    with _machine(pure, tmp_path) as machine:
+        run_state_machine_as_test(machine, settings=settings(max_examples=300, stateful_step_count=50, **_COMMON))
