@@ -206,7 +206,10 @@ class Child:
             ready, _, _ = select.select([self.fd], [], [], remaining)
             if not ready:
                 continue
-            chunk = os.read(self.fd, 1 << 16)
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except ConnectionResetError:  # it died with our last command unread
+                chunk = b""
             if not chunk:
                 return None
             self.buf += chunk
