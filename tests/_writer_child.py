@@ -139,6 +139,7 @@ def serve(ctl_fd: int) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set[int] = set()
     while True:
         ready = select.select([ctl, wake_r], [], [])[0]
         if wake_r in ready:
@@ -150,17 +151,21 @@ def serve(ctl_fd: int) -> int:
                 break
             if pid == 0:
                 break
+            children.discard(pid)
             ctl.send(f"x {pid} {status}".encode())
         if ctl not in ready:
             continue
         msg, fds, _, _ = socket.recv_fds(ctl, 4096, 1)
-        if not msg:
+        if not msg:  # the test process is gone: so are its writers (a hung one would spin for ever)
+            for child in children:
+                os.kill(child, signal.SIGKILL)
             return 0
         request = json.loads(msg)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                _die_with_parent()
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 ctl.close()
@@ -178,7 +183,19 @@ def serve(ctl_fd: int) -> int:
                     os._exit(code)
         for fd in fds:
             os.close(fd)
+        children.add(pid)
         ctl.send(f"s {pid}".encode())
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the fork server dies, so no writer outlives a test run."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def main(fd: int) -> int:
