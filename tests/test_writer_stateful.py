@@ -702,6 +702,7 @@ class LifecycleBase(RuleBasedStateMachine):
         """Delete the live file: its records are gone; a rotating writer starts a new file at the path."""
         self._excuse_live("in the live file when it was deleted")
         os.unlink(self.path)
+        self.cut_pending = False
         if self.child is not None:
             self.dead_since[self.lineage] = self.lineage_acked.get(self.lineage, 0)
         self._note(f"delete the live file (writer {'open' if self.child else 'closed'})")
