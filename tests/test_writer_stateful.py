@@ -350,6 +350,7 @@ class LifecycleBase(RuleBasedStateMachine):
         self.dead_since: dict[int, int] = {}  # lineage -> acknowledged slots when its live file was deleted
         self.moved: list[Moved] = []
         self.clean_open = False  # a writer opened (no kill since): no temporary file may exist
+        self.cuts = 0
         self.cut_pending = False  # the live file was truncated and nothing was written since: it may read as damaged
         self.next_uid = 1
         self.new_names = 0
@@ -518,6 +519,21 @@ class LifecycleBase(RuleBasedStateMachine):
         """Threads write records; every one acknowledged is then required (within retention)."""
         self._write(plan, reader, kill_after=None)
 
+    @precondition(lambda self: self.child is not None and "truncate" not in SKIP)
+    @rule(plan=records_plan, after=st.integers(0, 40), where=st.sampled_from(["zero", "header", "data", "random"]),
+          frac=st.floats(0, 1))
+    def write_and_truncate(self, plan: list[list[tuple[int, int, int, int]]], after: int, where: str,
+                           frac: float) -> None:
+        """Another process cuts the live file while the writer's threads write (copytruncate under load)."""
+        self.cuts = 0
+        self._write(plan, "none", kill_after=None, cut=(after, where, frac))
+        # A store after the cut is not certain (the acknowledgements after it may be of records stored before it).
+        self.cut_pending = self.cut_pending or self.cuts > 0
+        # Which records were stored before the cut is not known: every record of this file so far is excused.
+        for rec in self.records.values():
+            if rec.lineage == self.lineage and rec.step < len(self.steps) and not rec.excused:
+                rec.excused = "written before or while the live file was cut"
+
     @precondition(lambda self: self.child is not None and "kill" not in SKIP)
     @rule(plan=records_plan, after=st.integers(0, 60), reader=st.sampled_from(["none", "scan"]))
     def write_and_kill(self, plan: list[list[tuple[int, int, int, int]]], after: int, reader: str) -> None:
@@ -525,7 +541,8 @@ class LifecycleBase(RuleBasedStateMachine):
         self._write(plan, reader, kill_after=after)
         self._open()
 
-    def _write(self, plan: list[list[tuple[int, int, int, int]]], reader: str, kill_after: int | None) -> None:
+    def _write(self, plan: list[list[tuple[int, int, int, int]]], reader: str, kill_after: int | None,
+               cut: tuple[int, str, float] | None = None) -> None:
         assert self.child is not None and self.writer is not None
         child = self.child
         threads, index = self._new_records(plan)
@@ -536,6 +553,7 @@ class LifecycleBase(RuleBasedStateMachine):
         self._note(
             f"write {total} records in {len(threads)} threads ({step.slots} slots)"
             + (f", SIGKILL after {kill_after} acks" if kill_after is not None else "")
+            + (f", cut ({cut[1]}) after {cut[0]} acks" if cut is not None else "")
             + (f", {reader} reader" if reader != "none" else "")
         )
         concurrent = None
@@ -547,6 +565,8 @@ class LifecycleBase(RuleBasedStateMachine):
             acks = 0
             if kill_after == 0:
                 child.kill()
+            if cut is not None and cut[0] == 0:
+                self._cut(cut[1], cut[2])
             while True:
                 # After the SIGKILL, what the child sent before it died is still read: those writes returned.
                 line = child.line(deadline)
@@ -561,6 +581,8 @@ class LifecycleBase(RuleBasedStateMachine):
                     acks += 1
                     if acks == kill_after and not child.killed:
                         child.kill()
+                    if cut is not None and acks == cut[0]:
+                        self._cut(cut[1], cut[2])
                 elif kind == "p":
                     raise AssertionError(f"write_batch of an open writer wrote only {rest} of its records")
                 elif kind == "d":
@@ -667,7 +689,14 @@ class LifecycleBase(RuleBasedStateMachine):
         """Another process cuts the live file (copytruncate); the writer must live and keep writing."""
         if not self.path.exists():
             return
-        size = self.path.stat().st_size
+        self._excuse_live("in the live file when it was truncated")
+        self._cut(where, frac)
+
+    def _cut(self, where: str, frac: float) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
         data_end = L.DATA_OFFSET + self.slot_size * self.slot_count
         choice = {
             "zero": 0,
@@ -678,10 +707,13 @@ class LifecycleBase(RuleBasedStateMachine):
             "slot": L.DATA_OFFSET + self.slot_size * int(frac * self.slot_count),
             "random": int(frac * size),
         }[where]
-        self._excuse_live(f"in the live file when it was truncated to {choice} bytes")
-        os.truncate(self.path, min(choice, size))
+        try:
+            os.truncate(self.path, min(choice, size))
+        except FileNotFoundError:  # replaced by a rotation in the meantime
+            return
         self.cut_pending = True
-        self._note(f"truncate the live file to {min(choice, size)} bytes ({where})")
+        self.cuts += 1
+        self._note(f"  truncate the live file to {min(choice, size)} bytes ({where})")
 
     @precondition(lambda self: self.path.exists() and "move" not in SKIP)
     @rule()
