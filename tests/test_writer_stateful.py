@@ -56,7 +56,9 @@ What the model requires, and what it excuses:
 
 ``MMAPLOG_STATEFUL_SKIP`` (comma-separated: ``truncate,move,delete,kill,fork,race,
 batch,reader,tiny``) turns rules off, to find out which transitions a failure needs
-(``tiny``: only rings whose largest record can hold a long inline logger name).
+(``tiny``: only rings whose largest record can hold a long inline logger name);
+``MMAPLOG_STATEFUL_CUTS`` (``zero,header,names,data,page,slot,random``) limits where
+truncations cut.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ CHILD = str(Path(__file__).with_name("_writer_child.py"))
 #: A child silent for this long is taken as hung (a deadlock breaks promise 3); generous for a loaded 2-core box.
 STEP_DEADLINE = 60.0
 NAME = "app.mmlog"
+#: Kinds of truncation used (zero, header, names, data, page, slot, random); all when empty.
+CUTS = {s.strip() for s in os.environ.get("MMAPLOG_STATEFUL_CUTS", "").split(",") if s.strip()}
 SKIP = {s.strip() for s in os.environ.get("MMAPLOG_STATEFUL_SKIP", "").split(",") if s.strip()}
 _SEGMENT = re.compile(re.escape(NAME) + r"\.(\d{6})$")
 _LONG_LOGGER = "svc." + "long-logger-name-" * 4  # > 60 bytes: stored inline in each record
@@ -429,6 +433,14 @@ class LifecycleBase(RuleBasedStateMachine):
                 self.file_size = L.DATA_OFFSET + self.slot_size * 16
                 self._open()
                 return
+            if info["type"] == "FormatError" and not self._header_intact():
+                # Documented: a file whose header is gone is not taken for a ring and not overwritten. The user
+                # removes it; its records were excused by the cut.
+                self._note(f"  open refused a file whose header was cut ({info['message']}); it is deleted")
+                os.unlink(self.path)
+                self.cut_pending = False
+                self._open()
+                return
             raise AssertionError(f"opening {self.path} raised {info['type']}: {info['message']}")
         if kind == "b":
             child.finish("a busy open")
@@ -437,6 +449,16 @@ class LifecycleBase(RuleBasedStateMachine):
         self.child = child
         self._began(existed)
         self._note(f"open (native={info['native']}, pid={info['pid']}, new file={not existed})")
+
+    def _header_intact(self) -> bool:
+        """Whether the file at the path still starts with a valid ring header (whatever its length)."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(L.HEADER_CHECK_OFFSET + 4)
+            L.decode_header(raw, 1 << 62)
+        except (OSError, L.HeaderError):
+            return False
+        return True
 
     def _slots(self, length: int, logger: str, kind: int, uid: int) -> int:
         text = make_text(uid, length).encode("utf-8", "backslashreplace")
@@ -474,9 +496,12 @@ class LifecycleBase(RuleBasedStateMachine):
     def _excuse_live(self, why: str) -> None:
         """Records that may be in the live file (not in a sealed segment now) need not be readable any more."""
         sealed: set[int] = set()
-        segments = self._segments()
-        if segments:
-            for _, message, *_ in _records_of(segments, "read"):
+        for segment in self._segments():
+            try:
+                rows = _records_of([segment], "read")
+            except mmaplog.FormatError:
+                continue  # the at-rest check reports an unreadable segment
+            for _, message, *_ in rows:
                 uid = parse_uid(message)
                 if uid is not None:
                     sealed.add(uid)
@@ -698,6 +723,8 @@ class LifecycleBase(RuleBasedStateMachine):
         except FileNotFoundError:
             return
         data_end = L.DATA_OFFSET + self.slot_size * self.slot_count
+        if CUTS and where not in CUTS:
+            where = sorted(CUTS)[0]
         choice = {
             "zero": 0,
             "header": int(frac * L.NAME_OFFSET),
