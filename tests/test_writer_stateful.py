@@ -425,12 +425,14 @@ class LifecycleBase(RuleBasedStateMachine):
         child, kind, info = self._start()
         if kind == "e":
             child.finish("a refused open")
-            tiny = info["type"] == "ValueError" and self.slot_count < 16
-            if tiny and not self.records:  # the smallest legal ring may be raised so that long records fit
-                self._note(f"open refused (allowed for a tiny ring): {info}")
-                self.slot_count = 16
-                self.max_parts = L.max_record_parts(16)
-                self.file_size = L.DATA_OFFSET + self.slot_size * 16
+            # The smallest legal ring may be raised so that every record fits the maximum-parts rule: a ring whose
+            # largest record cannot hold a 255-byte inline logger name and the marker may be refused, at first open.
+            small = self.max_parts * self.payload < 256 + len(TRUNCATION_MARKER) + 16
+            if info["type"] == "ValueError" and small and not self.records and self.slot_count < 4096:
+                self._note(f"  open refused a small ring (allowed): {info['message']}; twice the slots")
+                self.slot_count *= 2
+                self.max_parts = L.max_record_parts(self.slot_count)
+                self.file_size = L.DATA_OFFSET + self.slot_size * self.slot_count
                 self._open()
                 return
             if info["type"] == "FormatError" and not self._header_intact():
