@@ -649,19 +649,23 @@ def test_logging_during_interpreter_shutdown_never_raises(tmp_path: Path) -> Non
     proc = _child(
         """
         import atexit, sys, threading, mmaplog
-        log = mmaplog.Logger("app", handlers=[mmaplog.RingHandler(sys.argv[1], size=256 * 256)])
+        # 4096 slots, and a daemon paced at about one record per 0.2 ms: the ring cannot lap between "main done"
+        # and the writer's close at exit (a flat-out C writer laps 256 slots in a switch interval).
+        log = mmaplog.Logger("app", handlers=[mmaplog.RingHandler(sys.argv[1], size=4096 * 256)])
         atexit.register(lambda: log.info("from atexit"))
         class Late:
             def __del__(self):
                 log.info("from __del__ at teardown")
         sys.modules["late_object_holder"] = Late()  # collected when the interpreter tears modules down
         started = threading.Event()
+        pace = threading.Event()  # never set: wait() is the pacing, not a synchronisation
         def chatter():
             i = 0
             while True:
                 log.info("daemon %d", i)
                 i += 1
                 started.set()
+                pace.wait(0.0002)
         threading.Thread(target=chatter, daemon=True).start()
         started.wait()
         log.info("main done")
