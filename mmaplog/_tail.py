@@ -140,7 +140,7 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for start in range(0, h.slot_count, step):
         slots = ring.slots(start, step)
         index = np.arange(start, start + len(slots), dtype=np.uint64)
-        ok = _codec.valid_slots(slots, h.slot_count, index=index)
+        ok = _codec.valid_slots(slots, h.slot_count, index=index, legacy=ring.legacy)
         pos_parts.append(slots["pos"][ok].astype(np.int64))
         seq_parts.append(slots["seq"][ok].astype(np.int64))
         part_parts.append(slots["part"][ok])
@@ -352,7 +352,7 @@ class Tailer:
                 if count <= 0:
                     break
             slots, expected, index = self._read_window(count)
-            valid = _codec.valid_slots(slots, n, index=index)
+            valid = _codec.valid_slots(slots, n, index=index, legacy=ring.legacy)
             got = slots["pos"]
             good = valid & (got == expected)
             stop = count if good.all() else int(np.argmin(good))

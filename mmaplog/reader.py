@@ -172,6 +172,8 @@ class RingFile:
             except L.HeaderError as exc:
                 raise FormatError(self.path, exc.reason) from None
             self.dtype = L.slot_dtype(self.header.slot_size)
+            #: A format 1.x file: its slots carry adler32 checks (see _codec.valid_slots).
+            self.legacy = L.legacy_check(self.header.version)
             self.names = self.read_names()
         except BaseException:
             os.close(self._fd)
@@ -327,7 +329,8 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     h = ring.header
     stats = ReadStats(files=1, slots=h.slot_count)
     if _codec.accelerator() is not None:
-        collected = _codec.collect(ring.chunks(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names)
+        collected = _codec.collect(ring.chunks(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names,
+                                   ring.legacy)
         stats.empty, stats.invalid = collected.empty, collected.invalid
         rows, stats.duplicates, incomplete, unique = _codec.assemble_rows(
             collected, ring.read_names(), h.pid, index, RECORD_DTYPE, h.slot_size
@@ -336,7 +339,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
         stats.truncated = collected.truncated if unique else _truncated(rows)
         return rows, stats, incomplete, unique
     slots = ring.slots()
-    valid = _codec.valid_slots(slots, h.slot_count)
+    valid = _codec.valid_slots(slots, h.slot_count, legacy=ring.legacy)
     empty = slots["pos"] == 0
     stats.empty = int(empty.sum())
     stats.invalid = int(h.slot_count - stats.empty - valid.sum())

@@ -50,6 +50,11 @@ _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 #: The C append (one-slot records), where it is built and safe; None means the pure-Python path.
 _cwrite = _native.load("_cwrite") if _GIL else None
+if _cwrite is not None and getattr(_cwrite, "FORMAT_MAJOR", 1) != L.FORMAT_VERSION[0]:
+    # A build left over from another format version would write the wrong check: rebuild it.
+    if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
+        raise ImportError(f"mmaplog._cwrite was built for format {getattr(_cwrite, 'FORMAT_MAJOR', 1)}.x; rebuild it")
+    _cwrite = None
 if _cwrite is not None:
     _cwrite.use_record_type(LogRecord)  # write_batch reads a LogRecord's slots in place
 
@@ -297,6 +302,12 @@ class RingWriter:
             header = L.decode_header(raw, size)
         except L.HeaderError as exc:
             raise FormatError(self.path, f"{exc.reason}; refusing to overwrite a file that is not a valid mmaplog ring") from None
+        if L.legacy_check(header.version):
+            # Its slots carry adler32 checks: records written now (CRC-32) would read as corrupt, and
+            # rewriting the header would hide the old ones.  The file stays as it is, readable.
+            major, minor = header.version
+            raise FormatError(self.path, f"format {major}.{minor} ring written by an older mmaplog; this writer writes "
+                                         f"{L.FORMAT_VERSION[0]}.{L.FORMAT_VERSION[1]}: read it, then move it away")
         if (header.slot_size, header.slot_count) != self._requested:
             _report(
                 f"{self.path}: existing ring has {header.slot_count} slots of {header.slot_size} bytes "
@@ -383,8 +394,9 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
@@ -422,8 +434,9 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
@@ -516,7 +529,7 @@ class RingWriter:
                         end = pos + count - (pos - 1) % count
                     last = pos
                     add_body(body)
-                    add_check(_adler32(body))
+                    add_check(_crc32(body[: _HEAD + n]))
                     continue
                 written += self._commit_run(m, first, bodies, checks)
                 written += RingWriter.write(
@@ -534,9 +547,10 @@ class RingWriter:
     def _commit_run(self, m: _Map, first: int, bodies: list[bytes], checks: list[int]) -> int:
         """Copy slots at positions ``first``, ``first + 1``, ... (not crossing the ring's end) and commit them.
 
-        The trailers in the copied block are all ones (a check value adler32 never
-        takes), so until the second step each slot reads as torn; the second step
-        writes every slot's check and commit words as one aligned 8-byte store.
+        The commit protocol of every write (:func:`_commit`), for a run at once:
+        first every slot gets its invalid trailer (:func:`mmaplog.layout.invalid_echo`),
+        then the block of bodies is copied (carrying the same invalid trailers), then
+        every slot's check and commit words are written as one aligned 8-byte store.
         Empties both lists; returns how many slots were committed.
         """
         n = len(bodies)
@@ -545,11 +559,15 @@ class RingWriter:
         try:
             mm, _, count, base, size, body_len, _, _, _ = m.hot
             off = base + (first - 1) % count * size
-            torn = b"\xff" * (size - body_len)
-            mm[off : off + n * size] = torn.join(bodies) + torn
+            positions = np.arange(first, first + n, dtype=np.uint64)
+            invalid = ((positions + np.uint64(count | 1)) & np.uint64(_MASK32)) << np.uint64(32)
+            block = bytearray(bytes(size - body_len).join(bodies)) + bytes(size - body_len)
+            np.ndarray((n,), dtype="<u8", buffer=block, offset=body_len, strides=(size,))[:] = invalid
             trailers = np.array(checks, dtype=np.uint64)
-            trailers |= (np.arange(first, first + n, dtype=np.uint64) & np.uint64(_MASK32)) << np.uint64(32)
+            trailers |= (positions & np.uint64(_MASK32)) << np.uint64(32)
             view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
+            view[:] = invalid
+            mm[off : off + n * size] = block
             view[:] = trailers
             del view
             return n
@@ -642,8 +660,7 @@ class RingWriter:
                 bits = part_flags | (L.FLAG_FIRST if part == 0 else 0) | (L.FLAG_LAST if part == parts - 1 else 0)
                 off = base + (pos - 1) % count * size
                 body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
-                mm[off : off + body_len] = body
-                _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                _commit(mm, off, body_len, body, _HEAD + len(chunk), pos, count)
             else:
                 return seq
 
@@ -825,8 +842,32 @@ class RingWriter:
 # ---------------------------------------------------------------------- helpers
 _time_ns = time.time_ns
 _get_ident = threading.get_ident
-_adler32 = zlib.adler32
+_crc32 = zlib.crc32
 _trailer = L.SLOT_TRAILER_STRUCT.pack_into
+_HEAD = L.SLOT_HEADER_SIZE
+
+
+def _commit(mm: mmap.mmap, off: int, body_len: int, body: bytes, used: int, pos: int, count: int) -> None:
+    """The commit protocol of one slot (docs/FORMAT.md); the one-slot hot paths inline it.
+
+    1. the trailer becomes invalid: check 0, commit :func:`mmaplog.layout.invalid_echo`,
+       an echo of neither the old nor the new position, so no state of the body
+       between the steps passes a reader's commit test;
+    2. the body (header, payload, zero padding) in one copy;
+    3. the trailer: CRC-32 of the header and the ``used - 48`` payload bytes, and the position's echo.
+
+    A reader that reads the trailer before and after its copy of the body and
+    finds it unchanged (and valid) has a whole slot.  The pure-Python path has no
+    memory fences: it relies on each step being a separate memcpy into the map,
+    which CPython does not reorder, and on the CPU making stores visible in program
+    order (x86-64's TSO).  On weakly ordered CPUs (AArch64) the C append orders the
+    steps with release fences; there this path leaves a live reader's torn copy to
+    the CRC alone.  Crash safety does not depend on the order: after the process
+    dies, every store it made is in the page cache.
+    """
+    _trailer(mm, off + body_len, 0, L.invalid_echo(pos, count))
+    mm[off : off + body_len] = body
+    _trailer(mm, off + body_len, _crc32(body[:used]), pos & _MASK32)
 _WHOLE = L.FLAG_FIRST | L.FLAG_LAST
 
 

@@ -302,7 +302,8 @@ def test_slot_bytes_follow_the_commit_protocol(tmp_path: Path) -> None:
     assert int(slot["pos"]) == 1 and int(slot["commit"]) == 1
     import zlib
 
-    assert int(slot["check"]) == zlib.adler32(raw[:-8])
+    assert int(slot["check"]) == zlib.crc32(raw[: L.SLOT_HEADER_SIZE + 5]) == L.slot_check(raw[: L.SLOT_HEADER_SIZE + 5])
+    assert raw[L.SLOT_HEADER_SIZE + 5 : -8] == bytes(256 - 8 - L.SLOT_HEADER_SIZE - 5)  # zero padding
     assert bytes(slot["payload"]) == b"hello"
 
 

@@ -119,7 +119,7 @@ def verify_path(path: PathArg) -> list[FileCheck]:
         with RingFile(file_path) as ring:
             h = ring.header
             slots = ring.slots()
-            valid = _codec.valid_slots(slots, h.slot_count)
+            valid = _codec.valid_slots(slots, h.slot_count, legacy=ring.legacy)
             empty = slots["pos"] == 0
             good = slots[valid]
             check = FileCheck(
