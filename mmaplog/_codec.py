@@ -27,7 +27,9 @@ __all__ = [
     "collect",
     "crc32_rows",
     "decode_names",
+    "drop_changed",
     "record_layout",
+    "trailers",
     "valid_slots",
 ]
 
@@ -207,6 +209,27 @@ def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -
     if len(long_rows):
         out[long_rows] = adler32_rows(raw[every[long_rows], :body])
     return out
+
+
+def trailers(buf: np.ndarray, slot_size: int, count: int) -> np.ndarray:
+    """The trailers (check and commit words as one u64) of the first ``count`` slots in ``buf``, as a strided view."""
+    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=slot_size - L.SLOT_TRAILER_SIZE, strides=(slot_size,))
+
+
+def drop_changed(buf: np.ndarray, slot_size: int, before: np.ndarray) -> None:
+    """Make each of the first ``len(before)`` slots in ``buf`` whose trailer is not ``before`` fail the commit test.
+
+    The seqlock reader's rule (docs/FORMAT.md): a slot whose trailer changed
+    while its body was copied may be torn.  Its commit word becomes the
+    complement of its position's echo, which no valid slot carries.
+    """
+    count = len(before)
+    now = trailers(buf, slot_size, count)
+    changed = np.flatnonzero(now != before)
+    if len(changed):
+        pos = np.ndarray((count,), dtype="<u8", buffer=buf, strides=(slot_size,))[changed]
+        commit = np.ndarray((count,), dtype="<u4", buffer=buf, offset=slot_size - 4, strides=(slot_size,))
+        commit[changed] = ~(pos & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
 def _rows(slots: np.ndarray) -> np.ndarray:

@@ -213,7 +213,7 @@ class RingFile:
         size = h.slot_size
         out = np.empty(count, dtype=self.dtype)
         buf = out.view(np.uint8)
-        got = self._read_into(buf, h.data_offset + start * size)
+        got = self._read_slots_into(buf, h.data_offset + start * size)
         buf[got // size * size :] = 0  # past the file's end, and a partial last slot: empty slots
         return out
 
@@ -230,9 +230,30 @@ class RingFile:
         buf = np.empty(per * size, dtype=np.uint8)
         for start in range(0, h.slot_count, per):
             part = buf[: min(per, h.slot_count - start) * size]
-            got = self._read_into(part, h.data_offset + start * size)
+            got = self._read_slots_into(part, h.data_offset + start * size)
             part[got // size * size :] = 0
             yield start, part
+
+    def _read_slots_into(self, buf: np.ndarray, offset: int) -> int:
+        """Read whole slots into ``buf`` from ``offset`` as a seqlock reader does; return bytes read.
+
+        A writer invalidates a slot's trailer before it touches the body and writes
+        the real trailer last (docs/FORMAT.md, "The commit protocol"), so a copy of a
+        slot is whole when its trailer reads the same before and after the copy of
+        its body.  The slots are read twice: the first read gives each trailer's
+        value before the second read copies the bodies; a slot whose trailer
+        differs between the two reads was written meanwhile and is made to fail
+        the commit test (it counts as invalid, as any slot in flight does).
+        """
+        size = self.header.slot_size
+        got = self._read_into(buf, offset)
+        n = got // size
+        if n == 0:
+            return got
+        before = _codec.trailers(buf, size, n).copy()
+        again = self._read_into(buf[: n * size], offset)
+        _codec.drop_changed(buf, size, before[: again // size])
+        return again
 
     def _read_into(self, buf: np.ndarray, offset: int) -> int:
         """Fill ``buf`` from ``offset`` straight into its memory (no intermediate bytes); return bytes read."""

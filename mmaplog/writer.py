@@ -643,11 +643,12 @@ class RingWriter:
             prefix = b""
             part_flags = flags
             if lid is None:
-                name = _encode_text(logger)[:255]
+                name = _cut_utf8(_encode_text(logger), 255)  # the length is a byte: longer names are cut
                 prefix = bytes([len(name)]) + name
                 lid = 0
                 part_flags |= L.FLAG_INLINE_LOGGER
-            body_data, tail, part_flags = _fit(data, extra, prefix, part_flags, L.max_record_parts(count) * payload_size)
+            prefix, body_data, tail, part_flags = _fit(data, extra, prefix, part_flags,
+                                                       L.max_record_parts(count) * payload_size)
             payload = prefix + body_data + tail
             rec_len, msg_len = len(payload), len(body_data)
             parts = max(1, -(-rec_len // payload_size))
@@ -924,16 +925,34 @@ def _encode_fields(fields: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def _fit(data: bytes, extra: bytes, prefix: bytes, flags: int, max_payload: int) -> tuple[bytes, bytes, int]:
-    """Cut a record that exceeds ``max_payload`` bytes, visibly: the message ends with the marker."""
+def _fit(data: bytes, extra: bytes, prefix: bytes, flags: int, max_payload: int) -> tuple[bytes, bytes, bytes, int]:
+    """Cut a record to at most ``max_payload`` bytes, visibly; return (prefix, message, extra, flags).
+
+    ``prefix`` is the inline logger name (length byte and name) or empty.  A record
+    that does not fit gets ``FLAG_TRUNCATED`` and its message ends with the marker;
+    the fields and traceback are dropped when they would take more than half the
+    room.  In rings too small for that (fewer than 8 slots, or 64..80-byte slots),
+    the inline logger name is cut to leave room for the marker, and where the
+    marker alone does not fit, the message is cut with the flag alone saying so.
+    The result never exceeds ``max_payload``, so a record never overwrites itself.
+    """
     if len(prefix) + len(data) + len(extra) <= max_payload:
-        return data, extra, flags
+        return prefix, data, extra, flags
+    flags |= L.FLAG_TRUNCATED
     marker = L.TRUNCATION_MARKER.encode()
     if len(prefix) + len(extra) + len(marker) > max_payload // 2:
         extra = b""
         flags &= ~(L.FLAG_FIELDS | L.FLAG_EXCEPTION)
-    room = max(0, max_payload - len(prefix) - len(extra) - len(marker))
-    return _cut_utf8(data, room) + marker, extra, flags | L.FLAG_TRUNCATED
+    if prefix and len(prefix) + len(marker) > max_payload:
+        name_room = max_payload - 1 - len(marker)
+        if name_room < 0:  # no room for the marker: the name gets half, the message the rest
+            name_room, marker = (max_payload - 1) // 2, b""
+        name = _cut_utf8(prefix[1:], name_room)
+        prefix = bytes([len(name)]) + name
+    room = max_payload - len(prefix) - len(extra)
+    if room < len(marker):
+        marker = b""
+    return prefix, _cut_utf8(data, room - len(marker)) + marker, extra, flags
 
 
 def _cut_utf8(data: bytes, limit: int) -> bytes:
