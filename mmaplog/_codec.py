@@ -213,7 +213,10 @@ def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -
 
 def trailers(buf: np.ndarray, slot_size: int, count: int) -> np.ndarray:
     """The trailers (check and commit words as one u64) of the first ``count`` slots in ``buf``, as a strided view."""
-    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=slot_size - L.SLOT_TRAILER_SIZE, strides=(slot_size,))
+    view: np.ndarray = np.ndarray(
+        (count,), dtype="<u8", buffer=buf, offset=slot_size - L.SLOT_TRAILER_SIZE, strides=(slot_size,)
+    )
+    return view
 
 
 def drop_changed(buf: np.ndarray, slot_size: int, before: np.ndarray) -> None:
