@@ -64,8 +64,8 @@ def test_a_format_1_0_file_reads_as_its_writer_left_it(tmp_path: Path, reader_pa
     raw = path.read_bytes()
     assert struct.unpack_from("<HH", raw, 8) == (1, 0)
     result = mmaplog.scan(path)
-    got = [dict(seq=r.seq, level=r.level, logger=r.logger, message=r.message, fields=r.fields, exception=r.exception)
-           for r in result.iter_records()]
+    got = [{"seq": r.seq, "level": r.level, "logger": r.logger, "message": r.message, "fields": r.fields,
+            "exception": r.exception} for r in result.iter_records()]
     assert got == expected["records"]
     assert (result.stats.invalid, result.stats.empty, result.stats.overwritten) == (
         expected["invalid"], expected["empty"], expected["overwritten"])
