@@ -29,7 +29,6 @@ __all__ = [
     "decode_names",
     "drop_changed",
     "record_layout",
-    "trailers",
     "valid_slots",
 ]
 
@@ -211,27 +210,25 @@ def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -
     return out
 
 
-def trailers(buf: np.ndarray, slot_size: int, count: int) -> np.ndarray:
-    """The trailers (check and commit words as one u64) of the first ``count`` slots in ``buf``, as a strided view."""
-    view: np.ndarray = np.ndarray(
-        (count,), dtype="<u8", buffer=buf, offset=slot_size - L.SLOT_TRAILER_SIZE, strides=(slot_size,)
-    )
-    return view
+def drop_changed(first: np.ndarray, second: np.ndarray, slot_size: int) -> None:
+    """Make every slot of ``second`` that differs from its copy in ``first`` fail the commit test.
 
-
-def drop_changed(buf: np.ndarray, slot_size: int, before: np.ndarray) -> None:
-    """Make each of the first ``len(before)`` slots in ``buf`` whose trailer is not ``before`` fail the commit test.
-
-    The seqlock reader's rule (docs/FORMAT.md): a slot whose trailer changed
-    while its body was copied may be torn.  Its commit word becomes the
-    complement of its position's echo, which no valid slot carries.
+    Both are contiguous uint8 buffers of whole slots, two reads of the same
+    slots.  The seqlock reader's rule (docs/FORMAT.md): a slot that changed
+    between the reads may be torn in either.  Its commit word in ``second``
+    becomes the complement of its position's echo, which no valid slot carries.
     """
-    count = len(before)
-    now = trailers(buf, slot_size, count)
-    changed = np.flatnonzero(now != before)
+    count = len(second) // slot_size
+    if not count:
+        return
+    words = slot_size // 8
+    changed = np.flatnonzero(
+        (first[: count * slot_size].view("<u8").reshape(count, words)
+         != second[: count * slot_size].view("<u8").reshape(count, words)).any(axis=1)
+    )
     if len(changed):
-        pos = np.ndarray((count,), dtype="<u8", buffer=buf, strides=(slot_size,))[changed]
-        commit = np.ndarray((count,), dtype="<u4", buffer=buf, offset=slot_size - 4, strides=(slot_size,))
+        pos = np.ndarray((count,), dtype="<u8", buffer=second, strides=(slot_size,))[changed]
+        commit = np.ndarray((count,), dtype="<u4", buffer=second, offset=slot_size - 4, strides=(slot_size,))
         commit[changed] = ~(pos & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 

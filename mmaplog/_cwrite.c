@@ -287,10 +287,6 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     header[46] = (unsigned char)level;
     header[47] = FLAG_WHOLE;
 
-    /* The check: CRC-32 of the header and the message; the padding is zero (docs/FORMAT.md). */
-    uint32_t check = mmaplog_crc32_update(mmaplog_crc32_update(0, header, SLOT_HEADER_SIZE), (const unsigned char *)data,
-                                          (size_t)n);
-    uint64_t trailer = ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check;
     Py_ssize_t pad = self->payload - n;
 
     unsigned char *slot = (unsigned char *)self->view.buf + self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
@@ -305,8 +301,11 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     memcpy(slot, header, SLOT_HEADER_SIZE);
     memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
     memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)pad);
+    /* The check: CRC-32 of the header and the message as they now lie in the slot, contiguous and in
+     * cache (one call, fast for 64 bytes and more); the padding is zero (docs/FORMAT.md). */
+    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(word, trailer, __ATOMIC_RELAXED);
+    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
     return PyLong_FromUnsignedLongLong(seq);
 }
 

@@ -38,6 +38,9 @@ __all__ = [
     "scan",
 ]
 
+#: Bytes read twice at a time by RingFile._read_slots_into (both copies stay in the CPU cache).
+_SEQLOCK_BYTES = 256 << 10
+
 PathArg = Union[str, "os.PathLike[str]"]
 Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a string forward reference
 
@@ -166,6 +169,7 @@ class RingFile:
             if not stat.S_ISREG(st.st_mode):
                 raise FormatError(self.path, "not a regular file")
             self.inode = (st.st_dev, st.st_ino)
+            self._scratch = bytearray()  # the first of the two reads of _read_slots_into
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
             try:
                 self.header = L.decode_header(raw, st.st_size)
@@ -235,24 +239,45 @@ class RingFile:
             yield start, part
 
     def _read_slots_into(self, buf: np.ndarray, offset: int) -> int:
-        """Read whole slots into ``buf`` from ``offset`` as a seqlock reader does; return bytes read.
+        """Read whole slots into ``buf`` (contiguous uint8) from ``offset`` as a seqlock reader does; return bytes read.
 
         A writer invalidates a slot's trailer before it touches the body and writes
-        the real trailer last (docs/FORMAT.md, "The commit protocol"), so a copy of a
-        slot is whole when its trailer reads the same before and after the copy of
-        its body.  The slots are read twice: the first read gives each trailer's
-        value before the second read copies the bodies; a slot whose trailer
-        differs between the two reads was written meanwhile and is made to fail
-        the commit test (it counts as invalid, as any slot in flight does).
+        the real trailer last (docs/FORMAT.md, "The commit protocol").  The slots
+        are read twice, and a slot whose bytes differ between the two reads was
+        written meanwhile: it is made to fail the commit test (it counts as invalid,
+        as any slot in flight does).  A slot that reads the same twice is whole:
+        had the first copy overlapped a write, the second (every load of which comes
+        after every load of the first) would see the invalid or the new trailer.
+        This needs no order among the loads of one copy (the kernel's copy may load
+        a slot's trailer before its body).  Equal reads, the usual case, cost one
+        memcmp over the whole buffer.  Done in pieces of at most 256 KiB, which stay
+        in the CPU cache between the two reads and bound the extra memory.
         """
         size = self.header.slot_size
-        got = self._read_into(buf, offset)
-        n = got // size
-        if n == 0:
-            return got
-        before = _codec.trailers(buf, size, n).copy()
-        again = self._read_into(buf[: n * size], offset)
-        _codec.drop_changed(buf, size, before[: again // size])
+        step = max(1, _SEQLOCK_BYTES // size) * size
+        total = 0
+        for at in range(0, len(buf), step):
+            piece = buf[at : at + step]
+            got = self._read_twice(piece, offset + at)
+            total += got
+            if got < len(piece):
+                break
+        return total
+
+    def _read_twice(self, buf: np.ndarray, offset: int) -> int:
+        """One piece of :meth:`_read_slots_into`."""
+        size = self.header.slot_size
+        if len(self._scratch) != len(buf):
+            self._scratch = bytearray(len(buf))
+        first = np.frombuffer(self._scratch, dtype=np.uint8)
+        got = self._read_into(first, offset)
+        whole = got // size * size
+        if whole == 0:
+            return 0
+        again = self._read_into(buf[:whole], offset)
+        whole = min(whole, again // size * size)
+        if whole != len(buf) or self._scratch != buf.data:
+            _codec.drop_changed(first[:whole], buf[:whole], size)
         return again
 
     def _read_into(self, buf: np.ndarray, offset: int) -> int:

@@ -399,6 +399,25 @@ def test_checksum_equals_zlib_for_every_slot_shape(legacy: bool, monkeypatch: py
         assert list(pure.astype(int)) == expected, size
 
 
+def test_crc32_equals_zlib_for_every_length() -> None:
+    """The C CRC-32 (carry-less multiplication for 64 bytes and more, tables for the rest) is zlib.crc32 at every
+    length a 4 KiB slot can use, 48..4088 bytes; a check one off fails at every length."""
+    assert CREAD is not None
+    size = 4096
+    rng = random.Random(8)
+    noise = bytes(rng.randrange(256) for _ in range(size))
+    rows = []
+    for length in range(size - 56 + 1):
+        head = SLOT_HEADER.pack(length + 1, length + 1, 5, 7, length, length, length, 0, 0, 20, 3)
+        used = head + noise[:length]
+        rows.append((used + bytes(size - 8 - len(used)), zlib.crc32(used), length + 1))
+    raw = b"".join(body + struct.pack("<II", check, pos & 0xFFFFFFFF) for body, check, pos in rows)
+    index = np.arange(len(rows), dtype=np.uint64)
+    assert bytes(CREAD.valid_mask(raw, size, len(rows), index)) == b"\1" * len(rows)
+    raw = b"".join(body + struct.pack("<II", check ^ 1, pos & 0xFFFFFFFF) for body, check, pos in rows)
+    assert bytes(CREAD.valid_mask(raw, size, len(rows), index)) == bytes(len(rows))
+
+
 def test_validity_masks_agree_on_forged_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """valid_slots gives the same mask with and without the accelerator, for any ring index given."""
     size, count = 96, 64
