@@ -228,13 +228,15 @@ def legacy_check(version: tuple[int, int]) -> bool:
     return version[0] < 2
 
 
-def slot_check(used: bytes | memoryview) -> int:
+def slot_check(body: bytes | memoryview) -> int:
     """The check word of a format 2.x slot: CRC-32 (zlib.crc32) of its header and the payload bytes it uses.
 
-    ``used`` is bytes [0, SLOT_HEADER_SIZE + length) of the slot; the rest of
-    the payload is zero padding, which is required rather than summed.
+    ``body`` is the slot's bytes [0, S-8) (at least its header and used payload);
+    only bytes [0, SLOT_HEADER_SIZE + length) are summed, ``length`` read from
+    the header.  The rest of the payload is zero padding, required, not summed.
     """
-    return zlib.crc32(used)
+    length = int.from_bytes(bytes(body[40:42]), "little")
+    return zlib.crc32(body[: SLOT_HEADER_SIZE + length])
 
 
 def legacy_slot_check(body: bytes | memoryview) -> int:
