@@ -8,8 +8,8 @@
  * CRC-32 rather than adler32: adler32's sums do not see a byte moved together with a
  * compensating change (digits swapped, one byte up and its neighbour down), exactly what a
  * copy of a slot mixing an old and a new record can hold; a CRC detects every burst of up to
- * 32 bits and every change of up to 3 bits in a slot, and any other change but for a 2**-32
- * chance.  zlib's polynomial because the pure-Python paths then use zlib.crc32 at C speed.
+ * 32 bits, every change of up to 3 bits in up to 11 KiB (2 bits beyond), and any other change
+ * but for a 2**-32 chance.  zlib's polynomial because the pure-Python paths then use zlib.crc32 at C speed.
  *
  * x86-64 CPUs with PCLMULQDQ (every one since 2010) fold 16 bytes per carry-less multiplication
  * for inputs of 64 bytes and more: per slot as fast as the SSE2 adler32 it replaces (measured in
