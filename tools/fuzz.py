@@ -336,6 +336,21 @@ def _write_mix(w: RingWriter, rng: random.Random, count: int) -> None:
         w.write(f"{i}:{text}", level=rng.choice([10, 20, 30, 40, 50, 5, 255]), logger=logger, fields=fields, exception=exc)
 
 
+def _as_format_1_0(data: bytes) -> bytes:
+    """A 2.0 ring rewritten as format 1.0: version 1.0, adler32 over the header and over each committed slot's body."""
+    buf = bytearray(data)
+    buf[8:12] = struct.pack("<HH", 1, 0)
+    buf[216:220] = struct.pack("<I", zlib.adler32(bytes(buf[:216])))
+    f = _HEADER.unpack_from(buf)
+    data_offset, slot_size, slot_count = f[3], f[4], f[6]
+    for index in range(slot_count):
+        off = data_offset + index * slot_size
+        pos = struct.unpack_from("<Q", buf, off)[0]
+        if pos and struct.unpack_from("<I", buf, off + slot_size - 4)[0] == pos & 0xFFFFFFFF:
+            buf[off + slot_size - 8 : off + slot_size - 4] = struct.pack("<I", zlib.adler32(bytes(buf[off : off + slot_size - 8])))
+    return bytes(buf)
+
+
 def make_seeds(directory: Path, crash: bool = True) -> list[Seed]:
     """Create the real files the fuzzer starts from (in ``directory``) and return their bytes."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -365,6 +380,10 @@ def make_seeds(directory: Path, crash: bool = True) -> list[Seed]:
     with RingWriter(p, size=64 * 256) as w:
         _write_mix(w, rng, 25)
     grab("mixed", p)
+
+    legacy = directory / "legacy.mmlog"  # the mixed ring as format 1.0 (adler32) would hold it
+    legacy.write_bytes(_as_format_1_0(p.read_bytes()))
+    grab("legacy", legacy)
 
     p = directory / "rotated.mmlog"
     with RingWriter(p, size=16 * 64, slot_size=64, rotate=3) as w:
