@@ -563,11 +563,11 @@ class RingWriter:
             invalid = ((positions + np.uint64(count | 1)) & np.uint64(_MASK32)) << np.uint64(32)
             block = bytearray(bytes(size - body_len).join(bodies)) + bytes(size - body_len)
             np.ndarray((n,), dtype="<u8", buffer=block, offset=body_len, strides=(size,))[:] = invalid
-            trailers = np.array(checks, dtype=np.uint64)
-            trailers |= (positions & np.uint64(_MASK32)) << np.uint64(32)
             view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
             view[:] = invalid
             mm[off : off + n * size] = block
+            trailers = np.array(checks, dtype=np.uint64)
+            trailers |= (positions & np.uint64(_MASK32)) << np.uint64(32)
             view[:] = trailers
             del view
             return n
