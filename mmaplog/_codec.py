@@ -159,7 +159,7 @@ def _crc_valid(raw: np.ndarray, ok: np.ndarray, length: np.ndarray, stored: np.n
     words = raw[:, : body // 8 * 8].view("<u8")
     first_free = -(-end // 8)
     columns = np.arange(words.shape[1])
-    ok &= ~(words * (columns[None, :] >= first_free[:, None])).any(axis=1)
+    ok &= ~((words != 0) & (columns[None, :] >= first_free[:, None])).any(axis=1)  # bool temporaries only
     split = np.flatnonzero(ok & (end % 8 != 0))
     if len(split):
         partial = words[split, end[split] // 8] >> ((end[split] % 8) * 8).astype(np.uint64)
