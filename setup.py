@@ -11,7 +11,9 @@ _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-fiel
 
 setup(
     ext_modules=[
-        Extension("mmaplog._cwrite", ["mmaplog/_cwrite.c"], optional=True, extra_compile_args=_FLAGS),
-        Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS),
+        Extension("mmaplog._cwrite", ["mmaplog/_cwrite.c"], optional=True, extra_compile_args=_FLAGS,
+                  depends=["mmaplog/_checksum.h"]),
+        Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS,
+                  depends=["mmaplog/_checksum.h"]),
     ],
 )

@@ -8,6 +8,7 @@ trivially testable and fuzzable.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -24,7 +25,9 @@ __all__ = [
     "assemble",
     "assemble_rows",
     "collect",
+    "crc32_rows",
     "decode_names",
+    "drop_changed",
     "record_layout",
     "valid_slots",
 ]
@@ -70,19 +73,45 @@ def adler32_rows(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = None) -> np.ndarray:
+def crc32_rows(raw: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """zlib.crc32 of ``raw[i, :ends[i]]`` for every row of a 2-D uint8 array, as a uint32 array.
+
+    CRC-32 has no cheap vectorised form in numpy (a table lookup per byte and
+    row): one zlib.crc32 call per row over a memoryview of the rows measures
+    faster than any numpy formulation tried (bench/test_checksum.py).
+    """
+    count = len(raw)
+    out = np.empty(count, dtype=np.uint32)
+    if not count:
+        return out
+    rows = np.ascontiguousarray(raw)
+    width = rows.shape[1]
+    flat = memoryview(rows.reshape(-1))  # type: ignore[arg-type]
+    crc = zlib.crc32
+    starts = range(0, count * width, width)
+    out[:] = [crc(flat[at : at + end]) for at, end in zip(starts, ends.tolist())]
+    return out
+
+
+def valid_slots(
+    slots: np.ndarray, slot_count: int, index: np.ndarray | None = None, *, legacy: bool = False
+) -> np.ndarray:
     """Return a bool mask of the slots that are completely written and consistent.
 
     ``slots`` is a structured array of :func:`mmaplog.layout.slot_dtype`;
     ``index`` holds each slot's index in the ring (default ``arange``).  A slot is
     valid when it is committed (``commit`` echoes ``pos``), sits at the index its
-    ``pos`` implies, its fields are in range and its checksum matches.
+    ``pos`` implies, its fields are in range and its check matches: CRC-32 of its
+    header and used payload with zero padding, or with ``legacy`` (format 1.x
+    files, :func:`mmaplog.layout.legacy_check`) adler32 of everything before the trailer.
     """
     if index is None:
         index = np.arange(len(slots), dtype=np.uint64)
     module = accelerator()
     if module is not None and len(slots):
-        mask = module.valid_mask(_rows(slots), slots.dtype.itemsize, slot_count, np.ascontiguousarray(index, np.uint64))
+        mask = module.valid_mask(
+            _rows(slots), slots.dtype.itemsize, slot_count, np.ascontiguousarray(index, np.uint64), legacy
+        )
         valid: np.ndarray = np.frombuffer(mask, dtype=np.bool_).copy()
         return valid
     slot_size = slots.dtype.itemsize
@@ -112,6 +141,8 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
     ok &= ((flags & _WHOLE) != _WHOLE) | (length == rec_len)
     ok &= ((flags & _EXTRAS) != 0) | (msg_len == rec_len)
     # Only slots that passed the cheap tests pay for the checksum.
+    if not legacy:
+        return _crc_valid(raw, ok, length, trailer[:, 0])
     candidates = np.flatnonzero(ok)
     if len(candidates) == len(slots):
         ok = _slot_checks(raw, None, length) == trailer[:, 0]
@@ -120,8 +151,29 @@ def valid_slots(slots: np.ndarray, slot_count: int, index: np.ndarray | None = N
     return np.asarray(ok, dtype=bool)
 
 
+def _crc_valid(raw: np.ndarray, ok: np.ndarray, length: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Narrow ``ok`` (slots that passed the cheap tests) to those with zero padding and a matching CRC-32."""
+    body = raw.shape[1] - L.SLOT_TRAILER_SIZE
+    end = length.astype(np.int64) + L.SLOT_HEADER_SIZE
+    # Zero padding, checked on 8-byte words: whole words past the end, then the word the end falls in.
+    words = raw[:, : body // 8 * 8].view("<u8")
+    first_free = -(-end // 8)
+    columns = np.arange(words.shape[1])
+    ok &= ~((words != 0) & (columns[None, :] >= first_free[:, None])).any(axis=1)  # bool temporaries only
+    split = np.flatnonzero(ok & (end % 8 != 0))
+    if len(split):
+        partial = words[split, end[split] // 8] >> ((end[split] % 8) * 8).astype(np.uint64)
+        ok[split[partial != 0]] = False
+    candidates = np.flatnonzero(ok)
+    if len(candidates):
+        ok[candidates] = crc32_rows(raw[candidates] if len(candidates) < len(raw) else raw, end[candidates]) == (
+            stored[candidates]
+        )
+    return np.asarray(ok, dtype=bool)
+
+
 def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -> np.ndarray:
-    """The adler32 of bytes [0, slot_size - 8) of ``raw[rows]`` (None: every row); ``length`` is each row's payload.
+    """The adler32 (format 1.x) of bytes [0, slot_size - 8) of ``raw[rows]`` (None: every row); ``length`` is each row's payload.
 
     A writer pads a payload with zeros, and zeros at the end change adler32 in a
     known way (A stays, B grows by A for each), so most rows are summed only up
@@ -156,6 +208,28 @@ def _slot_checks(raw: np.ndarray, rows: np.ndarray | None, length: np.ndarray) -
     if len(long_rows):
         out[long_rows] = adler32_rows(raw[every[long_rows], :body])
     return out
+
+
+def drop_changed(first: np.ndarray, second: np.ndarray, slot_size: int) -> None:
+    """Make every slot of ``second`` that differs from its copy in ``first`` fail the commit test.
+
+    Both are contiguous uint8 buffers of whole slots, two reads of the same
+    slots.  The seqlock reader's rule (docs/FORMAT.md): a slot that changed
+    between the reads may be torn in either.  Its commit word in ``second``
+    becomes the complement of its position's echo, which no valid slot carries.
+    """
+    count = len(second) // slot_size
+    if not count:
+        return
+    words = slot_size // 8
+    changed = np.flatnonzero(
+        (first[: count * slot_size].view("<u8").reshape(count, words)
+         != second[: count * slot_size].view("<u8").reshape(count, words)).any(axis=1)
+    )
+    if len(changed):
+        pos = np.ndarray((count,), dtype="<u8", buffer=second, strides=(slot_size,))[changed]
+        commit = np.ndarray((count,), dtype="<u4", buffer=second, offset=slot_size - 4, strides=(slot_size,))
+        commit[changed] = ~(pos & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
 def _rows(slots: np.ndarray) -> np.ndarray:
@@ -425,6 +499,7 @@ _EXPECTED_LAYOUT = {
     "truncated": L.FLAG_TRUNCATED,
     "known_flags": L.KNOWN_FLAGS,
     "max_slot_size": L.MAX_SLOT_SIZE,
+    "slot_check": "crc32+adler32",
 }
 #: The record fields the accelerator fills, in its order, with the dtype each must have.
 _RECORD_FIELDS = (
@@ -486,6 +561,7 @@ def collect(
     file: int,
     dtype: np.dtype,
     names: dict[int, str],
+    legacy: bool = False,
 ) -> Any:
     """Validate the slots of one ring, handed in as (first ring index, whole slots) chunks, with the accelerator.
 
@@ -493,13 +569,14 @@ def collect(
     of ``dtype`` for each one-slot record (``pid`` and ``file`` in every row) and
     the slots of longer records, for :func:`assemble_rows`.  ``names`` are the
     logger names known before reading (:func:`assemble_rows` settles them).
+    ``legacy``: the file is format 1.x (adler32 checks).
     """
     module = accelerator()
     assert module is not None, "collect() needs the C accelerator"
     known: list[str | None] = [None] * (max(names) + 1 if names else 0)
     for ident, name in names.items():
         known[ident] = name
-    collector = module.Collector(slot_size, slot_count, pid, file, record_layout(dtype), known)
+    collector = module.Collector(slot_size, slot_count, pid, file, record_layout(dtype), known, legacy)
     for start, chunk in chunks:
         collector.feed(chunk, start)
     return collector

@@ -23,7 +23,7 @@
 #define CREAD_BIG_ENDIAN 1 /* the file and the record rows are little-endian: use the pure paths */
 #endif
 
-/* The slot layout of mmaplog/layout.py (format 1.x). */
+/* The slot layout of mmaplog/layout.py (formats 1.x and 2.x: the same fields). */
 #define SLOT_HEADER 48
 #define SLOT_TRAILER 8
 #define FLAG_FIRST 0x01
@@ -54,71 +54,7 @@ static uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); ret
 static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-/* ------------------------------------------------------------------ adler32 */
-
-#define ADLER_MOD 65521u
-#define ADLER_NMAX 5552 /* largest n with 255n(n+1)/2 + (n+1)(MOD-1) < 2**32, as in zlib */
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-
-static uint32_t hsum32(__m128i v)
-{
-    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
-    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
-    return (uint32_t)_mm_cvtsi128_si32(v);
-}
-#endif
-
-static uint32_t adler32_update(uint32_t adler, const unsigned char *p, size_t n)
-{
-    uint32_t a = adler & 0xFFFF, b = adler >> 16;
-    while (n > 0) {
-        size_t k = n < ADLER_NMAX ? n : ADLER_NMAX;
-        n -= k;
-#if defined(__SSE2__)
-        /* 16 bytes per step: a grows by their sum, b by 16 a plus their sum weighted 16..1. */
-        size_t blocks = k / 16;
-        if (blocks) {
-            const __m128i zero = _mm_setzero_si128();
-            const __m128i w_lo = _mm_setr_epi16(16, 15, 14, 13, 12, 11, 10, 9);
-            const __m128i w_hi = _mm_setr_epi16(8, 7, 6, 5, 4, 3, 2, 1);
-            __m128i vs = zero, vps = zero, vw = zero;
-            for (size_t i = 0; i < blocks; i++) {
-                __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * i));
-                vps = _mm_add_epi32(vps, vs);
-                vs = _mm_add_epi32(vs, _mm_sad_epu8(v, zero));
-                vw = _mm_add_epi32(vw, _mm_madd_epi16(_mm_unpacklo_epi8(v, zero), w_lo));
-                vw = _mm_add_epi32(vw, _mm_madd_epi16(_mm_unpackhi_epi8(v, zero), w_hi));
-            }
-            /* vs and vps hold their sums in lanes 0 and 2 (from _mm_sad_epu8); vw in all four. */
-            b += (uint32_t)(16 * blocks) * a + 16 * hsum32(vps) + hsum32(vw);
-            a += hsum32(vs);
-            p += 16 * blocks;
-            k -= 16 * blocks;
-        }
-#else
-        while (k >= 16) {
-            uint32_t s = 0, w = 0;
-            for (int j = 0; j < 16; j++) {
-                s += p[j];
-                w += (uint32_t)(16 - j) * p[j];
-            }
-            b += 16 * a + w;
-            a += s;
-            p += 16;
-            k -= 16;
-        }
-#endif
-        while (k--) {
-            a += *p++;
-            b += a;
-        }
-        a %= ADLER_MOD;
-        b %= ADLER_MOD;
-    }
-    return (b << 16) | a;
-}
+#include "_checksum.h"
 
 static int all_zero(const unsigned char *p, size_t n)
 {
@@ -143,17 +79,21 @@ static int all_zero(const unsigned char *p, size_t n)
     return word == 0;
 }
 
-/* adler32 of body[0, size); bytes from `used` on are usually the writer's zero padding, whose
- * effect is known (a stays, b grows by a for each), so only the used part is summed then. */
-static uint32_t slot_check(const unsigned char *body, size_t size, size_t used)
+/* Whether `stored` is the check of a slot's body[0, size) whose header and payload take `used` bytes.
+ * Format 2.x: CRC-32 of body[0, used), and body[used, size) must be zero.  Format 1.x (legacy): adler32 of
+ * body[0, size); zero padding is the usual case there and its effect is known (a stays, b grows
+ * by a for each zero byte), so only the used part is summed then. */
+static int slot_check_ok(const unsigned char *body, size_t size, size_t used, int legacy, uint32_t stored)
 {
+    if (!legacy)
+        return all_zero(body + used, size - used) && mmaplog_crc32_update(0, body, used) == stored;
     if (used < size && all_zero(body + used, size - used)) {
-        uint32_t ad = adler32_update(1, body, used);
+        uint32_t ad = mmaplog_adler32_update(1, body, used);
         uint64_t a = ad & 0xFFFF, b = ad >> 16;
-        b = (b + a * (uint64_t)(size - used)) % ADLER_MOD;
-        return (uint32_t)((b << 16) | a);
+        b = (b + a * (uint64_t)(size - used)) % MMAPLOG_ADLER_MOD;
+        return (uint32_t)((b << 16) | a) == stored;
     }
-    return adler32_update(1, body, size);
+    return mmaplog_adler32_update(1, body, size) == stored;
 }
 
 /* Where a slot's pos puts it: (pos - 1) % slot_count must be its index.  Slots are fed in
@@ -180,7 +120,7 @@ static int placed(Placement *p, uint64_t pos, uint64_t index)
 }
 
 /* The checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index`. */
-static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, uint64_t index)
+static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, uint64_t index, int legacy)
 {
     uint64_t pos = rd64(s + OFF_POS), seq = rd64(s + OFF_SEQ);
     uint32_t rec_len = rd32(s + OFF_REC_LEN), msg_len = rd32(s + OFF_MSG_LEN);
@@ -203,7 +143,7 @@ static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, 
         return 0;
     if (!(flags & EXTRAS) && msg_len != rec_len)
         return 0;
-    return slot_check(s, size - SLOT_TRAILER, SLOT_HEADER + (size_t)length) == rd32(s + size - 8);
+    return slot_check_ok(s, size - SLOT_TRAILER, SLOT_HEADER + (size_t)length, legacy, rd32(s + size - 8));
 }
 
 /* ------------------------------------------------------------ record layout */
@@ -458,6 +398,8 @@ typedef struct {
     Py_ssize_t rows, empty, invalid, extras, truncated;
     uint64_t last_seq;
     int in_order, loggers_set;
+    /* 1: format 1.x slots (adler32 check); 0: format 2.x (CRC-32, zero padding). */
+    int legacy;
     /* Logger names by id as read before the slots (a list; None: not known yet). */
     PyObject *names;
     /* Valid slots of records longer than one slot, whole, in ring order. */
@@ -473,14 +415,15 @@ static unsigned char *side_alloc(Py_ssize_t capacity, size_t *mapped)
 
 static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slot_size", "slot_count", "pid", "file", "layout", "names", NULL};
+    static char *kwlist[] = {"slot_size", "slot_count", "pid", "file", "layout", "names", "legacy", NULL};
     Py_ssize_t slot_size;
     unsigned long long slot_count;
     unsigned long pid, file;
     PyObject *spec, *names;
+    int legacy = 0;
     Layout layout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nKkkOO!", kwlist, &slot_size, &slot_count, &pid, &file, &spec,
-                                     &PyList_Type, &names))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nKkkOO!|p", kwlist, &slot_size, &slot_count, &pid, &file, &spec,
+                                     &PyList_Type, &names, &legacy))
         return -1;
     if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1) {
         PyErr_SetString(PyExc_ValueError, "bad slot geometry");
@@ -517,6 +460,7 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
     self->pid = (uint32_t)pid;
     self->file = (uint32_t)file;
     self->in_order = 1;
+    self->legacy = legacy;
     Py_INCREF(names);
     self->names = names;
     return 0;
@@ -628,7 +572,7 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
             self->empty++;
             continue;
         }
-        if (!slot_is_valid(s, size, &self->where, first + (uint64_t)i)) {
+        if (!slot_is_valid(s, size, &self->where, first + (uint64_t)i, self->legacy)) {
             self->invalid++;
             continue;
         }
@@ -1360,16 +1304,18 @@ done:
 }
 
 PyDoc_STRVAR(valid_doc,
-"valid_mask(buffer, slot_size, slot_count, index)\n--\n\n"
+"valid_mask(buffer, slot_size, slot_count, index, legacy=False)\n--\n\n"
 "One byte per slot of ``buffer`` (whole slots): 1 where the slot passes every check of\n"
-"_codec.valid_slots at the ring index given by ``index`` (a buffer of uint64, one per slot).");
+"_codec.valid_slots at the ring index given by ``index`` (a buffer of uint64, one per slot);\n"
+"``legacy``: format 1.x slots (adler32) instead of 2.x (CRC-32).");
 
 static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
 {
     Py_buffer view, index;
     Py_ssize_t slot_size;
     unsigned long long slot_count;
-    if (!PyArg_ParseTuple(args, "y*nKy*", &view, &slot_size, &slot_count, &index))
+    int legacy = 0;
+    if (!PyArg_ParseTuple(args, "y*nKy*|p", &view, &slot_size, &slot_count, &index, &legacy))
         return NULL;
     PyObject *out = NULL;
     if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1 ||
@@ -1391,7 +1337,7 @@ static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
         uint64_t at;
         memcpy(&at, (const char *)index.buf + 8 * i, 8);
         const unsigned char *s = (const unsigned char *)view.buf + i * slot_size;
-        mask[i] = (char)(at < slot_count && slot_is_valid(s, (size_t)slot_size, &where, at));
+        mask[i] = (char)(at < slot_count && slot_is_valid(s, (size_t)slot_size, &where, at, legacy));
     }
 done:
     PyBuffer_Release(&view);
@@ -1418,6 +1364,7 @@ PyMODINIT_FUNC PyInit__cread(void)
 #else
     if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&RecordStoreType) < 0)
         return NULL;
+    mmaplog_crc32_init();
     PyObject *m = PyModule_Create(&cread_module);
     if (m == NULL)
         return NULL;
@@ -1427,10 +1374,11 @@ PyMODINIT_FUNC PyInit__cread(void)
         Py_DECREF(m);
         return NULL;
     }
-    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "slot_header", SLOT_HEADER,
+    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "slot_header", SLOT_HEADER,
                                      "slot_trailer", SLOT_TRAILER, "first", FLAG_FIRST, "last", FLAG_LAST, "fields",
                                      FLAG_FIELDS, "inline_logger", FLAG_INLINE_LOGGER, "exception", FLAG_EXCEPTION,
-                                     "truncated", FLAG_TRUNCATED, "known_flags", KNOWN_FLAGS, "max_slot_size", 65536);
+                                     "truncated", FLAG_TRUNCATED, "known_flags", KNOWN_FLAGS, "max_slot_size", 65536,
+                                     "slot_check", "crc32+adler32");
     if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
         Py_XDECREF(layout);
         Py_DECREF(m);

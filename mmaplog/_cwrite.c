@@ -26,31 +26,10 @@
 #define SLOT_HEADER_SIZE 48
 #define SLOT_TRAILER_SIZE 8
 #define FLAG_WHOLE 0x03 /* FLAG_FIRST | FLAG_LAST */
-#define ADLER_MOD 65521u
-#define ADLER_NMAX 5552
+/* The format this module writes: the writer refuses a build for another one. */
+#define FORMAT_MAJOR 2
 
-static void adler_update(uint32_t *a_io, uint32_t *b_io, const unsigned char *p, Py_ssize_t len)
-{
-    uint32_t a = *a_io, b = *b_io;
-    while (len > 0) {
-        Py_ssize_t chunk = len < ADLER_NMAX ? len : ADLER_NMAX;
-        len -= chunk;
-        while (chunk >= 8) {
-            a += p[0]; b += a; a += p[1]; b += a; a += p[2]; b += a; a += p[3]; b += a;
-            a += p[4]; b += a; a += p[5]; b += a; a += p[6]; b += a; a += p[7]; b += a;
-            p += 8;
-            chunk -= 8;
-        }
-        while (chunk--) {
-            a += *p++;
-            b += a;
-        }
-        a %= ADLER_MOD;
-        b %= ADLER_MOD;
-    }
-    *a_io = a;
-    *b_io = b;
-}
+#include "_checksum.h"
 
 static inline int64_t wall_clock_ns(void)
 {
@@ -264,6 +243,14 @@ static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long
     return lid;
 }
 
+/* The commit word a slot carries while record `pos` is written into it: the echo of position
+ * pos + (slot_count | 1), which is neither pos nor the slot's previous position pos - slot_count
+ * (slot_count | 1 is odd and below 2**32, so neither it nor its double is 0 mod 2**32). */
+static inline uint32_t invalid_echo(unsigned long long pos, unsigned long long count)
+{
+    return (uint32_t)((pos + (count | 1)) & 0xFFFFFFFFu);
+}
+
 /* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL). */
 static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
                               PyObject *level_obj, PyObject *logger, int64_t stamp, unsigned long long ident)
@@ -300,21 +287,25 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     header[46] = (unsigned char)level;
     header[47] = FLAG_WHOLE;
 
-    uint32_t a = 1, b = 0;
-    adler_update(&a, &b, header, SLOT_HEADER_SIZE);
-    adler_update(&a, &b, (const unsigned char *)data, n);
-    /* The zero padding up to the trailer: k zero bytes leave a alone and add k * a to b. */
     Py_ssize_t pad = self->payload - n;
-    b = (uint32_t)(((uint64_t)b + (uint64_t)pad * a) % ADLER_MOD);
-    uint64_t trailer = ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | ((uint64_t)b << 16 | a);
 
     unsigned char *slot = (unsigned char *)self->view.buf + self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
+    uint64_t *word = (uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE);
+    /* The commit, seqlock-like for live readers: first a trailer that matches neither the old
+     * nor the new body (check 0, commit echo of no position the slot holds meanwhile), then the
+     * body, then the real trailer in one aligned 8-byte store.  The release fences keep each step's
+     * stores visible before the next step's on weakly ordered CPUs (AArch64); a reader that reads
+     * the trailer before and after its copy of the body and finds them equal has a whole slot. */
+    __atomic_store_n(word, (uint64_t)invalid_echo(pos, self->count) << 32, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(slot, header, SLOT_HEADER_SIZE);
     memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
     memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)pad);
-    /* The commit: the body is in place before the trailer that vouches for it (one aligned 8-byte store). */
+    /* The check: CRC-32 of the header and the message as they now lie in the slot, contiguous and in
+     * cache (one call, fast for 64 bytes and more); the padding is zero (docs/FORMAT.md). */
+    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n((uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE), trailer, __ATOMIC_RELAXED);
+    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
     return PyLong_FromUnsignedLongLong(seq);
 }
 
@@ -1025,9 +1016,14 @@ PyMODINIT_FUNC PyInit__cwrite(void)
     default_level = PyLong_FromLong(20);
     if (default_level == NULL)
         return NULL;
+    mmaplog_crc32_init();
     PyObject *module = PyModule_Create(&cwrite_module);
     if (module == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", FORMAT_MAJOR) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(&AppenderType);
     if (PyModule_AddObject(module, "Appender", (PyObject *)&AppenderType) < 0) {
         Py_DECREF(&AppenderType);

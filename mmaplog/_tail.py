@@ -145,7 +145,7 @@ def _survey(ring: RingFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos_parts, seq_parts, part_parts = [], [], []
     for start, slots in ring.slot_chunks(chunk_bytes=step * h.slot_size):
         index = np.arange(start, start + len(slots), dtype=np.uint64)
-        ok = _codec.valid_slots(slots, h.slot_count, index=index)
+        ok = _codec.valid_slots(slots, h.slot_count, index=index, legacy=ring.legacy)
         pos_parts.append(slots["pos"][ok].astype(np.int64))
         seq_parts.append(slots["seq"][ok].astype(np.int64))
         part_parts.append(slots["part"][ok])
@@ -389,7 +389,7 @@ class Tailer:
                     self._drained = True
                     break
             slots, expected, index = self._read_window(count)
-            valid = _codec.valid_slots(slots, n, index=index)
+            valid = _codec.valid_slots(slots, n, index=index, legacy=ring.legacy)
             got = slots["pos"]
             good = valid & (got == expected)
             stop = count if good.all() else int(np.argmin(good))
@@ -445,7 +445,7 @@ class Tailer:
                 continue
             slot = self.ring.slots((p - 1) % n, 1)
             index = np.asarray([(p - 1) % n], dtype=np.uint64)
-            if len(slot) and _codec.valid_slots(slot, n, index=index)[0] and int(slot["pos"][0]) == p:
+            if len(slot) and _codec.valid_slots(slot, n, index=index, legacy=self.ring.legacy)[0] and int(slot["pos"][0]) == p:
                 self._revisit.discard(p)
                 self._fresh.append(slot)
 

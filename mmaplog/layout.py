@@ -20,7 +20,7 @@ File picture (all integers little-endian, offsets in bytes)::
 Fixed header (offset 0, ``HEADER_STRUCT``)::
 
     0   8  magic            b"\\x89MMAPLOG"
-    8   2  version_major    readers MUST refuse a major they do not know
+    8   2  version_major    readers MUST refuse a major they do not know (this one reads 1 and 2)
     10  2  version_minor    readers MUST accept a newer minor (it only adds
                             fields whose zero value means "absent")
     12  4  data_offset      byte offset of slot 0 (65536)
@@ -36,7 +36,7 @@ Fixed header (offset 0, ``HEADER_STRUCT``)::
     80  8  first_seq        seq of the first record written into this file
     88  64 hostname         UTF-8, NUL padded
     152 64 process_name     UTF-8, NUL padded
-    216 4  header_check     adler32 of bytes [0, 216)
+    216 4  header_check     CRC-32 of bytes [0, 216) (format 1.x: adler32)
     220 36 reserved         zero
 
 Mutable state (offset 256, ``STATE_STRUCT``; written after creation, so it is
@@ -73,8 +73,8 @@ counted from 1; it lives at index ``(pos - 1) % slot_count``)::
     44  2  logger_id  u16  index into the name table (0 = empty name)
     46  1  level      u8   numeric level (stdlib numbers: 10 DEBUG .. 50 CRITICAL)
     47  1  flags      u8   FLAG_* bits below
-    48  P  payload         P = slot_size - SLOT_OVERHEAD bytes, zero padded
-    S-8 4  check      u32  adler32 of bytes [0, S-8) of the slot
+    48  P  payload         P = slot_size - SLOT_OVERHEAD bytes, zero padded (the padding MUST be zero)
+    S-8 4  check      u32  CRC-32 of bytes [0, 48 + length) (format 1.x: adler32 of [0, S-8))
     S-4 4  commit     u32  low 32 bits of pos; written last
 
 A record's payload is, in order: the inline logger name (``u8`` length then the
@@ -85,13 +85,17 @@ UTF-8 JSON object (the rest of the payload).  A payload longer than one slot con
 seq with part 1, 2, ...; the first carries ``FLAG_FIRST``, the last
 ``FLAG_LAST`` (a one-slot record carries both).
 
-Commit protocol: the writer copies bytes [0, S-8) of the slot in one copy, then
-writes ``check`` and ``commit`` in a second copy.  A reader accepts a slot only
-when ``pos != 0``, ``commit == pos & 0xFFFFFFFF``, ``check`` matches, the
-field values are in range, and ``(pos - 1) % slot_count`` is the slot's index.
-A copy cut short leaves the old commit word (or old pos) behind, so a torn slot
-fails the commit test whatever the cut point, and a slot torn in its middle
-fails the checksum.
+Commit protocol (seqlock-like): the writer first stores an invalid trailer
+(check 0, commit :func:`invalid_echo`, which echoes neither the slot's old nor
+its new position), then copies bytes [0, S-8) of the slot in one copy, then
+writes ``check`` and ``commit`` in one aligned 8-byte store.  A reader accepts a
+slot only when ``pos != 0``, ``commit == pos & 0xFFFFFFFF``, the check matches,
+the padding is zero, the field values are in range, and ``(pos - 1) %
+slot_count`` is the slot's index; a reader of a live file also reads each
+trailer once before and once after its copy of the body and drops the slot
+unless both are equal.  A copy cut short leaves the old or the invalid commit
+word behind, so a torn slot fails the commit test whatever the cut point; a
+copy mixing two records that a foreign tool made fails the CRC.
 """
 
 from __future__ import annotations
@@ -119,8 +123,11 @@ __all__ = [
 ]
 
 MAGIC: Final = b"\x89MMAPLOG"
-#: (major, minor).  A reader refuses a newer major and reads a newer minor.
-FORMAT_VERSION: Final = (1, 0)
+#: (major, minor) that writers write.  A reader refuses a newer major and reads a newer minor.
+#: 2.0: slots and header are checked with CRC-32 instead of adler32 (docs/FORMAT.md, "Version history").
+FORMAT_VERSION: Final = (2, 0)
+#: Majors this reader reads: 1 (adler32 checks) and 2 (CRC-32 checks).
+READ_MAJORS: Final = (1, 2)
 
 #: The fixed header, the mutable state and the name table fill the first 64 KiB,
 #: so slot 0 starts on a boundary that is a multiple of every common page size.
@@ -207,13 +214,51 @@ def slot_payload_size(slot_size: int) -> int:
 
 
 def max_record_parts(slot_count: int) -> int:
-    """Most slots one record may use: a quarter of the ring, within the u16 ``part``."""
+    """Most slots one record may use: a quarter of the ring, within the u16 ``part``.
+
+    Never more than the ring holds (one slot for rings of 1..7 slots), so a
+    record can never overwrite its own parts; the writer cuts every record,
+    inline logger name included, to ``max_record_parts * payload`` bytes.
+    """
     return max(1, min(MAX_PARTS, slot_count // 4))
 
 
+def legacy_check(version: tuple[int, int]) -> bool:
+    """True for files whose slots and header carry adler32 checks (format 1.x); False for CRC-32 (2.x)."""
+    return version[0] < 2
+
+
 def slot_check(body: bytes | memoryview) -> int:
-    """The integrity check of a slot: adler32 over everything before the trailer."""
+    """The check word of a format 2.x slot: CRC-32 (zlib.crc32) of its header and the payload bytes it uses.
+
+    ``body`` is the slot's bytes [0, S-8) (at least its header and used payload);
+    only bytes [0, SLOT_HEADER_SIZE + length) are summed, ``length`` read from
+    the header.  The rest of the payload is zero padding, required, not summed.
+    """
+    length = int.from_bytes(bytes(body[40:42]), "little")
+    return zlib.crc32(body[: SLOT_HEADER_SIZE + length])
+
+
+def legacy_slot_check(body: bytes | memoryview) -> int:
+    """The check word of a format 1.x slot: adler32 of everything before the trailer (read-only support)."""
     return zlib.adler32(body)
+
+
+def header_check(body: bytes | memoryview, version: tuple[int, int]) -> int:
+    """The check of the fixed header's first 216 bytes: CRC-32 from format 2.0 on, adler32 before."""
+    return zlib.adler32(body) if legacy_check(version) else zlib.crc32(body)
+
+
+def invalid_echo(pos: int, slot_count: int) -> int:
+    """The commit word a slot carries while record position ``pos`` is written into it.
+
+    The echo of position ``pos + (slot_count | 1)``: it is neither ``pos`` nor
+    the slot's previous position ``pos - slot_count`` modulo 2**32 (``slot_count
+    | 1`` is odd and below 2**32, so neither it nor its double is 0 mod 2**32),
+    so a reader never accepts the slot while it holds this trailer, whatever
+    state its body is in.
+    """
+    return (pos + (slot_count | 1)) & 0xFFFFFFFF
 
 
 def name_check(name: bytes) -> int:
@@ -271,7 +316,7 @@ def encode_header(header: FileHeader) -> bytes:
         header.hostname.encode("utf-8", "replace")[:64],
         header.process_name.encode("utf-8", "replace")[:64],
     )
-    return body + HEADER_CHECK_STRUCT.pack(zlib.adler32(body))
+    return body + HEADER_CHECK_STRUCT.pack(header_check(body, header.version))
 
 
 def _text(raw: bytes) -> str:
@@ -301,12 +346,13 @@ def decode_header(raw: bytes, file_size: int) -> FileHeader:
         raise HeaderError(f"truncated header: expected {need} bytes, got {len(raw)} (file not fully written?)")
     fields = HEADER_STRUCT.unpack_from(raw)
     major, minor = fields[1], fields[2]
-    if major != FORMAT_VERSION[0]:
+    if major not in READ_MAJORS:
         raise HeaderError(
-            f"format version {major}.{minor} is not supported (this reader reads {FORMAT_VERSION[0]}.x)"
+            f"format version {major}.{minor} is not supported (this reader reads "
+            f"{', '.join(f'{m}.x' for m in READ_MAJORS)})"
         )
     (stored,) = HEADER_CHECK_STRUCT.unpack_from(raw, HEADER_CHECK_OFFSET)
-    if zlib.adler32(raw[:HEADER_CHECK_OFFSET]) != stored:
+    if header_check(raw[:HEADER_CHECK_OFFSET], (major, minor)) != stored:
         raise HeaderError("corrupt header (checksum mismatch)")
     header = FileHeader(
         version=(major, minor),

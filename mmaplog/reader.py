@@ -43,6 +43,9 @@ __all__ = [
     "writer_alive",
 ]
 
+#: Bytes read twice at a time by RingFile._read_slots_into (both copies stay in the CPU cache).
+_SEQLOCK_BYTES = 256 << 10
+
 PathArg = Union[str, "os.PathLike[str]"]
 Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a string forward reference
 
@@ -178,12 +181,15 @@ class RingFile:
             if not stat.S_ISREG(st.st_mode):
                 raise FormatError(self.path, "not a regular file")
             self.inode = (st.st_dev, st.st_ino)
+            self._scratch = bytearray()  # the first of the two reads of _read_slots_into
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
             try:
                 self.header = L.decode_header(raw, st.st_size)
             except L.HeaderError as exc:
                 raise FormatError(self.path, exc.reason) from None
             self.dtype = L.slot_dtype(self.header.slot_size)
+            #: A format 1.x file: its slots carry adler32 checks (see _codec.valid_slots).
+            self.legacy = L.legacy_check(self.header.version)
             self.names = self.read_names()
         except BaseException:
             os.close(self._fd)
@@ -223,7 +229,7 @@ class RingFile:
         size = h.slot_size
         out = np.empty(count, dtype=self.dtype)
         buf = out.view(np.uint8)
-        got = self._read_into(buf, h.data_offset + start * size)
+        got = self._read_slots_into(buf, h.data_offset + start * size)
         buf[got // size * size :] = 0  # past the file's end, and a partial last slot: empty slots
         return out
 
@@ -291,7 +297,7 @@ class RingFile:
                 if buf is None:
                     buf = np.empty(per * size, dtype=np.uint8)
                 part = buf[: min(per, first + count - start) * size]
-                got = self._read_into(part, h.data_offset + start * size)
+                got = self._read_slots_into(part, h.data_offset + start * size)
                 part[got // size * size :] = 0
                 yield start, part
 
@@ -301,6 +307,48 @@ class RingFile:
         for first, n in self.extents(start, count):
             for at in range(first, first + n, per):
                 yield at, self.slots(at, min(per, first + n - at))
+
+    def _read_slots_into(self, buf: np.ndarray, offset: int) -> int:
+        """Read whole slots into ``buf`` (contiguous uint8) from ``offset`` as a seqlock reader does; return bytes read.
+
+        A writer invalidates a slot's trailer before it touches the body and writes
+        the real trailer last (docs/FORMAT.md, "The commit protocol").  The slots
+        are read twice, and a slot whose bytes differ between the two reads was
+        written meanwhile: it is made to fail the commit test (it counts as invalid,
+        as any slot in flight does).  A slot that reads the same twice is whole:
+        had the first copy overlapped a write, the second (every load of which comes
+        after every load of the first) would see the invalid or the new trailer.
+        This needs no order among the loads of one copy (the kernel's copy may load
+        a slot's trailer before its body).  Equal reads, the usual case, cost one
+        memcmp over the whole buffer.  Done in pieces of at most 256 KiB, which stay
+        in the CPU cache between the two reads and bound the extra memory.
+        """
+        size = self.header.slot_size
+        step = max(1, _SEQLOCK_BYTES // size) * size
+        total = 0
+        for at in range(0, len(buf), step):
+            piece = buf[at : at + step]
+            got = self._read_twice(piece, offset + at)
+            total += got
+            if got < len(piece):
+                break
+        return total
+
+    def _read_twice(self, buf: np.ndarray, offset: int) -> int:
+        """One piece of :meth:`_read_slots_into`."""
+        size = self.header.slot_size
+        if len(self._scratch) != len(buf):
+            self._scratch = bytearray(len(buf))
+        first = np.frombuffer(self._scratch, dtype=np.uint8)
+        got = self._read_into(first, offset)
+        whole = got // size * size
+        if whole == 0:
+            return 0
+        again = self._read_into(buf[:whole], offset)
+        whole = min(whole, again // size * size)
+        if whole != len(buf) or self._scratch != buf.data:
+            _codec.drop_changed(first[:whole], buf[:whole], size)
+        return again
 
     def _read_into(self, buf: np.ndarray, offset: int) -> int:
         """Fill ``buf`` from ``offset`` straight into its memory (no intermediate bytes); return bytes read."""
@@ -467,7 +515,8 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
                 fed[0] += len(part) // h.slot_size
                 yield start, part
 
-        collected = _codec.collect(pieces(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names)
+        collected = _codec.collect(pieces(), h.slot_size, h.slot_count, h.pid, index, RECORD_DTYPE, ring.names,
+                                   ring.legacy)
         # Slots never read (holes, past the end) are empty.
         stats.empty, stats.invalid = collected.empty + (h.slot_count - fed[0]), collected.invalid
         rows, stats.duplicates, incomplete, unique = _codec.assemble_rows(
@@ -482,7 +531,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     nonempty = 0
     for start, slots in ring.slot_chunks():
         at = np.arange(start, start + len(slots), dtype=np.uint64)
-        valid = _codec.valid_slots(slots, h.slot_count, index=at)
+        valid = _codec.valid_slots(slots, h.slot_count, index=at, legacy=ring.legacy)
         nonempty += int(np.count_nonzero(slots["pos"] != 0))
         kept.append(slots if valid.all() else slots[valid])
     good = kept[0] if len(kept) == 1 else (np.concatenate(kept) if kept else np.zeros(0, dtype=ring.dtype))

@@ -50,6 +50,11 @@ _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 #: The C append (one-slot records), where it is built and safe; None means the pure-Python path.
 _cwrite = _native.load("_cwrite") if _GIL else None
+if _cwrite is not None and getattr(_cwrite, "FORMAT_MAJOR", 1) != L.FORMAT_VERSION[0]:
+    # A build left over from another format version would write the wrong check: rebuild it.
+    if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
+        raise ImportError(f"mmaplog._cwrite was built for format {getattr(_cwrite, 'FORMAT_MAJOR', 1)}.x; rebuild it")
+    _cwrite = None
 if _cwrite is not None:
     _cwrite.use_record_type(LogRecord)  # write_batch reads a LogRecord's slots in place
 
@@ -346,6 +351,12 @@ class RingWriter:
             header = L.decode_header(raw, size)
         except L.HeaderError as exc:
             raise FormatError(self.path, f"{exc.reason}; refusing to overwrite a file that is not a valid mmaplog ring") from None
+        if L.legacy_check(header.version):
+            # Its slots carry adler32 checks: records written now (CRC-32) would read as corrupt, and
+            # rewriting the header would hide the old ones.  The file stays as it is, readable.
+            major, minor = header.version
+            raise FormatError(self.path, f"format {major}.{minor} ring written by an older mmaplog; this writer writes "
+                                         f"{L.FORMAT_VERSION[0]}.{L.FORMAT_VERSION[1]}: read it, then move it away")
         if (header.slot_size, header.slot_count) != self._requested:
             _report(
                 f"{self.path}: existing ring has {header.slot_count} slots of {header.slot_size} bytes "
@@ -435,8 +446,9 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
@@ -474,8 +486,9 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
@@ -568,7 +581,7 @@ class RingWriter:
                         end = pos + count - (pos - 1) % count
                     last = pos
                     add_body(body)
-                    add_check(_adler32(body))
+                    add_check(_crc32(body[: _HEAD + n]))
                     continue
                 written += self._commit_run(m, first, bodies, checks)
                 written += RingWriter.write(
@@ -586,9 +599,10 @@ class RingWriter:
     def _commit_run(self, m: _Map, first: int, bodies: list[bytes], checks: list[int]) -> int:
         """Copy slots at positions ``first``, ``first + 1``, ... (not crossing the ring's end) and commit them.
 
-        The trailers in the copied block are all ones (a check value adler32 never
-        takes), so until the second step each slot reads as torn; the second step
-        writes every slot's check and commit words as one aligned 8-byte store.
+        The commit protocol of every write (:func:`_commit`), for a run at once:
+        first every slot gets its invalid trailer (:func:`mmaplog.layout.invalid_echo`),
+        then the block of bodies is copied (carrying the same invalid trailers), then
+        every slot's check and commit words are written as one aligned 8-byte store.
         Empties both lists; returns how many slots were committed.
         """
         n = len(bodies)
@@ -597,11 +611,15 @@ class RingWriter:
         try:
             mm, _, count, base, size, body_len, _, _, _ = m.hot
             off = base + (first - 1) % count * size
-            torn = b"\xff" * (size - body_len)
-            mm[off : off + n * size] = torn.join(bodies) + torn
-            trailers = np.array(checks, dtype=np.uint64)
-            trailers |= (np.arange(first, first + n, dtype=np.uint64) & np.uint64(_MASK32)) << np.uint64(32)
+            positions = np.arange(first, first + n, dtype=np.uint64)
+            invalid = ((positions + np.uint64(count | 1)) & np.uint64(_MASK32)) << np.uint64(32)
+            block = bytearray(bytes(size - body_len).join(bodies)) + bytes(size - body_len)
+            np.ndarray((n,), dtype="<u8", buffer=block, offset=body_len, strides=(size,))[:] = invalid
             view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
+            view[:] = invalid
+            mm[off : off + n * size] = block
+            trailers = np.array(checks, dtype=np.uint64)
+            trailers |= (positions & np.uint64(_MASK32)) << np.uint64(32)
             view[:] = trailers
             del view
             return n
@@ -678,11 +696,12 @@ class RingWriter:
             prefix = b""
             part_flags = flags
             if lid is None:
-                name = _encode_text(logger)[:255]
+                name = _cut_utf8(_encode_text(logger), 255)  # the length is a byte: longer names are cut
                 prefix = bytes([len(name)]) + name
                 lid = 0
                 part_flags |= L.FLAG_INLINE_LOGGER
-            body_data, tail, part_flags = _fit(data, extra, prefix, part_flags, L.max_record_parts(count) * payload_size)
+            prefix, body_data, tail, part_flags = _fit(data, extra, prefix, part_flags,
+                                                       L.max_record_parts(count) * payload_size)
             payload = prefix + body_data + tail
             rec_len, msg_len = len(payload), len(body_data)
             parts = max(1, -(-rec_len // payload_size))
@@ -695,8 +714,7 @@ class RingWriter:
                 bits = part_flags | (L.FLAG_FIRST if part == 0 else 0) | (L.FLAG_LAST if part == parts - 1 else 0)
                 off = base + (pos - 1) % count * size
                 body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
-                mm[off : off + body_len] = body
-                _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                _commit(mm, off, body_len, body, _HEAD + len(chunk), pos, count)
             else:
                 return seq
 
@@ -952,8 +970,32 @@ class RingWriter:
 # ---------------------------------------------------------------------- helpers
 _time_ns = time.time_ns
 _get_ident = threading.get_ident
-_adler32 = zlib.adler32
+_crc32 = zlib.crc32
 _trailer = L.SLOT_TRAILER_STRUCT.pack_into
+_HEAD = L.SLOT_HEADER_SIZE
+
+
+def _commit(mm: mmap.mmap, off: int, body_len: int, body: bytes, used: int, pos: int, count: int) -> None:
+    """The commit protocol of one slot (docs/FORMAT.md); the one-slot hot paths inline it.
+
+    1. the trailer becomes invalid: check 0, commit :func:`mmaplog.layout.invalid_echo`,
+       an echo of neither the old nor the new position, so no state of the body
+       between the steps passes a reader's commit test;
+    2. the body (header, payload, zero padding) in one copy;
+    3. the trailer: CRC-32 of the header and the ``used - 48`` payload bytes, and the position's echo.
+
+    A reader that reads the trailer before and after its copy of the body and
+    finds it unchanged (and valid) has a whole slot.  The pure-Python path has no
+    memory fences: it relies on each step being a separate memcpy into the map,
+    which CPython does not reorder, and on the CPU making stores visible in program
+    order (x86-64's TSO).  On weakly ordered CPUs (AArch64) the C append orders the
+    steps with release fences; there this path leaves a live reader's torn copy to
+    the CRC alone.  Crash safety does not depend on the order: after the process
+    dies, every store it made is in the page cache.
+    """
+    _trailer(mm, off + body_len, 0, L.invalid_echo(pos, count))
+    mm[off : off + body_len] = body
+    _trailer(mm, off + body_len, _crc32(body[:used]), pos & _MASK32)
 _WHOLE = L.FLAG_FIRST | L.FLAG_LAST
 
 
@@ -1010,16 +1052,34 @@ def _encode_fields(fields: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def _fit(data: bytes, extra: bytes, prefix: bytes, flags: int, max_payload: int) -> tuple[bytes, bytes, int]:
-    """Cut a record that exceeds ``max_payload`` bytes, visibly: the message ends with the marker."""
+def _fit(data: bytes, extra: bytes, prefix: bytes, flags: int, max_payload: int) -> tuple[bytes, bytes, bytes, int]:
+    """Cut a record to at most ``max_payload`` bytes, visibly; return (prefix, message, extra, flags).
+
+    ``prefix`` is the inline logger name (length byte and name) or empty.  A record
+    that does not fit gets ``FLAG_TRUNCATED`` and its message ends with the marker;
+    the fields and traceback are dropped when they would take more than half the
+    room.  In rings too small for that (fewer than 8 slots, or 64..80-byte slots),
+    the inline logger name is cut to leave room for the marker, and where the
+    marker alone does not fit, the message is cut with the flag alone saying so.
+    The result never exceeds ``max_payload``, so a record never overwrites itself.
+    """
     if len(prefix) + len(data) + len(extra) <= max_payload:
-        return data, extra, flags
+        return prefix, data, extra, flags
+    flags |= L.FLAG_TRUNCATED
     marker = L.TRUNCATION_MARKER.encode()
     if len(prefix) + len(extra) + len(marker) > max_payload // 2:
         extra = b""
         flags &= ~(L.FLAG_FIELDS | L.FLAG_EXCEPTION)
-    room = max(0, max_payload - len(prefix) - len(extra) - len(marker))
-    return _cut_utf8(data, room) + marker, extra, flags | L.FLAG_TRUNCATED
+    if prefix and len(prefix) + len(marker) > max_payload:
+        name_room = max_payload - 1 - len(marker)
+        if name_room < 0:  # no room for the marker: the name gets half, the message the rest
+            name_room, marker = (max_payload - 1) // 2, b""
+        name = _cut_utf8(prefix[1:], name_room)
+        prefix = bytes([len(name)]) + name
+    room = max_payload - len(prefix) - len(extra)
+    if room < len(marker):
+        marker = b""
+    return prefix, _cut_utf8(data, room - len(marker)) + marker, extra, flags
 
 
 def _cut_utf8(data: bytes, limit: int) -> bytes:

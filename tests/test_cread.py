@@ -80,8 +80,11 @@ def _ring(path: Path, slots: int = 64, slot_size: int = 128) -> RingWriter:
 def _forge(slot_size: int, index: int, lap: int = 0, *, seq: int = 1, payload: bytes = b"hello", flags: int = 3,
            part: int = 0, logger: int = 0, level: int = 20, msg_len: int | None = None, rec_len: int | None = None,
            length: int | None = None, time_ns: int = 1_700_000_000_123_456_789, slot_count: int = 64,
-           pos: int | None = None) -> bytes:
-    """A slot with a correct checksum and commit word: whatever its fields say, only the field checks can reject it."""
+           pos: int | None = None, legacy: bool = False) -> bytes:
+    """A slot with a correct checksum and commit word: whatever its fields say, only the field checks can reject it.
+
+    ``legacy``: the format 1.x check (adler32 of the whole body) instead of CRC-32 of the used bytes.
+    """
     if pos is None:
         pos = lap * slot_count + index + 1
     length = len(payload) if length is None else length
@@ -89,7 +92,8 @@ def _forge(slot_size: int, index: int, lap: int = 0, *, seq: int = 1, payload: b
     msg_len = rec_len if msg_len is None else msg_len
     head = SLOT_HEADER.pack(pos, seq, time_ns, 7, rec_len, msg_len, length, part, logger, level, flags)
     body = (head + payload).ljust(slot_size - 8, b"\0")[: slot_size - 8]
-    return body + struct.pack("<II", zlib.adler32(body), pos & 0xFFFFFFFF)
+    check = zlib.adler32(body) if legacy else zlib.crc32(body[: SLOT_HEADER.size + length])
+    return body + struct.pack("<II", check, pos & 0xFFFFFFFF)
 
 
 def _put(path: Path, index: int, raw: bytes) -> None:
@@ -363,8 +367,10 @@ def test_cli_json_matches_the_pure_python_process(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the C API on its own
 
 
-def test_checksum_equals_zlib_adler32_for_every_slot_shape() -> None:
-    """Slots whose check word is zlib.adler32 pass and one off fails: zero or non-zero padding, largest slots."""
+@pytest.mark.parametrize("legacy", [False, True], ids=["crc32", "adler32"])
+def test_checksum_equals_zlib_for_every_slot_shape(legacy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots whose check word is zlib.crc32 of the used bytes (format 1.x: zlib.adler32 of the body) pass and one off
+    fails: zero or non-zero padding (refused by 2.x, summed by 1.x), largest slots; both paths agree."""
     assert CREAD is not None
     rng = random.Random(3)
     for size in (64, 128, 256, 4096, 65536):
@@ -378,11 +384,38 @@ def test_checksum_equals_zlib_adler32_for_every_slot_shape() -> None:
             body = bytearray((head + payload).ljust(size - 8, b"\0"))
             if kind == 4 and length < payload_size:
                 body[-1] = 1  # padding that is not zero, as a writer never leaves it
-            check = zlib.adler32(bytes(body)) + (kind == 3)  # kind 3: a check word one off
+            used = bytes(body[: SLOT_HEADER.size + length])
+            check = (zlib.adler32(bytes(body)) if legacy else zlib.crc32(used)) + (kind == 3)  # kind 3: one off
             slots.append(bytes(body) + struct.pack("<II", check & 0xFFFFFFFF, kind + 1))
+            if kind == 4:
+                dirty = length < payload_size
         raw = b"".join(slots)
-        mask = CREAD.valid_mask(raw, size, 64, np.arange(6, dtype=np.uint64))
-        assert list(mask) == [1, 1, 1, 0, 1, 1], size
+        mask = CREAD.valid_mask(raw, size, 64, np.arange(6, dtype=np.uint64), legacy)
+        expected = [1, 1, 1, 0, int(legacy or not dirty), 1]
+        assert list(mask) == expected, size
+        with monkeypatch.context() as m:
+            m.setattr(_codec, "_accelerator", [None])
+            pure = _codec.valid_slots(np.frombuffer(raw, dtype=L.slot_dtype(size)), 64, legacy=legacy)
+        assert list(pure.astype(int)) == expected, size
+
+
+def test_crc32_equals_zlib_for_every_length() -> None:
+    """The C CRC-32 (carry-less multiplication for 64 bytes and more, tables for the rest) is zlib.crc32 at every
+    length a 4 KiB slot can use, 48..4088 bytes; a check one off fails at every length."""
+    assert CREAD is not None
+    size = 4096
+    rng = random.Random(8)
+    noise = bytes(rng.randrange(256) for _ in range(size))
+    rows = []
+    for length in range(size - 56 + 1):
+        head = SLOT_HEADER.pack(length + 1, length + 1, 5, 7, length, length, length, 0, 0, 20, 3)
+        used = head + noise[:length]
+        rows.append((used + bytes(size - 8 - len(used)), zlib.crc32(used), length + 1))
+    raw = b"".join(body + struct.pack("<II", check, pos & 0xFFFFFFFF) for body, check, pos in rows)
+    index = np.arange(len(rows), dtype=np.uint64)
+    assert bytes(CREAD.valid_mask(raw, size, len(rows), index)) == b"\1" * len(rows)
+    raw = b"".join(body + struct.pack("<II", check ^ 1, pos & 0xFFFFFFFF) for body, check, pos in rows)
+    assert bytes(CREAD.valid_mask(raw, size, len(rows), index)) == bytes(len(rows))
 
 
 def test_validity_masks_agree_on_forged_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

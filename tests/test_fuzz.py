@@ -66,7 +66,7 @@ def test_fuzzer_oracle_catches_a_lying_reader(tmp_path: Path, monkeypatch: pytes
     """With slot validation switched off, the fuzzer reports violations: its oracle is not vacuous."""
     fuzzer = fuzz.Fuzzer(tmp_path / "seeds", seed=1, work_dir=tmp_path / "work", crash_seed=False)
     monkeypatch.setattr(_codec, "_accelerator", [None])  # the lie is planted in the pure validator
-    monkeypatch.setattr(_codec, "valid_slots", lambda slots, count, index=None: slots["pos"] != 0)
+    monkeypatch.setattr(_codec, "valid_slots", lambda slots, count, index=None, **_: slots["pos"] != 0)
     summary = fuzzer.run(cases=150, memory_every=0)
     assert len(summary.violations) > 20
     assert any("no valid slots back it" in v[3] or "stats.invalid" in v[3] for v in summary.violations)
@@ -220,7 +220,7 @@ def _slots(draw: st.DrawFn, slot_size: int, slot_count: int) -> bytes:
         head = struct.pack(L.SLOT_HEADER_FORMAT, pos, seq, draw(st.integers(-(2**63), 2**63 - 1)), 7, rec_len, msg_len,
                            min(length, 65535), part, draw(st.integers(0, 5)), draw(st.integers(0, 255)), flags)
         body = head + draw(st.binary(min_size=min(length, room), max_size=min(length, room))).ljust(room, b"\0")
-        check = zlib.adler32(body) if draw(st.integers(0, 9)) else draw(st.integers(0, 2**32 - 1))
+        check = L.slot_check(body) if draw(st.integers(0, 9)) else draw(st.integers(0, 2**32 - 1))
         out += body + struct.pack("<II", check, pos & 0xFFFFFFFF)
     return bytes(out)
 
@@ -252,14 +252,16 @@ def test_name_table_decoding_equals_the_reference(entries: list[tuple[int, int, 
 
 
 @SETTINGS
-@given(raw=st.binary(max_size=300), size=st.integers(0, 1 << 40), fix_magic=st.booleans(), fix_check=st.booleans())
-def test_header_decoding_raises_only_header_error(raw: bytes, size: int, fix_magic: bool, fix_check: bool) -> None:
+@given(raw=st.binary(max_size=300), size=st.integers(0, 1 << 40), fix_magic=st.booleans(), fix_check=st.booleans(),
+       major=st.sampled_from([1, 2]))
+def test_header_decoding_raises_only_header_error(raw: bytes, size: int, fix_magic: bool, fix_check: bool,
+                                                  major: int) -> None:
     """Any 300 bytes with any file size: decode_header returns a header or raises HeaderError, agreeing with the reference."""
     buf = bytearray(raw)
     if fix_magic:
-        buf[:10] = L.MAGIC + b"\x01\x00"
+        buf[:10] = L.MAGIC + struct.pack("<H", major) + b"\x00"
     if fix_check and len(buf) >= 220:
-        buf[216:220] = struct.pack("<I", zlib.adler32(bytes(buf[:216])))
+        buf[216:220] = struct.pack("<I", L.header_check(bytes(buf[:216]), (major, 0)))
     data = bytes(buf)
     as_file = data + bytes(max(0, size - len(data))) if size < 1 << 20 else None  # the reference wants the whole file
     try:
@@ -305,7 +307,7 @@ def test_single_slot_record_with_inconsistent_lengths_is_invalid(tmp_path: Path)
     for index, field, value in ((1, 32, 99), (2, 36, 3)):  # rec_len too big; msg_len short of a plain payload
         off = L.DATA_OFFSET + index * 256
         raw[off + field : off + field + 4] = struct.pack("<I", value)
-        raw[off + 248 : off + 252] = struct.pack("<I", zlib.adler32(bytes(raw[off : off + 248])))
+        raw[off + 248 : off + 252] = struct.pack("<I", L.slot_check(bytes(raw[off : off + 248])))
     path.write_bytes(bytes(raw))
     scan = mmaplog.scan(path)
     assert [r.message for r in scan.iter_records()] == ["kept"]
@@ -323,7 +325,7 @@ def test_positions_past_two_to_the_63_are_invalid_and_cannot_stall_a_follower(tm
     raw = bytearray(path.read_bytes())
     off, pos = L.DATA_OFFSET, (1 << 63) + 1
     raw[off : off + 8] = struct.pack("<Q", pos)
-    raw[off + 56 : off + 64] = struct.pack("<II", zlib.adler32(bytes(raw[off : off + 56])), pos & 0xFFFFFFFF)
+    raw[off + 56 : off + 64] = struct.pack("<II", L.slot_check(bytes(raw[off : off + 56])), pos & 0xFFFFFFFF)
     path.write_bytes(bytes(raw))
     assert mmaplog.scan(path).stats.invalid == 1
     code = textwrap.dedent(
@@ -348,7 +350,7 @@ def test_a_seq_that_is_both_a_one_slot_and_a_multi_slot_record_is_shown_once(tmp
     raw = bytearray(path.read_bytes())
     off = L.DATA_OFFSET + 4 * 64
     raw[off + 8 : off + 16] = struct.pack("<Q", 2)  # "c" now claims seq 2 as well
-    raw[off + 56 : off + 60] = struct.pack("<I", zlib.adler32(bytes(raw[off : off + 56])))
+    raw[off + 56 : off + 60] = struct.pack("<I", L.slot_check(bytes(raw[off : off + 56])))
     path.write_bytes(bytes(raw))
     scan = mmaplog.scan(path)
     assert [int(s) for s in scan.records["seq"]] == [1, 2] and scan.stats.duplicates == 1

@@ -260,7 +260,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "text": (b"hello world, just text\n" * 10, "bad magic"),
         "truncated_header": (raw[:100], "truncated header"),
         "truncated_slots": (raw[: L.DATA_OFFSET + 100], "truncated file"),
-        "newer_major": (raw[:8] + struct.pack("<H", 2) + raw[10:], "format version 2.0 is not supported"),
+        "newer_major": (raw[:8] + struct.pack("<H", 3) + raw[10:], "format version 3.0 is not supported"),
         "corrupt_header": (raw[:100] + b"\xff" + raw[101:], "checksum mismatch"),
     }
     header = mmaplog.scan(good).files[0].header
@@ -330,9 +330,9 @@ def test_reader_validity_mask_rejects_unknown_flags() -> None:
     slot["seq"] = 1
     slot["flags"] = L.FLAG_FIRST | L.FLAG_LAST | 0x80
     raw = slot.view(np.uint8)
-    slot["check"] = zlib.adler32(raw[: 256 - 8].tobytes())
+    slot["check"] = zlib.crc32(raw[: L.SLOT_HEADER_SIZE].tobytes())
     slot["commit"] = 1
     assert not valid_slots(slot, 16)[0]
     slot["flags"] = L.FLAG_FIRST | L.FLAG_LAST
-    slot["check"] = zlib.adler32(slot.view(np.uint8)[: 256 - 8].tobytes())
+    slot["check"] = zlib.crc32(slot.view(np.uint8)[: L.SLOT_HEADER_SIZE].tobytes())
     assert valid_slots(slot, 16)[0]

@@ -302,7 +302,8 @@ def test_slot_bytes_follow_the_commit_protocol(tmp_path: Path) -> None:
     assert int(slot["pos"]) == 1 and int(slot["commit"]) == 1
     import zlib
 
-    assert int(slot["check"]) == zlib.adler32(raw[:-8])
+    assert int(slot["check"]) == zlib.crc32(raw[: L.SLOT_HEADER_SIZE + 5]) == L.slot_check(raw[: L.SLOT_HEADER_SIZE + 5])
+    assert raw[L.SLOT_HEADER_SIZE + 5 : -8] == bytes(256 - 8 - L.SLOT_HEADER_SIZE - 5)  # zero padding
     assert bytes(slot["payload"]) == b"hello"
 
 
@@ -380,3 +381,65 @@ def test_a_dropped_writer_releases_its_file(tmp_path: Path) -> None:
     with RingWriter(path, size=16 * 256) as again:
         again.write("after")
     assert [r.message for r in mmaplog.read(path)] == ["before", "after"]
+
+
+# --------------------------------------------------------------------------- tiny rings: the maximum-parts rule
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.text(alphabet=st.sampled_from("ab é中🙂\0"), max_size=40).map(lambda s: s * 60)
+
+
+@settings(deadline=None, max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    slot_size=st.integers(L.MIN_SLOT_SIZE // 8, 1024 // 8).map(lambda k: 8 * k),
+    slots=st.integers(1, 20),
+    message=_TEXT,
+    logger=st.one_of(st.just(""), st.just("app"), st.text(alphabet="lgé", min_size=61, max_size=300)),
+    fields=st.one_of(st.none(), st.just({"k": "v" * 50})),
+    before=st.integers(0, 3),
+)
+def test_every_acknowledged_record_fits_the_ring_and_reads_back(
+    tmp_path_factory: pytest.TempPathFactory, slot_size: int, slots: int, message: str, logger: str,
+    fields: dict[str, str] | None, before: int,
+) -> None:
+    """For any legal slot size and count, any message and inline logger name: a write that returns a seq can be read.
+
+    A record may use at most layout.max_record_parts(slots) slots, so it never overwrites itself; one cut to
+    fit says so (FLAG_TRUNCATED) and keeps the start of its message and of its logger name.
+    """
+    path = tmp_path_factory.mktemp("tiny") / "t.mmlog"
+    with RingWriter(path, size=slot_size * slots, slot_size=slot_size) as w:
+        for i in range(before):
+            w.write(f"earlier {i}")
+        seq = w.write(message, logger=logger, fields=fields)
+    assert seq == before + 1
+    got = [r for r in mmaplog.read(path) if r.seq == seq]
+    assert len(got) == 1, mmaplog.scan(path).stats
+    record = got[0]
+    raw = path.read_bytes()
+    parts = [s for s in np.frombuffer(raw, dtype=L.slot_dtype(slot_size), offset=L.DATA_OFFSET) if int(s["seq"]) == seq]
+    assert len(parts) <= L.max_record_parts(slots)
+    assert logger.startswith(record.logger)  # a name is only ever cut (at 255 bytes, or to fit a tiny ring)
+    if not record.truncated:
+        assert len(record.logger.encode()) > min(255, len(logger.encode())) - 4
+    if record.truncated:
+        assert message.startswith(record.message.removesuffix(L.TRUNCATION_MARKER))
+    else:
+        assert (record.message, record.fields) == (message, fields or {})
+
+
+@pytest.mark.parametrize(("slot_size", "slots", "logger"), [(64, 1, ""), (64, 7, "x" * 255), (80, 3, "é" * 100),
+                                                           (256, 1, "x" * 200), (72, 15, "")])
+def test_records_in_the_smallest_rings_are_cut_visibly(tmp_path: Path, slot_size: int, slots: int, logger: str) -> None:
+    """Where even the marker does not fit, the message is cut and the flag alone says so; the record stays one lap."""
+    path = tmp_path / "t.mmlog"
+    with RingWriter(path, size=slot_size * slots, slot_size=slot_size) as w:
+        assert w.write("m" * 5000, logger=logger) == 1
+    (record,) = list(mmaplog.read(path))
+    assert record.truncated and set(record.message.removesuffix(L.TRUNCATION_MARKER)) <= {"m"}
+    assert logger.startswith(record.logger)
+    room = L.max_record_parts(slots) * L.slot_payload_size(slot_size)
+    if room > len(L.TRUNCATION_MARKER.encode()) + (1 + len(logger.encode()) if len(logger) > L.NAME_MAX else 0):
+        assert record.message.endswith(L.TRUNCATION_MARKER)

@@ -136,9 +136,9 @@ def _ref_header(data: bytes) -> tuple[Any, ...]:
     if size < 220:
         raise RefHeaderError("short header")
     f = _HEADER.unpack_from(data)
-    if f[1] != 1:
+    if f[1] not in (1, 2):
         raise RefHeaderError("major")
-    if zlib.adler32(data[:216]) != struct.unpack_from("<I", data, 216)[0]:
+    if _ref_check(f[1], data[:216]) != struct.unpack_from("<I", data, 216)[0]:
         raise RefHeaderError("check")
     data_offset, slot_size, name_offset, slot_count, name_entries = f[3], f[4], f[5], f[6], f[10]
     if slot_size % 8 or not 64 <= slot_size <= 65536:
@@ -152,6 +152,19 @@ def _ref_header(data: bytes) -> tuple[Any, ...]:
     if data_offset + slot_size * slot_count > size:
         raise RefHeaderError("truncated")
     return f
+
+
+def _ref_check(major: int, data: bytes) -> int:
+    """Format 1.x checks are adler32, 2.x CRC-32 (zlib's)."""
+    return zlib.adler32(data) if major == 1 else zlib.crc32(data)
+
+
+def _ref_slot_check_ok(major: int, slot: bytes, length: int, check: int) -> bool:
+    """1.x: adler32 of everything before the trailer.  2.x: CRC-32 of header and used payload, zero padding."""
+    body = len(slot) - 8
+    if major == 1:
+        return check == zlib.adler32(slot[:body])
+    return slot[48 + length : body] == bytes(body - 48 - length) and check == zlib.crc32(slot[: 48 + length])
 
 
 def reference_names(table: bytes, entries: int) -> dict[int, str]:
@@ -195,7 +208,7 @@ def reference_decode(data: bytes) -> RefFile:
             and msg_len <= rec_len
             and (flags & (_FIRST | _LAST) != _FIRST | _LAST or length == rec_len)
             and (flags & (_FIELDS | _INLINE | _EXC) or msg_len == rec_len)
-            and check == zlib.adler32(slot[: slot_size - 8])
+            and _ref_slot_check_ok(f[1], slot, length, check)
         )
         if ok:
             valid.append(RefSlot(index, *head, slot[48 : 48 + length]))
@@ -323,6 +336,21 @@ def _write_mix(w: RingWriter, rng: random.Random, count: int) -> None:
         w.write(f"{i}:{text}", level=rng.choice([10, 20, 30, 40, 50, 5, 255]), logger=logger, fields=fields, exception=exc)
 
 
+def _as_format_1_0(data: bytes) -> bytes:
+    """A 2.0 ring rewritten as format 1.0: version 1.0, adler32 over the header and over each committed slot's body."""
+    buf = bytearray(data)
+    buf[8:12] = struct.pack("<HH", 1, 0)
+    buf[216:220] = struct.pack("<I", zlib.adler32(bytes(buf[:216])))
+    f = _HEADER.unpack_from(buf)
+    data_offset, slot_size, slot_count = f[3], f[4], f[6]
+    for index in range(slot_count):
+        off = data_offset + index * slot_size
+        pos = struct.unpack_from("<Q", buf, off)[0]
+        if pos and struct.unpack_from("<I", buf, off + slot_size - 4)[0] == pos & 0xFFFFFFFF:
+            buf[off + slot_size - 8 : off + slot_size - 4] = struct.pack("<I", zlib.adler32(bytes(buf[off : off + slot_size - 8])))
+    return bytes(buf)
+
+
 def make_seeds(directory: Path, crash: bool = True) -> list[Seed]:
     """Create the real files the fuzzer starts from (in ``directory``) and return their bytes."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -352,6 +380,10 @@ def make_seeds(directory: Path, crash: bool = True) -> list[Seed]:
     with RingWriter(p, size=64 * 256) as w:
         _write_mix(w, rng, 25)
     grab("mixed", p)
+
+    legacy = directory / "legacy.mmlog"  # the mixed ring as format 1.0 (adler32) would hold it
+    legacy.write_bytes(_as_format_1_0(p.read_bytes()))
+    grab("legacy", legacy)
 
     p = directory / "rotated.mmlog"
     with RingWriter(p, size=16 * 64, slot_size=64, rotate=3) as w:
@@ -482,7 +514,7 @@ def m_header_field(buf: bytearray, rng: random.Random, seed: Seed, pool: list[by
     else:
         buf[off : off + width] = _interesting(rng, 8 * width).to_bytes(width, "little")
     if rng.random() < 0.95:
-        buf[216:220] = struct.pack("<I", zlib.adler32(bytes(buf[:216])))
+        buf[216:220] = struct.pack("<I", _ref_check(_major(buf), bytes(buf[:216])))
     return f"header@{off}"
 
 
@@ -497,8 +529,18 @@ def _slot_offsets(buf: bytearray) -> tuple[int, int, list[int]] | None:
     return slot_size, slot_count, [data_offset + i * slot_size for i in range(count)]
 
 
+def _major(buf: bytearray) -> int:
+    """The file's major version as the checks see it (1: adler32, anything else: CRC-32)."""
+    return 1 if len(buf) >= 10 and struct.unpack_from("<H", buf, 8)[0] == 1 else 2
+
+
 def _reseal(buf: bytearray, off: int, size: int, commit: bool = True) -> None:
-    buf[off + size - 8 : off + size - 4] = struct.pack("<I", zlib.adler32(bytes(buf[off : off + size - 8])))
+    if _major(buf) == 1:
+        check = zlib.adler32(bytes(buf[off : off + size - 8]))
+    else:
+        length = min(struct.unpack_from("<H", buf, off + 40)[0], size - 56)
+        check = zlib.crc32(bytes(buf[off : off + 48 + length]))
+    buf[off + size - 8 : off + size - 4] = struct.pack("<I", check)
     if commit:
         buf[off + size - 4 : off + size] = struct.pack("<I", struct.unpack_from("<Q", buf, off)[0] & 0xFFFFFFFF)
 

@@ -134,7 +134,7 @@ def verify_path(path: PathArg) -> list[FileCheck]:
             # Only the allocated extents, in bounded pieces: a sparse file costs what it holds.
             for start, slots in ring.slot_chunks():
                 index = np.arange(start, start + len(slots), dtype=np.uint64)
-                valid = _codec.valid_slots(slots, h.slot_count, index=index)
+                valid = _codec.valid_slots(slots, h.slot_count, index=index, legacy=ring.legacy)
                 nonempty += int(np.count_nonzero(slots["pos"] != 0))
                 kept.append(slots[valid])
             good = np.concatenate(kept) if kept else np.zeros(0, dtype=ring.dtype)
