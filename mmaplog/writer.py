@@ -79,9 +79,25 @@ def segment_path(path: str | os.PathLike[str], segment: int) -> Path:
 
 
 class _Map:
-    """One mapped ring file and its per-file counters; replaced whole on rotation."""
+    """One mapped ring file and its per-file counters; replaced whole on rotation.
 
-    __slots__ = ("fd", "header", "hot", "last_pos", "limit", "mm", "path", "positions")
+    The map is owned here, and the rule for it is: nothing stores into ``mm``
+    unless the store cannot outlive the mapping.  Python code stores only
+    through the :class:`mmap.mmap` object itself (slice assignment,
+    ``struct.pack_into``), which checks that it is open on every call and holds
+    the mapping for the length of that one call; no numpy array or memoryview
+    over ``mm`` is kept across anything that can switch threads.  The C append
+    holds a buffer export only between ``Appender.target`` and
+    ``Appender.release`` and calls no Python code between taking its state and
+    its commit.  ``close()``, rotation and the truncation repair take the
+    writer's lock and release the C append (or retarget it) before they unmap
+    or map again; a Python store racing them fails with ValueError, which is
+    counted in ``dropped``.  ``guard`` is this mapping's region in the SIGBUS
+    guard (None without one): every store is followed by a look at its fault
+    counter (see :mod:`mmaplog._truncation`).
+    """
+
+    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "slot")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -90,6 +106,8 @@ class _Map:
         self.positions = itertools.count(next_pos)
         self.limit = limit
         self.path = path
+        self.guard: _truncation.Region | None = None
+        self.slot = -1  # the guard's region slot (-1: none; _faults(-1) reads 0)
         size = header.slot_size
         body = size - L.SLOT_TRAILER_SIZE
         pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack
@@ -246,7 +264,8 @@ class RingWriter:
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
-                                          _weak(self._failed), _weak(self._write_one), _weak(self._write_py))
+                                          _weak(self._failed), _weak(self._write_one), _weak(self._write_py),
+                                          _weak(self._fault))
             self._append = self._fast.append  # type: ignore[method-assign]
             if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
                 self.write = self._fast.write  # type: ignore[method-assign]
@@ -257,20 +276,78 @@ class RingWriter:
         self._map = m
         if self._fast is not None:
             self._fast.target(m.mm, m.positions, self._names, m.header.slot_count, m.header.data_offset,
-                              m.header.slot_size, m.limit)
+                              m.header.slot_size, m.limit, _truncation.counter(m.guard),
+                              m.guard.seen if m.guard is not None else 0)
 
     def _guard(self, m: _Map) -> _Map:
         """Let the writer survive its file being truncated by another process (see mmaplog._truncation)."""
-        if not self._guard_truncation:
-            return m
-        ref = weakref.ref(self)
-
-        def names(mm: mmap.mmap) -> dict[str, int]:
-            writer = ref()
-            return dict(writer._names) if writer is not None and writer._map.mm is mm else {}
-
-        _truncation.watch(m.mm, m.fd, m.header, m.path, names)
+        if self._guard_truncation:
+            m.guard = _truncation.watch(m.mm, m.fd, m.header, m.path)
+            m.slot = m.guard.slot if m.guard is not None else -1
         return m
+
+    @staticmethod
+    def _unguard(m: _Map) -> None:
+        """Take ``m`` out of the SIGBUS guard (under the writer's lock, before it is unmapped)."""
+        _truncation.forget(m.guard)
+        m.slot = -1
+
+    def _fault(self, state: int, m: _Map | None = None) -> int:
+        """A store into ``m`` (default: the current map) may have gone to an anonymous page of the guard.
+
+        ``state`` 0: the store's fault counter moved: repair the file and map it
+        again (see :func:`mmaplog._truncation._repair`); returns the counter value
+        now seen, and the caller stores its record again, or -1 when the map is
+        gone (closed, rotated, cannot be repaired), the record counted as lost.
+        ``state`` 1: the store made again faulted too (a hole the disk cannot back):
+        the file is mapped again so no anonymous page stays, the record is counted
+        as lost.  ``state`` 2: the caller's map changed under the repair: counted as
+        lost.  Never raises.
+        """
+        try:
+            with self._lock:
+                m = self._map if m is None else m
+                region = m.guard
+                live = region is not None and region.live and not self._closed
+                if state == 0 and live:
+                    assert region is not None
+                    _truncation._repair(region, m.mm, self._names if m is self._map else {})
+                    return region.seen
+                if state == 1 and live:
+                    assert region is not None
+                    _truncation.remap(region)
+                self.dropped += 1
+                if region is not None:
+                    _truncation.say(region, "lost", "a record stored while the ring file was cut short, or into "
+                                    "space the file system cannot back (disk full?), was lost; counting such "
+                                    "records in RingWriter.dropped")
+                return region.seen if state == 1 and live and region is not None else -1
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            self._failed(exc)
+            return -1
+
+    def _store_again(self, m: _Map, parts: list[tuple[int, bytes, int]], seq: int) -> int:
+        """The fault counter of ``m`` moved during a store: repair, then store ``parts`` (offset, body, pos) again.
+
+        Returns ``seq``, or 0 when the record is lost (counted).  Another thread's
+        fault can move the counter between the repair and this store, so it tries
+        a few times; a page that faults every time (a full disk) is given up.
+        """
+        for _ in range(_FAULT_ATTEMPTS):
+            seen = self._fault(0, m)
+            if seen < 0:
+                return 0
+            try:
+                mm = m.mm
+                for off, body, pos in parts:
+                    mm[off : off + len(body)] = body
+                    _trailer(mm, off + len(body), _adler32(body), pos & _MASK32)
+            except Exception as exc:  # noqa: BLE001 - the map was closed meanwhile
+                return self._failed(exc)
+            if _faults(m.slot) == seen:
+                return seq
+        self._fault(1, m)
+        return 0
 
     def _new_header(self, segment: int, series_id: bytes, first_seq: int) -> L.FileHeader:
         slot_size, slot_count = self._requested
@@ -373,7 +450,8 @@ class RingWriter:
                         data = message.encode()
                     except Exception:  # noqa: BLE001 - not a str, or lone surrogates: the slow path renders it
                         return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
-                    mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                    m = self._map
+                    mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
                     n = len(data)
                     if n <= payload:
                         stamp = _time_ns() if time_ns is None else time_ns
@@ -383,8 +461,11 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            before = _faults(m.slot)
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            if _faults(m.slot) != before:  # the store went to the guard's anonymous page
+                                return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
@@ -411,7 +492,8 @@ class RingWriter:
             lid = self._names.get(logger)
             if lid is not None:
                 data = message.encode()
-                mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                m = self._map
+                mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
                 n = len(data)
                 if n <= payload:
                     stamp = _time_ns()
@@ -422,8 +504,11 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            before = _faults(m.slot)
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                            if _faults(m.slot) != before:  # the store went to the guard's anonymous page
+                                return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
@@ -546,12 +631,15 @@ class RingWriter:
             mm, _, count, base, size, body_len, _, _, _ = m.hot
             off = base + (first - 1) % count * size
             torn = b"\xff" * (size - body_len)
+            before = _faults(m.slot)
             mm[off : off + n * size] = torn.join(bodies) + torn
-            trailers = np.array(checks, dtype=np.uint64)
-            trailers |= (np.arange(first, first + n, dtype=np.uint64) & np.uint64(_MASK32)) << np.uint64(32)
-            view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
-            view[:] = trailers
-            del view
+            # One checked store per trailer: each holds the mapping for its own length only, so a close()
+            # between two of them makes the next fail (counted) instead of storing into an unmapped page.
+            at = off + body_len
+            for i, check in enumerate(checks):
+                _trailer(mm, at + i * size, check, (first + i) & _MASK32)
+            if _faults(m.slot) != before:  # a slot went to the guard's anonymous page
+                return self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
             return n
         except Exception as exc:  # noqa: BLE001
             for _ in range(n):
@@ -633,6 +721,8 @@ class RingWriter:
             payload = prefix + body_data + tail
             rec_len, msg_len = len(payload), len(body_data)
             parts = max(1, -(-rec_len // payload_size))
+            stored: list[tuple[int, bytes, int]] = []
+            before = _faults(m.slot)
             for part in range(parts):
                 pos = next(positions)
                 if pos > limit:
@@ -644,7 +734,10 @@ class RingWriter:
                 body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
                 mm[off : off + body_len] = body
                 _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
+                stored.append((off, body, pos))
             else:
+                if _faults(m.slot) != before:  # a part went to the guard's anonymous page
+                    return self._store_again(m, stored, seq)
                 return seq
 
     def _logger_id(self, logger: str) -> int | None:
@@ -674,9 +767,13 @@ class RingWriter:
             return None
         entry = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
         off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
-        self._map.mm[off : off + L.NAME_ENTRY_SIZE] = entry
+        m = self._map
+        before = _faults(m.slot)
+        m.mm[off : off + L.NAME_ENTRY_SIZE] = entry
         self._next_name_id = ident + 1
         self._names[logger] = ident
+        if _faults(m.slot) != before:  # the table was cut: the repair writes every name again
+            self._fault(0, m)
         return ident
 
     # ------------------------------------------------------------------ rotation
@@ -732,7 +829,7 @@ class RingWriter:
                 os.link(self.path, sealed)
             os.replace(temp, self.path)
             self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
-            _truncation.forget(current.mm)
+            self._unguard(current)
             os.close(current.fd)
             self._prune_segments(new_header.segment)
 
@@ -753,7 +850,8 @@ class RingWriter:
 
     def close(self) -> None:
         """Flush and unmap the file and release its lock; idempotent.  Later writes are counted as dropped."""
-        with self._lock:
+        # Where there is no GIL, whole writes run under _claim_lock: taking it first waits for the one in flight.
+        with self._claim_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -765,7 +863,7 @@ class RingWriter:
                 m.hot = (None,) * 9  # type: ignore[assignment]
                 if self._fast is not None:
                     self._fast.release()
-                _truncation.forget(m.mm)
+                self._unguard(m)
                 try:
                     m.mm.close()
                 except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
@@ -789,7 +887,7 @@ class RingWriter:
         m.hot = (None,) * 9  # type: ignore[assignment]
         if self._fast is not None:
             self._fast.release()
-        _truncation.forget(m.mm)
+        self._unguard(m)
         try:
             m.mm.close()
         except Exception:  # noqa: BLE001 - a child must go on even if its copy cannot be unmapped
@@ -826,6 +924,8 @@ class RingWriter:
 _time_ns = time.time_ns
 _get_ident = threading.get_ident
 _adler32 = zlib.adler32
+_faults = _truncation.faults
+_FAULT_ATTEMPTS = 3
 _trailer = L.SLOT_TRAILER_STRUCT.pack_into
 _WHOLE = L.FLAG_FIRST | L.FLAG_LAST
 

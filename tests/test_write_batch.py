@@ -109,7 +109,7 @@ def test_uncommitted_batch_reads_as_torn_never_as_records(tmp_path: Path, monkey
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("process stopped before the commit step")
 
-    monkeypatch.setattr(writer_module.np, "ndarray", crash)
+    monkeypatch.setattr(writer_module, "_trailer", crash)  # the commit step stores each trailer
     assert w.write_batch([LogRecord("app", 20, "new %d", (i,), None, i, 1) for i in range(5)]) == 0
     monkeypatch.undo()
     assert w.dropped == 5
