@@ -184,10 +184,13 @@ class RingWriter:
     ``{pid}`` in ``path`` is replaced by the process id, so each process can get
     a file of its own.  Thread-safe; :meth:`write` never raises.
 
-    ``guard_truncation`` (default on, Linux x86-64/AArch64) installs a process-wide
-    SIGBUS handler so that another process truncating the file cannot kill this
-    one (see ``docs/RELIABILITY.md``); turn it off when the application owns
-    SIGBUS itself, and then never truncate a live ring.
+    ``guard_truncation`` (default on, where the C extension ``mmaplog._sigbus`` is
+    built) registers the mapping with a process-wide SIGBUS guard so that another
+    process truncating the file cannot kill this one; SIGBUS that is not a fault
+    in a ring still reaches the application's handler or the default action
+    (see ``docs/RELIABILITY.md``).  Records lost to such a fault are counted in
+    :attr:`dropped`.  Turn it off to leave the ring out of the guard, and then
+    never truncate a live ring.
     """
 
     def __init__(
