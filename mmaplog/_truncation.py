@@ -41,7 +41,7 @@ from typing import Any
 from . import _native
 from . import layout as L
 
-__all__ = ["Region", "counter", "faults", "forget", "remap", "reset_after_fork", "supported", "watch"]
+__all__ = ["Region", "counter", "faults", "forget", "remap", "reset_after_fork", "say", "supported", "watch"]
 
 _sigbus: Any = _native.guard()
 
