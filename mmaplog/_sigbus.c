@@ -322,7 +322,8 @@ static PyObject *guard_counter(PyObject *module, PyObject *arg)
 PyDoc_STRVAR(remap_doc,
 "remap(slot, fd)\n--\n\n"
 "Map the file ``fd`` again, shared and writable, over the whole registered region (MAP_FIXED): every\n"
-"anonymous page the handler put there is replaced, and every pointer into the region stays valid.");
+"anonymous page the handler put there is replaced, and every pointer into the region stays valid.\n"
+"Bumps the region's counter too (a store made into a dropped page must be seen) and returns its value.");
 
 static PyObject *guard_remap(PyObject *module, PyObject *args)
 {
@@ -341,7 +342,10 @@ static PyObject *guard_remap(PyObject *module, PyObject *args)
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Py_RETURN_NONE;
+    /* A remap drops every anonymous page, and with it any store another thread made there and has not
+     * checked yet: bump the counter so that its check (before/after the store) sees a change too. */
+    uint64_t now = __atomic_add_fetch(&regions[slot].faults, 1, __ATOMIC_ACQ_REL);
+    return PyLong_FromUnsignedLongLong(now);
 }
 
 PyDoc_STRVAR(recent_doc,

@@ -103,8 +103,12 @@ def counter(region: Region | None) -> object:
 
 
 def remap(region: Region) -> None:
-    """Map the file over the region again: every anonymous page the handler put there is dropped."""
-    _sigbus.remap(region.slot, region.fd)
+    """Map the file over the region again: every anonymous page the handler put there is dropped.
+
+    The remap bumps the region's counter (a store another thread made into a dropped
+    page sees the change after its store); the new value becomes ``region.seen``.
+    """
+    region.seen = _sigbus.remap(region.slot, region.fd)
 
 
 def reset_after_fork() -> None:
@@ -148,7 +152,6 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
             f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
             f"extended it back to {size} bytes and went on writing; records in the cut part are gone")
     remap(region)
-    region.seen = current
 
 
 def _rewrite_head(region: Region, have: int, names: Mapping[str, int]) -> None:

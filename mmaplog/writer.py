@@ -94,10 +94,14 @@ class _Map:
     or map again; a Python store racing them fails with ValueError, which is
     counted in ``dropped``.  ``guard`` is this mapping's region in the SIGBUS
     guard (None without one): every store is followed by a look at its fault
-    counter (see :mod:`mmaplog._truncation`).
+    counter (see :mod:`mmaplog._truncation`).  The Python stores read the
+    counter before and after: a change, or a value before that differs from
+    ``seen`` (a page made anonymous by another thread's fault and not yet
+    repaired), means the store must be made again after the repair; a repair's
+    remap bumps the counter, so a store it dropped is seen by its own thread.
     """
 
-    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "slot")
+    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -108,6 +112,7 @@ class _Map:
         self.path = path
         self.guard: _truncation.Region | None = None
         self.slot = -1  # the guard's region slot (-1: none; _faults(-1) reads 0)
+        self.seen = 0  # the guard's counter once the last fault was dealt with (guard.seen, read without a lookup)
         size = header.slot_size
         body = size - L.SLOT_TRAILER_SIZE
         pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack
@@ -287,6 +292,7 @@ class RingWriter:
         if self._guard_truncation:
             m.guard = _truncation.watch(m.mm, m.fd, m.header, m.path)
             m.slot = m.guard.slot if m.guard is not None else -1
+            m.seen = m.guard.seen if m.guard is not None else 0
         return m
 
     @staticmethod
@@ -315,10 +321,12 @@ class RingWriter:
                 if state == 0 and live:
                     assert region is not None
                     _truncation._repair(region, m.mm, self._names if m is self._map else {})
+                    m.seen = region.seen
                     return region.seen
                 if state == 1 and live:
                     assert region is not None
                     _truncation.remap(region)
+                    m.seen = region.seen
                 self.dropped += 1
                 if region is not None:
                     _truncation.say(region, "lost", "a record stored while the ring file was cut short, or into "
@@ -467,7 +475,7 @@ class RingWriter:
                             before = _faults(m.slot)
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
-                            if _faults(m.slot) != before:  # the store went to the guard's anonymous page
+                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
                                 return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
@@ -510,7 +518,7 @@ class RingWriter:
                             before = _faults(m.slot)
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
-                            if _faults(m.slot) != before:  # the store went to the guard's anonymous page
+                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
                                 return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
@@ -641,7 +649,7 @@ class RingWriter:
             at = off + body_len
             for i, check in enumerate(checks):
                 _trailer(mm, at + i * size, check, (first + i) & _MASK32)
-            if _faults(m.slot) != before:  # a slot went to the guard's anonymous page
+            if _faults(m.slot) != before or before != m.seen:  # a slot went to the guard's anonymous page
                 return self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
             return n
         except Exception as exc:  # noqa: BLE001
@@ -739,7 +747,7 @@ class RingWriter:
                 _trailer(mm, off + body_len, _adler32(body), pos & _MASK32)
                 stored.append((off, body, pos))
             else:
-                if _faults(m.slot) != before:  # a part went to the guard's anonymous page
+                if _faults(m.slot) != before or before != m.seen:  # a part went to the guard's anonymous page
                     return self._store_again(m, stored, seq)
                 return seq
 
@@ -775,7 +783,7 @@ class RingWriter:
         m.mm[off : off + L.NAME_ENTRY_SIZE] = entry
         self._next_name_id = ident + 1
         self._names[logger] = ident
-        if _faults(m.slot) != before:  # the table was cut: the repair writes every name again
+        if _faults(m.slot) != before or before != m.seen:  # the table was cut: the repair writes every name again
             self._fault(0, m)
         return ident
 
