@@ -244,6 +244,7 @@ class RingWriter:
         self._map: _Map
         self._seqs: itertools.count[int]
         self._fast: Any = None  # the C appender, writing into the current map
+        self._retired: list[_Map] = []  # the map rotated away last: still mapped and guarded (see _retire)
         self._open_initial()
         _register_atexit(self)
         if not _GIL:
@@ -301,6 +302,31 @@ class RingWriter:
         _truncation.forget(m.guard)
         m.slot = -1
 
+    def _retire(self, old: _Map) -> None:
+        """Keep the map rotated away mapped and guarded until the next rotation, then unmap it.
+
+        A Python write that took ``old`` before the rotation may still store into
+        it (a record of several slots, a thread switch between two stores): its
+        file may have been cut, so the mapping must stay in the guard as long as
+        it is mapped.  It is unmapped at the next rotation or at close(); a store
+        still arriving then fails on the closed mmap and is counted.
+        """
+        for m in self._retired:
+            self._release(m)
+        self._retired = [old]
+
+    def _release(self, m: _Map) -> None:
+        """Take ``m`` out of the guard, unmap it and close its file (under the writer's lock)."""
+        self._unguard(m)
+        try:
+            m.mm.close()
+        except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
+            pass
+        try:
+            os.close(m.fd)
+        except OSError:
+            pass
+
     def _fault(self, state: int, m: _Map | None = None) -> int:
         """A store into ``m`` (default: the current map) may have gone to an anonymous page of the guard.
 
@@ -317,10 +343,11 @@ class RingWriter:
             with self._lock:
                 m = self._map if m is None else m
                 region = m.guard
-                live = region is not None and region.live and not self._closed
+                # Only the current map is repaired; a retired one keeps its anonymous pages (stores there counted).
+                live = region is not None and region.live and not self._closed and m is self._map
                 if state == 0 and live:
                     assert region is not None
-                    _truncation._repair(region, m.mm, self._names if m is self._map else {})
+                    _truncation._repair(region, m.mm, self._names)
                     m.seen = region.seen
                     return region.seen
                 if state == 1 and live:
@@ -840,8 +867,7 @@ class RingWriter:
                 os.link(self.path, sealed)
             os.replace(temp, self.path)
             self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
-            self._unguard(current)
-            os.close(current.fd)
+            self._retire(current)
             self._prune_segments(new_header.segment)
 
     def _prune_segments(self, newest: int) -> None:
@@ -880,6 +906,9 @@ class RingWriter:
                 except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
                     pass
                 os.close(m.fd)
+                for old in self._retired:
+                    self._release(old)
+                self._retired = []
         _open_writers.discard(self)
 
     def _abandon_after_fork(self) -> None:
@@ -907,6 +936,9 @@ class RingWriter:
             os.close(m.fd)
         except OSError:
             pass
+        for old in self._retired:
+            self._release(old)
+        self._retired = []
         _open_writers.discard(self)
 
     def __del__(self) -> None:
