@@ -1,8 +1,9 @@
 """Build the optional C accelerators; everything else is declared in pyproject.toml.
 
-Both extensions are optional: where no C compiler is available the build
+All three extensions are optional: where no C compiler is available the build
 warns and mmaplog runs on its pure-Python paths, which write and read the
-same bytes (the tests check both).
+same bytes (the tests check both), without the SIGBUS guard of ``_sigbus``
+(see docs/RELIABILITY.md).
 """
 
 from setuptools import Extension, setup
@@ -15,5 +16,7 @@ setup(
                   depends=["mmaplog/_checksum.h"]),
         Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS,
                   depends=["mmaplog/_checksum.h"]),
+        # The SIGBUS guard: used by both write paths (MMAPLOG_PURE_PYTHON=1 turns off only the two above).
+        Extension("mmaplog._sigbus", ["mmaplog/_sigbus.c"], optional=True, extra_compile_args=_FLAGS),
     ],
 )

@@ -51,16 +51,34 @@ typedef struct {
     PyObject *failed;       /* failed(exception) -> 0: counts and reports a record that was lost */
     PyObject *slow_record;  /* slow_record(record) -> seq: write_batch's pure-Python path for one record */
     PyObject *slow_write;   /* slow_write(message, **options) -> seq: RingWriter.write's pure-Python path */
+    PyObject *fault;        /* fault(state) -> seen: the SIGBUS guard caught a store (RingWriter._fault); or None */
+    const uint64_t *faults; /* the mapping's fault counter in the SIGBUS guard (mmaplog._sigbus), or NULL */
+    uint64_t seen;          /* its value once the last fault was dealt with */
+    unsigned long long generation; /* bumped by target() and release(): state taken before a Python call is stale */
     unsigned long long count, limit;
     Py_ssize_t base, size, payload;
 } Appender;
 
+/* An Appender made with __new__ only has no callbacks: every method refuses to run (never a crash). */
+static int appender_ready(Appender *self)
+{
+    if (self->seqs == NULL || self->slow == NULL || self->full == NULL || self->failed == NULL ||
+        self->slow_record == NULL || self->slow_write == NULL || self->fault == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mmaplog._cwrite.Appender is not initialised (call __init__ first)");
+        return 0;
+    }
+    return 1;
+}
+
 static void appender_release_view(Appender *self)
 {
+    self->generation++;
     if (self->view.obj != NULL) {
         PyBuffer_Release(&self->view);
         self->view.obj = NULL;
     }
+    self->view.buf = NULL;
+    self->faults = NULL;
     Py_CLEAR(self->positions);
     Py_CLEAR(self->names);
 }
@@ -75,6 +93,7 @@ static int appender_traverse(Appender *self, visitproc visit, void *arg)
     Py_VISIT(self->failed);
     Py_VISIT(self->slow_record);
     Py_VISIT(self->slow_write);
+    Py_VISIT(self->fault);
     return 0;
 }
 
@@ -87,6 +106,7 @@ static int appender_clear(Appender *self)
     Py_CLEAR(self->failed);
     Py_CLEAR(self->slow_record);
     Py_CLEAR(self->slow_write);
+    Py_CLEAR(self->fault);
     return 0;
 }
 
@@ -99,17 +119,20 @@ static void appender_dealloc(Appender *self)
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", NULL};
-    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OO:Appender", kwlist, &seqs, &slow, &full, &failed, &slow_record,
-                                     &slow_write))
+    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", "fault", NULL};
+    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None, *fault = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOO:Appender", kwlist, &seqs, &slow, &full, &failed,
+                                     &slow_record, &slow_write, &fault))
         return -1;
     if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed) ||
         (slow_record != Py_None && !PyCallable_Check(slow_record)) ||
-        (slow_write != Py_None && !PyCallable_Check(slow_write))) {
-        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed, slow_record and slow_write must be callables");
+        (slow_write != Py_None && !PyCallable_Check(slow_write)) || (fault != Py_None && !PyCallable_Check(fault))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Appender: slow, full, failed, slow_record, slow_write and fault must be callables");
         return -1;
     }
+    Py_INCREF(fault);
+    Py_XSETREF(self->fault, fault);
     Py_INCREF(slow_record);
     Py_XSETREF(self->slow_record, slow_record);
     Py_INCREF(slow_write);
@@ -126,17 +149,25 @@ static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(appender_target_doc,
-"target(mm, positions, names, slot_count, data_offset, slot_size, limit)\n--\n\n"
-"Write into the ring mapped by ``mm`` from now on (after opening, rotation, or a changed limit).");
+"target(mm, positions, names, slot_count, data_offset, slot_size, limit, counter=None, seen=0)\n--\n\n"
+"Write into the ring mapped by ``mm`` from now on (after opening, rotation, or a changed limit).\n"
+"``counter`` is the mapping's fault counter in the SIGBUS guard (mmaplog._sigbus.counter), checked\n"
+"after every store against ``seen``.");
 
 static PyObject *appender_target(Appender *self, PyObject *args)
 {
-    PyObject *mm, *positions, *names, *limit_obj;
-    unsigned long long count;
+    PyObject *mm, *positions, *names, *limit_obj, *counter = Py_None;
+    unsigned long long count, seen = 0;
     Py_ssize_t base, size;
-    if (!PyArg_ParseTuple(args, "OOO!KnnO:target", &mm, &positions, &PyDict_Type, &names, &count, &base, &size,
-                          &limit_obj))
+    if (!PyArg_ParseTuple(args, "OOO!KnnO|OK:target", &mm, &positions, &PyDict_Type, &names, &count, &base, &size,
+                          &limit_obj, &counter, &seen))
         return NULL;
+    const uint64_t *faults = NULL;
+    if (counter != Py_None) {
+        faults = PyCapsule_GetPointer(counter, "mmaplog._sigbus.counter");
+        if (faults == NULL)
+            return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0)
         return NULL;
@@ -163,6 +194,8 @@ static PyObject *appender_target(Appender *self, PyObject *args)
     self->positions = positions;
     Py_INCREF(names);
     self->names = names;
+    self->faults = faults;
+    self->seen = seen;
     self->count = count;
     self->limit = limit;
     self->base = base;
@@ -208,7 +241,7 @@ static PyObject *lost(Appender *self)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    PyObject *res = PyObject_CallOneArg(self->failed, value ? value : Py_None);
+    PyObject *res = self->failed ? PyObject_CallOneArg(self->failed, value ? value : Py_None) : NULL;
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
@@ -222,7 +255,8 @@ static PyObject *lost(Appender *self)
 /* The name-table id of ``logger`` and the level as a byte, or -1 (no exception set) for the slow path. */
 static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long *level_out)
 {
-    if (self->view.obj == NULL || !PyLong_CheckExact(level_obj))
+    /* Exact types only: a str subclass's __eq__/__hash__ or an int subclass would run Python code here. */
+    if (self->view.obj == NULL || self->seqs == NULL || !PyLong_CheckExact(level_obj) || !PyUnicode_CheckExact(logger))
         return -1;
     long level = PyLong_AsLong(level_obj);
     if (level < 0 || level > 255) {
@@ -251,15 +285,96 @@ static inline uint32_t invalid_echo(unsigned long long pos, unsigned long long c
     return (uint32_t)((pos + (count | 1)) & 0xFFFFFFFFu);
 }
 
-/* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL). */
+/* Copy and commit one slot at ``slot`` for record position ``pos``, seqlock-like for live readers: first a
+ * trailer that matches neither the old nor the new body (check 0, commit echo of no position the slot holds
+ * meanwhile), then the body, then the real trailer in one aligned 8-byte store.  The release fences keep each
+ * step's stores visible before the next step's on weakly ordered CPUs (AArch64); a reader that reads the slot
+ * twice and finds both copies equal has a whole slot.  The check is CRC-32 of the header and the message as
+ * they now lie in the slot, contiguous and in cache; the padding is zero (docs/FORMAT.md). */
+static inline void store_slot(Appender *self, unsigned char *slot, const unsigned char *header, const char *data,
+                              Py_ssize_t n, unsigned long long pos)
+{
+    uint64_t *word = (uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE);
+    __atomic_store_n(word, (uint64_t)invalid_echo(pos, self->count) << 32, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(slot, header, SLOT_HEADER_SIZE);
+    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
+    memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)(self->payload - n));
+    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
+}
+
+#define FAULT_ATTEMPTS 3
+
+/* Ask the writer's fault(state); returns the counter value it now sees, or -1 (the record is lost, counted). */
+static long long call_fault(Appender *self, int state)
+{
+    PyObject *arg = PyLong_FromLong(state);
+    PyObject *res = arg ? PyObject_CallOneArg(self->fault, arg) : NULL;
+    Py_XDECREF(arg);
+    long long seen = res ? PyLong_AsLongLong(res) : -1;
+    Py_XDECREF(res);
+    if (PyErr_Occurred()) {
+        PyObject *gone = lost(self); /* counts it */
+        Py_XDECREF(gone);
+        return -1;
+    }
+    return seen;
+}
+
+/* The guard's counter moved across the store of record ``seq`` at ``offset``: the store went to an anonymous
+ * page.  The writer repairs the file and maps it again over the same addresses (Python code, under its lock);
+ * then, if this appender still targets that mapping, the record is stored again, so that a write call that
+ * returns a seq leaves a readable record.  A second fault (the disk cannot back the page) counts it as lost. */
+static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned char *header, const char *data,
+                             Py_ssize_t n, unsigned long long pos, unsigned long long seq)
+{
+    if (self->fault == Py_None)
+        return PyLong_FromUnsignedLongLong(seq);
+    unsigned long long generation = self->generation;
+    /* Another thread's fault may move the counter between a repair and our store again (its own repair then
+     * drops our page): try a few times; a page that faults every time (the disk cannot back it) is given up. */
+    for (int attempt = 0; attempt < FAULT_ATTEMPTS; attempt++) {
+        long long seen = call_fault(self, 0);
+        if (seen < 0)
+            return PyLong_FromLong(0);
+        if (generation != self->generation || self->view.obj == NULL || self->faults == NULL) {
+            /* Closed or rotated while the repair ran: the page the record went to is not the file's any more. */
+            call_fault(self, 2);
+            return PyLong_FromLong(0);
+        }
+        self->seen = (uint64_t)seen;
+        store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
+        if (__atomic_load_n(self->faults, __ATOMIC_ACQUIRE) == self->seen)
+            return PyLong_FromUnsignedLongLong(seq);
+    }
+    long long seen = call_fault(self, 1); /* counted as lost; the file is mapped again, no anonymous page kept */
+    if (seen >= 0 && generation == self->generation)
+        self->seen = (uint64_t)seen;
+    return PyLong_FromLong(0);
+}
+
+/* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL).
+ * Between the claim and the commit no Python code runs (only itertools.count's C __next__ on exact counters);
+ * the generation check makes that a rule, not an assumption. */
 static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
                               PyObject *level_obj, PyObject *logger, int64_t stamp, unsigned long long ident)
 {
     unsigned long long seq, pos;
+    unsigned long long generation = self->generation;
+    if (self->view.obj == NULL || self->seqs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the ring was closed");
+        return lost(self);
+    }
     if (next_u64(self->seqs, &seq) < 0)
         return lost(self);
     if (next_u64(self->positions, &pos) < 0)
         return lost(self);
+    if (generation != self->generation || self->view.obj == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the ring changed while a record was claimed");
+        return lost(self);
+    }
     if (pos > self->limit) { /* the file is full: the writer rotates and writes this record in the next file */
         PyObject *bytes = PyBytes_FromStringAndSize(data, n);
         if (bytes == NULL)
@@ -287,25 +402,11 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     header[46] = (unsigned char)level;
     header[47] = FLAG_WHOLE;
 
-    Py_ssize_t pad = self->payload - n;
-
-    unsigned char *slot = (unsigned char *)self->view.buf + self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
-    uint64_t *word = (uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE);
-    /* The commit, seqlock-like for live readers: first a trailer that matches neither the old
-     * nor the new body (check 0, commit echo of no position the slot holds meanwhile), then the
-     * body, then the real trailer in one aligned 8-byte store.  The release fences keep each step's
-     * stores visible before the next step's on weakly ordered CPUs (AArch64); a reader that reads
-     * the trailer before and after its copy of the body and finds them equal has a whole slot. */
-    __atomic_store_n(word, (uint64_t)invalid_echo(pos, self->count) << 32, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(slot, header, SLOT_HEADER_SIZE);
-    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
-    memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)pad);
-    /* The check: CRC-32 of the header and the message as they now lie in the slot, contiguous and in
-     * cache (one call, fast for 64 bytes and more); the padding is zero (docs/FORMAT.md). */
-    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
+    Py_ssize_t offset = self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
+    store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
+    /* The SIGBUS guard's check: one load.  A moved counter means the store may sit in an anonymous page. */
+    if (self->faults != NULL && __atomic_load_n(self->faults, __ATOMIC_ACQUIRE) != self->seen)
+        return after_fault(self, offset, header, data, n, pos, seq);
     return PyLong_FromUnsignedLongLong(seq);
 }
 
@@ -344,6 +445,8 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "append(message, level, logger) takes 3 arguments");
         return NULL;
     }
+    if (!appender_ready(self))
+        return NULL;
     PyObject *res = append_fast(self, args[0], args[1], args[2]);
     if (res != NULL || PyErr_Occurred())
         return res;
@@ -370,6 +473,8 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *level = default_level, *logger = empty_name, *stamp_obj = Py_None, *ident_obj = Py_None;
+    if (!appender_ready(self))
+        return NULL;
     if (nargs != 1 || self->slow_write == Py_None)
         goto python;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -450,7 +555,13 @@ static PyObject *record_get(PyObject *record, int i, PyObject *name)
     return PyObject_GetAttr(record, name);
 }
 
-/* One record of write_batch in C: 1 written (or counted as lost), 0 for the Python path, -1 on an error. */
+/* One record of write_batch in C: 1 written (or counted as lost), 0 for the Python path, -1 on an error.
+ *
+ * Reading a record's attributes and rendering its message can run Python code (properties, __str__,
+ * __repr__ of the arguments), which may close the writer or rotate it.  So every Python value is taken
+ * and the text rendered first; only then are the target's state and the logger's id read (fast_ids), and
+ * the record stored with no Python call in between (append_bytes).  A record thus lands in the file it
+ * was stored in under that file's id for its logger. */
 static int append_record_fast(Appender *self, PyObject *record, long *written)
 {
     int handled = 0;
@@ -462,7 +573,8 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
         !(stamp_obj = record_get(record, R_TIME_NS, str_time_ns)) ||
         !(ident_obj = record_get(record, R_THREAD, str_thread)))
         goto python;
-    if (fields != Py_None || exception != Py_None || !PyLong_CheckExact(stamp_obj) || !PyLong_CheckExact(ident_obj))
+    if (fields != Py_None || exception != Py_None || !PyLong_CheckExact(stamp_obj) || !PyLong_CheckExact(ident_obj) ||
+        !PyLong_CheckExact(level_obj) || !PyUnicode_CheckExact(logger))
         goto python;
     int overflow;
     long long stamp = PyLong_AsLongLongAndOverflow(stamp_obj, &overflow);
@@ -471,15 +583,14 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
     unsigned long long ident = PyLong_AsUnsignedLongLong(ident_obj);
     if (ident == (unsigned long long)-1 && PyErr_Occurred())
         goto python;
-    long level;
-    long lid = fast_ids(self, level_obj, logger, &level);
-    if (lid < 0)
+    if (self->view.obj == NULL)
         goto python;
 
     const char *data = NULL;
     Py_ssize_t n = FMT_UNHANDLED;
     char buffer[SLOT_PAYLOAD_STACK];
-    /* A LogRecord not rendered yet: format msg % args straight into UTF-8, as the level methods do. */
+    /* A LogRecord not rendered yet: format msg % args straight into UTF-8, as the level methods do
+     * (exact str, int and float arguments only: no Python code runs). */
     text = record_get(record, R_MESSAGE, str_cached_message);
     if (text == NULL)
         PyErr_Clear();
@@ -487,24 +598,28 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
         PyUnicode_CheckExact(msg) && PyTuple_CheckExact(args)) {
         Py_ssize_t fmt_len;
         const char *fmt = PyUnicode_AsUTF8AndSize(msg, &fmt_len);
-        Py_ssize_t cap = self->payload < SLOT_PAYLOAD_STACK ? self->payload : SLOT_PAYLOAD_STACK;
         if (fmt == NULL)
             PyErr_Clear();
         else if (PyTuple_GET_SIZE(args) == 0)
-            data = fmt, n = fmt_len <= self->payload ? fmt_len : FMT_UNHANDLED;
+            data = fmt, n = fmt_len <= SLOT_PAYLOAD_STACK ? fmt_len : FMT_UNHANDLED;
         else
-            data = buffer, n = format_utf8(fmt, fmt_len, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args), buffer, cap);
+            data = buffer, n = format_utf8(fmt, fmt_len, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args), buffer,
+                                           SLOT_PAYLOAD_STACK);
         if (n == -1)
             goto error;
     }
     PyErr_Clear();
-    if (n < 0) { /* anything else: the record's own rendering */
+    if (n < 0) { /* anything else: the record's own rendering (may run any Python code) */
         Py_CLEAR(text);
         text = PyObject_GetAttr(record, str_message);
-        if (text == NULL || !PyUnicode_CheckExact(text) || !(data = PyUnicode_AsUTF8AndSize(text, &n)) ||
-            n > self->payload)
+        if (text == NULL || !PyUnicode_CheckExact(text) || !(data = PyUnicode_AsUTF8AndSize(text, &n)))
             goto python;
     }
+    /* From here on no Python code runs until the record is committed: read the target's state now. */
+    long level;
+    long lid = fast_ids(self, level_obj, logger, &level);
+    if (lid < 0 || n > self->payload) /* a new logger name, a long text, a closed writer: the Python path */
+        goto python;
     PyObject *res = append_bytes(self, data, n, level, lid, level_obj, logger, (int64_t)stamp, ident);
     if (res == NULL)
         goto error;
@@ -538,6 +653,8 @@ PyDoc_STRVAR(appender_append_records_doc,
 
 static PyObject *appender_append_records(Appender *self, PyObject *records)
 {
+    if (!appender_ready(self))
+        return NULL;
     PyObject *iterator = PyObject_GetIter(records);
     if (iterator == NULL)
         return lost(self);

@@ -4,6 +4,9 @@
 both ways); ``MMAPLOG_REQUIRE_NATIVE=1`` makes a missing accelerator an
 import error instead of a silent fallback (CI sets it, so a broken build
 cannot hide behind the fallback).
+
+The SIGBUS guard (``mmaplog._sigbus``, see :func:`guard`) is not an
+accelerator: both write paths use it whenever it is built.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import sys
 from types import ModuleType
 
-__all__ = ["load", "pure_python"]
+__all__ = ["guard", "load", "pure_python"]
 
 
 def pure_python() -> bool:
@@ -34,6 +37,22 @@ def load(name: str) -> ModuleType | None:
         return None
     try:
         return importlib.import_module(f"mmaplog.{name}")
+    except ImportError:
+        if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
+            raise
+        return None
+
+
+def guard() -> ModuleType | None:
+    """The SIGBUS guard ``mmaplog._sigbus``, or None where it is not built (or not Linux-like).
+
+    Loaded on both write paths and on free-threaded builds: ``MMAPLOG_PURE_PYTHON``
+    turns off the accelerators, not the guard, which has no pure-Python twin
+    (a signal handler written in Python cannot be made safe).
+    ``MMAPLOG_REQUIRE_NATIVE=1`` makes a missing guard an import error too.
+    """
+    try:
+        return importlib.import_module("mmaplog._sigbus")
     except ImportError:
         if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
             raise

@@ -79,9 +79,29 @@ def parse_size(value: int | str) -> int:
 
 
 class _Map:
-    """One mapped ring file and its per-file counters; replaced whole on rotation."""
+    """One mapped ring file and its per-file counters; replaced whole on rotation.
 
-    __slots__ = ("fd", "header", "hot", "last_pos", "limit", "mm", "path", "positions")
+    The map is owned here, and the rule for it is: nothing stores into ``mm``
+    unless the store cannot outlive the mapping.  Python code stores only
+    through the :class:`mmap.mmap` object itself (slice assignment,
+    ``struct.pack_into``), which checks that it is open on every call and holds
+    the mapping for the length of that one call; no numpy array or memoryview
+    over ``mm`` is kept across anything that can switch threads.  The C append
+    holds a buffer export only between ``Appender.target`` and
+    ``Appender.release`` and calls no Python code between taking its state and
+    its commit.  ``close()``, rotation and the truncation repair take the
+    writer's lock and release the C append (or retarget it) before they unmap
+    or map again; a Python store racing them fails with ValueError, which is
+    counted in ``dropped``.  ``guard`` is this mapping's region in the SIGBUS
+    guard (None without one): every store is followed by a look at its fault
+    counter (see :mod:`mmaplog._truncation`).  The Python stores read the
+    counter before and after: a change, or a value before that differs from
+    ``seen`` (a page made anonymous by another thread's fault and not yet
+    repaired), means the store must be made again after the repair; a repair's
+    remap bumps the counter, so a store it dropped is seen by its own thread.
+    """
+
+    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -90,6 +110,9 @@ class _Map:
         self.positions = itertools.count(next_pos)
         self.limit = limit
         self.path = path
+        self.guard: _truncation.Region | None = None
+        self.slot = -1  # the guard's region slot (-1: none; _faults(-1) reads 0)
+        self.seen = 0  # the guard's counter once the last fault was dealt with (guard.seen, read without a lookup)
         size = header.slot_size
         body = size - L.SLOT_TRAILER_SIZE
         pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack
@@ -170,10 +193,13 @@ class RingWriter:
     Thread-safe; :meth:`write` never raises.  See "Creation and rotation" in
     ``docs/FORMAT.md``.
 
-    ``guard_truncation`` (default on, Linux x86-64/AArch64) installs a process-wide
-    SIGBUS handler so that another process truncating the file cannot kill this
-    one (see ``docs/RELIABILITY.md``); turn it off when the application owns
-    SIGBUS itself, and then never truncate a live ring.
+    ``guard_truncation`` (default on, where the C extension ``mmaplog._sigbus`` is
+    built) registers the mapping with a process-wide SIGBUS guard so that another
+    process truncating the file cannot kill this one; SIGBUS that is not a fault
+    in a ring still reaches the application's handler or the default action
+    (see ``docs/RELIABILITY.md``).  Records lost to such a fault are counted in
+    :attr:`dropped`.  Turn it off to leave the ring out of the guard, and then
+    never truncate a live ring.
     """
 
     def __init__(
@@ -223,6 +249,7 @@ class RingWriter:
         self._map: _Map
         self._seqs: itertools.count[int]
         self._fast: Any = None  # the C appender, writing into the current map
+        self._retired: list[_Map] = []  # the map rotated away last: still mapped and guarded (see _retire)
         self._open_initial()
         _register_atexit(self)
         if not _GIL:
@@ -242,7 +269,8 @@ class RingWriter:
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
-                                          _weak(self._failed), _weak(self._write_one), _weak(self._write_py))
+                                          _weak(self._failed), _weak(self._write_one), _weak(self._write_py),
+                                          _weak(self._fault))
             self._append = self._fast.append  # type: ignore[method-assign]
             if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
                 self.write = self._fast.write  # type: ignore[method-assign]
@@ -311,20 +339,109 @@ class RingWriter:
         self._map = m
         if self._fast is not None:
             self._fast.target(m.mm, m.positions, self._names, m.header.slot_count, m.header.data_offset,
-                              m.header.slot_size, m.limit)
+                              m.header.slot_size, m.limit, _truncation.counter(m.guard),
+                              m.guard.seen if m.guard is not None else 0)
 
     def _guard(self, m: _Map) -> _Map:
         """Let the writer survive its file being truncated by another process (see mmaplog._truncation)."""
-        if not self._guard_truncation:
-            return m
-        ref = weakref.ref(self)
-
-        def names(mm: mmap.mmap) -> dict[str, int]:
-            writer = ref()
-            return dict(writer._names) if writer is not None and writer._map.mm is mm else {}
-
-        _truncation.watch(m.mm, m.fd, m.header, m.path, names)
+        if self._guard_truncation:
+            m.guard = _truncation.watch(m.mm, m.fd, m.header, m.path)
+            m.slot = m.guard.slot if m.guard is not None else -1
+            m.seen = m.guard.seen if m.guard is not None else 0
         return m
+
+    @staticmethod
+    def _unguard(m: _Map) -> None:
+        """Take ``m`` out of the SIGBUS guard (under the writer's lock, before it is unmapped)."""
+        _truncation.forget(m.guard)
+        m.slot = -1
+
+    def _retire(self, old: _Map) -> None:
+        """Keep the map rotated away mapped and guarded until the next rotation, then unmap it.
+
+        A Python write that took ``old`` before the rotation may still store into
+        it (a record of several slots, a thread switch between two stores): its
+        file may have been cut, so the mapping must stay in the guard as long as
+        it is mapped.  It is unmapped at the next rotation or at close(); a store
+        still arriving then fails on the closed mmap and is counted.
+        """
+        for m in self._retired:
+            self._release(m)
+        self._retired = [old]
+
+    def _release(self, m: _Map) -> None:
+        """Take ``m`` out of the guard, unmap it and close its file (under the writer's lock)."""
+        self._unguard(m)
+        try:
+            m.mm.close()
+        except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
+            pass
+        try:
+            os.close(m.fd)
+        except OSError:
+            pass
+
+    def _fault(self, state: int, m: _Map | None = None) -> int:
+        """A store into ``m`` (default: the current map) may have gone to an anonymous page of the guard.
+
+        ``state`` 0: the store's fault counter moved: repair the file and map it
+        again (see :func:`mmaplog._truncation._repair`); returns the counter value
+        now seen, and the caller stores its record again, or -1 when the map is
+        gone (closed, rotated, cannot be repaired), the record counted as lost.
+        ``state`` 1: the store made again faulted too (a hole the disk cannot back):
+        the file is mapped again so no anonymous page stays, the record is counted
+        as lost.  ``state`` 2: the caller's map changed under the repair: counted as
+        lost.  Never raises.
+        """
+        try:
+            with self._lock:
+                m = self._map if m is None else m
+                region = m.guard
+                # Only the current map is repaired; a retired one keeps its anonymous pages (stores there counted).
+                live = region is not None and region.live and not self._closed and m is self._map
+                if state == 0 and live:
+                    assert region is not None
+                    _truncation._repair(region, m.mm, self._names)
+                    m.seen = region.seen
+                    return region.seen
+                if state == 1 and live:
+                    assert region is not None
+                    _truncation.remap(region)
+                    m.seen = region.seen
+                self.dropped += 1
+                if region is not None:
+                    _truncation.say(region, "lost", "a record stored while the ring file was cut short, or into "
+                                    "space the file system cannot back (disk full?), was lost; counting such "
+                                    "records in RingWriter.dropped")
+                return region.seen if state == 1 and live and region is not None else -1
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            self._failed(exc)
+            return -1
+
+    def _store_again(self, m: _Map, parts: list[tuple[int, bytes, int]], seq: int) -> int:
+        """The fault counter of ``m`` moved during a store: repair, then store ``parts`` (offset, body, pos) again.
+
+        Returns ``seq``, or 0 when the record is lost (counted).  Another thread's
+        fault can move the counter between the repair and this store, so it tries
+        a few times; a page that faults every time (a full disk) is given up.
+        """
+        for _ in range(_FAULT_ATTEMPTS):
+            seen = self._fault(0, m)
+            if seen < 0:
+                return 0
+            try:
+                mm = m.mm
+                count = m.header.slot_count
+                for off, body, pos in parts:  # the commit protocol of _commit, the check read from the body
+                    _trailer(mm, off + len(body), 0, L.invalid_echo(pos, count))
+                    mm[off : off + len(body)] = body
+                    _trailer(mm, off + len(body), L.slot_check(body), pos & _MASK32)
+            except Exception as exc:  # noqa: BLE001 - the map was closed meanwhile
+                return self._failed(exc)
+            if _faults(m.slot) == seen:
+                return seq
+        self._fault(1, m)
+        return 0
 
     def _new_header(self, segment: int, series_id: bytes, first_seq: int) -> L.FileHeader:
         slot_size, slot_count = self._requested
@@ -436,7 +553,8 @@ class RingWriter:
                         data = message.encode()
                     except Exception:  # noqa: BLE001 - not a str, or lone surrogates: the slow path renders it
                         return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
-                    mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                    m = self._map
+                    mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
                     n = len(data)
                     if n <= payload:
                         stamp = _time_ns() if time_ns is None else time_ns
@@ -446,9 +564,12 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            before = _faults(m.slot)
                             _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
+                                return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
@@ -475,7 +596,8 @@ class RingWriter:
             lid = self._names.get(logger)
             if lid is not None:
                 data = message.encode()
-                mm, pack, count, base, size, body_len, payload, limit, positions = self._map.hot
+                m = self._map
+                mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
                 n = len(data)
                 if n <= payload:
                     stamp = _time_ns()
@@ -486,9 +608,12 @@ class RingWriter:
                         if pos <= limit:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                            before = _faults(m.slot)
                             _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
                             mm[off : off + body_len] = body
                             _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
+                                return self._store_again(m, [(off, body, pos)], seq)
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
@@ -611,17 +736,22 @@ class RingWriter:
         try:
             mm, _, count, base, size, body_len, _, _, _ = m.hot
             off = base + (first - 1) % count * size
-            positions = np.arange(first, first + n, dtype=np.uint64)
-            invalid = ((positions + np.uint64(count | 1)) & np.uint64(_MASK32)) << np.uint64(32)
-            block = bytearray(bytes(size - body_len).join(bodies)) + bytes(size - body_len)
-            np.ndarray((n,), dtype="<u8", buffer=block, offset=body_len, strides=(size,))[:] = invalid
-            view = np.ndarray((n,), dtype="<u8", buffer=mm, offset=off + body_len, strides=(size,))
-            view[:] = invalid
+            at = off + body_len
+            gap = size - body_len
+            before = _faults(m.slot)
+            # Steps 1-3 of the commit for the whole run.  Every store is a checked store into the map, never a
+            # numpy view over it (numpy does not pin the mapping: a close() between two stores would leave the
+            # view writing into unmapped memory); each holds the mapping for its own length only.
+            block = bytearray(bytes(gap).join(bodies)) + bytes(gap)
+            for i in range(n):
+                echo = L.invalid_echo(first + i, count)
+                _trailer(block, body_len + i * size, 0, echo)  # the copied block carries the invalid trailers too
+                _trailer(mm, at + i * size, 0, echo)
             mm[off : off + n * size] = block
-            trailers = np.array(checks, dtype=np.uint64)
-            trailers |= (positions & np.uint64(_MASK32)) << np.uint64(32)
-            view[:] = trailers
-            del view
+            for i, check in enumerate(checks):
+                _trailer(mm, at + i * size, check, (first + i) & _MASK32)
+            if _faults(m.slot) != before or before != m.seen:  # a slot went to the guard's anonymous page
+                return self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
             return n
         except Exception as exc:  # noqa: BLE001
             for _ in range(n):
@@ -705,6 +835,8 @@ class RingWriter:
             payload = prefix + body_data + tail
             rec_len, msg_len = len(payload), len(body_data)
             parts = max(1, -(-rec_len // payload_size))
+            stored: list[tuple[int, bytes, int]] = []
+            before = _faults(m.slot)
             for part in range(parts):
                 pos = next(positions)
                 if pos > limit:
@@ -715,7 +847,10 @@ class RingWriter:
                 off = base + (pos - 1) % count * size
                 body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
                 _commit(mm, off, body_len, body, _HEAD + len(chunk), pos, count)
+                stored.append((off, body, pos))
             else:
+                if _faults(m.slot) != before or before != m.seen:  # a part went to the guard's anonymous page
+                    return self._store_again(m, stored, seq)
                 return seq
 
     def _logger_id(self, logger: str) -> int | None:
@@ -745,9 +880,13 @@ class RingWriter:
             return None
         entry = L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw)
         off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
-        self._map.mm[off : off + L.NAME_ENTRY_SIZE] = entry
+        m = self._map
+        before = _faults(m.slot)
+        m.mm[off : off + L.NAME_ENTRY_SIZE] = entry
         self._next_name_id = ident + 1
         self._names[logger] = ident
+        if _faults(m.slot) != before or before != m.seen:  # the table was cut: the repair writes every name again
+            self._fault(0, m)
         return ident
 
     # ------------------------------------------------------------------ rotation
@@ -819,8 +958,7 @@ class RingWriter:
             if self._prefault:
                 _prefault(mm, new_header.data_offset)
             self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
-            _truncation.forget(current.mm)
-            os.close(current.fd)
+            self._retire(current)
             if moved:
                 self._report_once("moved", f"{self.path}: the live file was moved or deleted; "
                                            f"continuing in a new file at the path (segment {new_header.segment})")
@@ -898,7 +1036,8 @@ class RingWriter:
 
     def close(self) -> None:
         """Flush and unmap the file and release its lock; idempotent.  Later writes are counted as dropped."""
-        with self._lock:
+        # Where there is no GIL, whole writes run under _claim_lock: taking it first waits for the one in flight.
+        with self._claim_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -910,12 +1049,15 @@ class RingWriter:
                 m.hot = (None,) * 9  # type: ignore[assignment]
                 if self._fast is not None:
                     self._fast.release()
-                _truncation.forget(m.mm)
+                self._unguard(m)
                 try:
                     m.mm.close()
                 except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
                     pass
                 os.close(m.fd)
+                for old in self._retired:
+                    self._release(old)
+                self._retired = []
         _open_writers.discard(self)
 
     def _abandon_after_fork(self) -> None:
@@ -934,7 +1076,7 @@ class RingWriter:
         m.hot = (None,) * 9  # type: ignore[assignment]
         if self._fast is not None:
             self._fast.release()
-        _truncation.forget(m.mm)
+        self._unguard(m)
         try:
             m.mm.close()
         except Exception:  # noqa: BLE001 - a child must go on even if its copy cannot be unmapped
@@ -943,6 +1085,9 @@ class RingWriter:
             os.close(m.fd)
         except OSError:
             pass
+        for old in self._retired:
+            self._release(old)
+        self._retired = []
         _open_writers.discard(self)
 
     def __del__(self) -> None:
@@ -971,6 +1116,8 @@ class RingWriter:
 _time_ns = time.time_ns
 _get_ident = threading.get_ident
 _crc32 = zlib.crc32
+_faults = _truncation.faults
+_FAULT_ATTEMPTS = 3
 _trailer = L.SLOT_TRAILER_STRUCT.pack_into
 _HEAD = L.SLOT_HEADER_SIZE
 

@@ -109,7 +109,14 @@ def test_uncommitted_batch_reads_as_torn_never_as_records(tmp_path: Path, monkey
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("process stopped before the commit step")
 
-    monkeypatch.setattr(writer_module.np, "array", crash)  # the trailers are built after the bodies are copied
+    real_trailer = writer_module._trailer
+
+    def stop_at_commit(buf: Any, offset: int, check: int, echo: int) -> None:
+        if check:  # step 3, the commit (steps 1 and 2 store invalid trailers, whose check is 0)
+            crash()
+        real_trailer(buf, offset, check, echo)
+
+    monkeypatch.setattr(writer_module, "_trailer", stop_at_commit)  # the bodies are copied, no trailer committed
     assert w.write_batch([LogRecord("app", 20, "new %d", (i,), None, i, 1) for i in range(5)]) == 0
     monkeypatch.undo()
     assert w.dropped == 5

@@ -4,9 +4,9 @@
 #   tools/sanitize.sh [FUZZ_CASES]        (default 20000 fuzz cases; about 5 minutes)
 #   SANITIZE_BITFLIP=1 tools/sanitize.sh  (and every bit of a small file flipped: 10 more minutes)
 #
-# Copies the working tree to a temporary folder, builds mmaplog/_cwrite.c and
-# mmaplog/_cread.c there with -fsanitize=address,undefined, preloads the
-# sanitizer runtimes into the current Python, and runs the tests that exercise
+# Copies the working tree to a temporary folder, builds mmaplog/_cwrite.c,
+# mmaplog/_cread.c and the SIGBUS guard mmaplog/_sigbus.c there with
+# -fsanitize=address,undefined, preloads the sanitizer runtimes into the current Python, and runs the tests that exercise
 # the C code plus the mutation fuzzer (tools/fuzz.py) against it.  Any invalid
 # memory access or undefined behaviour aborts the run with a report.
 # Needs gcc with libasan/libubsan; uses the Python on PATH (with pytest,
@@ -22,7 +22,7 @@ cp -r "$here/mmaplog" "$here/tests" "$here/tools" "$here/pyproject.toml" "$work/
 find "$work/mmaplog" -name '*.so' -delete
 include="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 suffix="$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-for module in _cwrite _cread; do
+for module in _cwrite _cread _sigbus; do
     gcc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
         -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
         -fPIC -shared -I"$include" "$work/mmaplog/$module.c" -o "$work/mmaplog/$module$suffix"
@@ -34,9 +34,9 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:handle_sigbus=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$work" MMAPLOG_REQUIRE_NATIVE=1
 cd "$work"
-"$python" -c 'import mmaplog._cwrite, mmaplog._cread, sys; print("sanitized build:", mmaplog._cread.__file__, file=sys.stderr)'
+"$python" -c 'import mmaplog._cwrite, mmaplog._cread, mmaplog._sigbus, sys; print("sanitized build:", mmaplog._cread.__file__, file=sys.stderr)'
 "$python" -m pytest -q -p no:cacheprovider tests/test_cwrite.py tests/test_cread.py tests/test_writer.py \
-    tests/test_write_batch.py tests/test_reader.py tests/test_logger.py tests/test_async.py tests/test_hostile.py \
+    tests/test_write_batch.py tests/test_reader.py tests/test_logger.py tests/test_async.py tests/test_hostile.py tests/test_guard.py \
     tests/test_cli.py tests/test_follow.py
 "$python" tools/fuzz.py --cases "$cases" --cli-every 0 --memory-every 0 --seed-dir "$work/seeds"
 if [ "${SANITIZE_BITFLIP:-0}" != 0 ]; then
