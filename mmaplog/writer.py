@@ -260,11 +260,13 @@ class RingWriter:
     def _open_initial(self) -> None:
         _series.ensure_parent(self.path, self._mode)
         fd, header, mm, next_pos, next_seq, sealed = self._acquire()
+        # Guarded before anything touches it: the file is published, so another process may cut it already.
+        first = self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path))
         try:
             if self._prefault:
                 _prefault(mm, header.data_offset)
         except BaseException:
-            os.close(fd)
+            self._release(first)
             raise
         self._seqs = itertools.count(next_seq)
         if _cwrite is not None:
@@ -274,7 +276,7 @@ class RingWriter:
             self._append = self._fast.append  # type: ignore[method-assign]
             if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
                 self.write = self._fast.write  # type: ignore[method-assign]
-        self._use(self._guard(_Map(fd, mm, header, next_pos, self._limit(header), self.path)))
+        self._use(first)
         # We hold the series' lock now: clear what writers killed mid-creation or mid-rotation left behind.
         try:
             _series.remove_orphans(self.path, fd)
@@ -820,9 +822,12 @@ class RingWriter:
         stamp = _time_ns() if time_ns is None else int(time_ns)
         ident = _get_ident() if thread is None else int(thread) & 0xFFFFFFFFFFFFFFFF
         while True:
+            # The name first, then the map: a name is registered in the map current at that moment and carried
+            # into every later one, so the map taken after it always has it (the other order could store the
+            # record into a file rotated away before the name was registered in its successor).
+            lid = self._logger_id(logger)
             m = self._map
             mm, pack, count, base, size, body_len, payload_size, limit, positions = m.hot
-            lid = self._logger_id(logger)
             prefix = b""
             part_flags = flags
             if lid is None:
@@ -932,6 +937,10 @@ class RingWriter:
             except OSError as exc:
                 self._keep_current(current, f"cannot start a new segment ({exc.strerror or exc})", why)
                 return
+            # Guarded and prefaulted before it is published: once it has the path, another process may cut it.
+            new = self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path))
+            if self._prefault:
+                _prefault(mm, new_header.data_offset)
             linked = False
             try:
                 _series.set_state(current.mm, max(1, min(_peek(current.positions) - 1, current.limit)))
@@ -948,16 +957,13 @@ class RingWriter:
                     os.replace(temp, self.path)
             except OSError as exc:
                 _series.unlink_quietly(temp)
-                mm.close()
-                os.close(fd)
+                self._release(new)
                 if linked:  # the current file stays live: it must not also be readable as a segment
                     _series.unlink_quietly(segment_path(self.path, header.segment))
                 _series.set_state(current.mm, 0)
                 self._keep_current(current, f"cannot start a new file at the path ({exc.strerror or exc})", why)
                 return
-            if self._prefault:
-                _prefault(mm, new_header.data_offset)
-            self._use(self._guard(_Map(fd, mm, new_header, 1, self._limit(new_header), self.path)))
+            self._use(new)
             self._retire(current)
             if moved:
                 self._report_once("moved", f"{self.path}: the live file was moved or deleted; "
@@ -1244,7 +1250,10 @@ def _prefault(mm: mmap.mmap, start: int) -> None:
     try:
         mm.madvise(_MADV_POPULATE_WRITE, start, len(mm) - start)
         return
-    except (OSError, ValueError, AttributeError):
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EFAULT: the file was cut meanwhile; touching it would fault
+            return
+    except (ValueError, AttributeError):
         pass
     page = mmap.PAGESIZE
     for off in range(start, len(mm), page):
