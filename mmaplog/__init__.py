@@ -3,20 +3,69 @@
 A :class:`RingWriter` appends fixed-layout records into a memory-mapped ring
 file, so every record whose write call returned survives the process dying;
 :func:`read` and :func:`read_array` decode it, and ``mmaplog-read`` shows it.
+
+The names below are imported on first use (PEP 562), so ``import mmaplog``
+and commands such as ``mmaplog-read --version`` start without loading numpy
+or the writer; ``from mmaplog import X`` works as usual.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
-from ._record import LogRecord
-from .config import configure, register_handler_type
-from .follow import Followed, Follower, FollowEvent, FollowStats, follow
-from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
-from .layout import FORMAT_VERSION
-from .logger import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, BoundLogger, Logger, get_logger
-from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
-from .stdlib import LoggingHandler
-from .writer import RingWriter
+
+if TYPE_CHECKING:
+    from ._native import Accelerator, accelerators
+    from ._record import LogRecord
+    from .config import configure, register_handler_type
+    from .follow import Followed, Follower, FollowEvent, FollowStats, follow
+    from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
+    from .layout import FORMAT_VERSION
+    from .logger import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, BoundLogger, Logger, get_logger
+    from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
+    from .stdlib import LoggingHandler
+    from .writer import RingWriter
+
+#: Where each public name lives: the module is imported when the name is first asked for.
+_LAZY = {
+    "Accelerator": "_native", "accelerators": "_native",
+    "LogRecord": "_record",
+    "configure": "config", "register_handler_type": "config",
+    "Followed": "follow", "Follower": "follow", "FollowEvent": "follow", "FollowStats": "follow", "follow": "follow",
+    "AsyncHandler": "handlers", "ConsoleHandler": "handlers", "FileHandler": "handlers", "Handler": "handlers",
+    "Overflow": "handlers", "RingHandler": "handlers",
+    "FORMAT_VERSION": "layout",
+    "CRITICAL": "logger", "DEBUG": "logger", "ERROR": "logger", "INFO": "logger", "NOTSET": "logger",
+    "TRACE": "logger", "WARNING": "logger", "BoundLogger": "logger", "Logger": "logger", "get_logger": "logger",
+    "ReadStats": "reader", "Record": "reader", "level_name": "reader", "level_number": "reader", "read": "reader",
+    "read_array": "reader", "scan": "reader",
+    "LoggingHandler": "stdlib",
+    "RingWriter": "writer",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module of a public name (or a submodule) on first use and keep the name here (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        if not name.startswith("__"):
+            # A submodule (mmaplog.reader, ...): an eager package used to make them all attributes.
+            try:
+                return importlib.import_module(f".{name}", __name__)
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CRITICAL",
@@ -27,6 +76,7 @@ __all__ = [
     "NOTSET",
     "TRACE",
     "WARNING",
+    "Accelerator",
     "AsyncHandler",
     "BoundLogger",
     "ConfigError",
@@ -48,6 +98,7 @@ __all__ = [
     "RingHandler",
     "RingWriter",
     "WriterBusyError",
+    "accelerators",
     "configure",
     "follow",
     "get_logger",

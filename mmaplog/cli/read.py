@@ -16,17 +16,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from .._errors import FormatError
-from ..follow import Follower, FollowEvent
-from ..reader import RECORD_DTYPE, Record, filter_mask, level_number, scan
-from ._output import CsvFormatter, Formatter, JsonFormatter, Meta, TextFormatter, escape
-from ._report import stats_report, verify_path
+from . import quiet_interrupts
 from ._when import parse_when
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..reader import Record
+    from ._output import Formatter, Meta
+
+# numpy, the reader and the formatters are imported by the functions that need them, not here:
+# ``--version``, ``--help`` and usage errors answer without loading them (see bench/test_startup.py).
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +55,8 @@ Colour is used only when standard output is a terminal and NO_COLOR is not set
 
 
 def _level(text: str) -> int:
+    from ..reader import level_number
+
     try:
         return level_number(text)
     except ValueError as exc:
@@ -114,8 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--interval", type=_seconds, default=0.1, metavar="SECONDS", help="with --follow: seconds between polls (0.1)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="show the version and whether the C accelerators are in use, and exit"
+    )
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the version, then which C accelerators are in use and why (no numpy imported)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None) -> NoReturn:
+        from .._native import summary
+
+        parser.exit(message=f"{parser.prog} {__version__}\n{summary()}\n")
 
 
 class _Output:
@@ -138,6 +155,8 @@ class _Output:
 
 def _say(message: str) -> None:
     """One line on standard error, prefixed with the program's name."""
+    from ._output import escape
+
     try:
         sys.stderr.write(f"{PROG}: {escape(message)}\n")
         sys.stderr.flush()
@@ -157,6 +176,8 @@ def _use_color(choice: str, stream: IO[bytes]) -> bool:
 
 
 def _formatter(args: argparse.Namespace, stream: IO[bytes]) -> Formatter:
+    from ._output import CsvFormatter, JsonFormatter, TextFormatter
+
     if args.output == "json":
         return JsonFormatter()
     if args.output == "csv":
@@ -166,6 +187,10 @@ def _formatter(args: argparse.Namespace, stream: IO[bytes]) -> Formatter:
 
 def _matcher(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Callable[[np.ndarray], np.ndarray]:
     """The filter of the command line as a function from rows to a boolean mask."""
+    import numpy as np
+
+    from ..reader import filter_mask
+
     pattern = None
     if args.grep is not None:
         try:
@@ -189,12 +214,17 @@ def _matcher(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Calla
 
 
 def _write_rows(out: _Output, formatter: Formatter, rows: np.ndarray, meta: Meta) -> None:
+    formatter.see(rows)
     for start in range(0, len(rows), _BLOCK):
         out.write_bytes(formatter.encoded(rows[start : start + _BLOCK], meta))
 
 
 def _records_to_rows(records: list[Record], meta_index: dict[tuple[str, str], int], meta: list[tuple[str, str]]) -> np.ndarray:
     """Records from the follower as rows of RECORD_DTYPE (the formatters' input)."""
+    import numpy as np
+
+    from ..reader import RECORD_DTYPE
+
     rows = np.empty(len(records), dtype=RECORD_DTYPE)
     files = []
     for record in records:
@@ -242,6 +272,9 @@ def _follow(
     args: argparse.Namespace, out: _Output, formatter: Formatter, match: Callable[[np.ndarray], np.ndarray]
 ) -> int:
     """Show the last N records, then new ones as they are committed, until SIGINT or SIGTERM."""
+    from ..follow import Follower, FollowEvent
+    from ..reader import scan
+
     result = scan(args.files)
     with _Stop() as stop:
         rows = result.records
@@ -291,6 +324,9 @@ def _follow(
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..reader import scan
+    from ._report import stats_report, verify_path
+
     stream = sys.stdout.buffer
     out = _Output(stream)
     if args.verify:
@@ -355,6 +391,8 @@ def _attach_offsets(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmaplog-read`` with ``argv`` (default: the command line); returns the exit status."""
+    if argv is None:
+        quiet_interrupts()  # Ctrl-C while starting up (imports included): status 130, no traceback
     if argv is None and hasattr(signal, "SIGPIPE"):
         # Die of SIGPIPE like coreutils when `| head` closes the pipe: no traceback, no error message.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
