@@ -132,7 +132,9 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None) -> NoReturn:
         from .._native import summary
 
-        parser.exit(message=f"{parser.prog} {__version__}\n{summary()}\n")
+        sys.stdout.write(f"{parser.prog} {__version__}\n{summary()}\n")
+        sys.stdout.flush()
+        parser.exit()
 
 
 class _Output:
