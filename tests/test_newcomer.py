@@ -163,8 +163,8 @@ else:
 @pytest.mark.parametrize("entry", ["script", "module"])
 @pytest.mark.parametrize(
     ("target", "version"),
-    [("argparse", True), ("numpy", False), ("_native", True), ("_report", False)],
-    ids=["argparse", "numpy", "native", "report"],
+    [("argparse", True), ("numpy", False), ("_native", True), ("_output", False)],
+    ids=["argparse", "numpy", "native", "output"],
 )
 def test_ctrl_c_during_start_up_exits_130_without_a_traceback(
     tmp_path: Path, entry: str, target: str, version: bool

@@ -327,11 +327,12 @@ def _follow(
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..reader import scan
-    from ._report import stats_report, verify_path
 
     stream = sys.stdout.buffer
     out = _Output(stream)
     if args.verify:
+        from ._report import verify_path
+
         damaged = False
         for path in args.files:
             for check in verify_path(path):
@@ -351,6 +352,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.lines is not None:
         rows = rows[len(rows) - args.lines :] if args.lines else rows[:0]
     if args.stats:
+        from ._report import stats_report
+
         out.write(stats_report(rows, result.stats, as_json=args.output == "json", utc=args.utc))
     else:
         meta = [(f.header.hostname, f.header.process_name) for f in result.files]
