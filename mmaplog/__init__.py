@@ -12,6 +12,8 @@ or the writer; ``from mmaplog import X`` works as usual.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
@@ -65,6 +67,22 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: ``mmaplog.follow`` stays the function when its submodule is imported.
+
+    Importing ``mmaplog.follow`` (the module) binds it on the package; a public
+    name that is also the name of its own submodule keeps the public object.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -135,6 +135,9 @@ def test_import_mmaplog_loads_numpy_only_when_needed() -> None:
 def test_submodules_stay_reachable_as_attributes() -> None:
     code = "import mmaplog\nprint(mmaplog.reader.read is mmaplog.read, mmaplog.layout.FORMAT_VERSION == mmaplog.FORMAT_VERSION)\n"
     assert run_python("-c", code).stdout.split() == ["True", "True"]
+    # ``follow`` names both a function and its submodule: importing the submodule keeps the function public.
+    code = "import mmaplog.follow, mmaplog, sys\nprint(callable(mmaplog.follow), mmaplog.follow is sys.modules['mmaplog.follow'].follow)\n"
+    assert run_python("-c", code).stdout.split() == ["True", "True"]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mmaplog.nope  # noqa: B018 - the attribute lookup is the test
 
