@@ -12,6 +12,7 @@ or the writer; ``from mmaplog import X`` works as usual.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,11 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
+    from ._native import check_required
+
+    check_required()  # a broken build fails at import, as when every module was imported here
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 from typing import NamedTuple
 
-__all__ = ["ROLES", "Accelerator", "accelerators", "load", "pure_python", "summary"]
+__all__ = ["ROLES", "Accelerator", "accelerators", "check_required", "load", "pure_python", "summary"]
 
 
 def pure_python() -> bool:
@@ -97,3 +97,16 @@ def summary() -> str:
     else:
         verdict = "C accelerators: off (pure Python: the same files, written and read more slowly)"
     return "\n".join([verdict, *lines])
+
+
+def check_required() -> None:
+    """Under ``MMAPLOG_REQUIRE_NATIVE=1``, raise ImportError now if an accelerator is not built.
+
+    The package imports its modules on first use; this keeps ``import mmaplog``
+    itself failing on a broken build where the environment asks for that.
+    """
+    if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") in ("", "0"):
+        return
+    missing = [f"mmaplog.{a.name}: {a.reason}" for a in accelerators() if a.reason.startswith("not built")]
+    if missing:
+        raise ImportError(f"MMAPLOG_REQUIRE_NATIVE is set but {'; '.join(missing)}")

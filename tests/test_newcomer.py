@@ -103,6 +103,15 @@ def test_a_missing_build_is_reported_as_not_built() -> None:
     assert status["_cread"][0] == str(BUILT)
 
 
+def test_a_missing_build_is_an_import_error_when_required() -> None:
+    """``MMAPLOG_REQUIRE_NATIVE=1``: ``import mmaplog`` itself fails on a missing build, naming the module."""
+    proc = run_python("-c", _BLOCK_CWRITE + "import mmaplog\n", env=child_env(MMAPLOG_REQUIRE_NATIVE="1"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("ImportError: MMAPLOG_REQUIRE_NATIVE is set but mmaplog._cwrite: not built")
+    both = child_env(MMAPLOG_REQUIRE_NATIVE="1", MMAPLOG_PURE_PYTHON="1")  # turned off on purpose: no error
+    assert run_python("-c", _BLOCK_CWRITE + "import mmaplog\nmmaplog.RingWriter\n", env=both).returncode == 0
+
+
 def test_a_missing_build_does_not_warn_at_import() -> None:
     """The documented decision: no warning at import (``python -m mmaplog`` and ``--version`` say it)."""
     code = _BLOCK_CWRITE + "import mmaplog\nmmaplog.get_logger('x')\nmmaplog.RingWriter\n"
