@@ -24,11 +24,15 @@ from mmaplog.cli._output import short_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = all(importlib.util.find_spec(f"mmaplog.{name}") is not None for name in ("_cwrite", "_cread"))
+#: This run asks for the pure-Python paths (children inherit that unless a test says otherwise).
+PURE = os.environ.get("MMAPLOG_PURE_PYTHON", "") not in ("", "0")
+#: The C accelerators are in use in children that keep this environment.
+NATIVE = BUILT and not PURE
 
 
 def child_env(**changes: str | None) -> dict[str, str]:
     """The environment of a child Python: this one, with ``changes`` applied (None removes a variable)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MMAPLOG_PURE_PYTHON", "MMAPLOG_REQUIRE_NATIVE")}
+    env = {k: v for k, v in os.environ.items() if k != "MMAPLOG_REQUIRE_NATIVE"}
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
@@ -59,7 +63,7 @@ def test_version_says_which_accelerators_are_in_use_without_importing_numpy() ->
     assert "C accelerators:" in proc.stdout and "_cwrite" in proc.stdout and "_cread" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "numpy" not in imported and "mmaplog.reader" not in imported and "mmaplog.writer" not in imported
-    if BUILT:
+    if NATIVE:
         assert "C accelerators: on" in proc.stdout
 
 
@@ -96,7 +100,7 @@ sys.meta_path.insert(0, NotBuilt())
 def test_a_missing_build_is_reported_as_not_built() -> None:
     """An accelerator that cannot be imported shows as ``not built`` with the import error, the others as on."""
     code = _BLOCK_CWRITE + "import mmaplog\nfor a in mmaplog.accelerators(): print(a.name, a.active, a.reason)\n"
-    proc = run_python("-c", code)
+    proc = run_python("-c", code, env=child_env(MMAPLOG_PURE_PYTHON=None))
     assert proc.returncode == 0, proc.stderr
     status = {line.split(" ", 2)[0]: line.split(" ", 2)[1:] for line in proc.stdout.splitlines()}
     assert status["_cwrite"][0] == "False" and status["_cwrite"][1].startswith("not built (")
@@ -105,7 +109,7 @@ def test_a_missing_build_is_reported_as_not_built() -> None:
 
 def test_a_missing_build_is_an_import_error_when_required() -> None:
     """``MMAPLOG_REQUIRE_NATIVE=1``: ``import mmaplog`` itself fails on a missing build, naming the module."""
-    proc = run_python("-c", _BLOCK_CWRITE + "import mmaplog\n", env=child_env(MMAPLOG_REQUIRE_NATIVE="1"))
+    proc = run_python("-c", _BLOCK_CWRITE + "import mmaplog\n", env=child_env(MMAPLOG_REQUIRE_NATIVE="1", MMAPLOG_PURE_PYTHON=None))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("ImportError: MMAPLOG_REQUIRE_NATIVE is set but mmaplog._cwrite: not built")
     both = child_env(MMAPLOG_REQUIRE_NATIVE="1", MMAPLOG_PURE_PYTHON="1")  # turned off on purpose: no error
@@ -125,7 +129,7 @@ def test_python_m_mmaplog_summarises_and_fails_when_a_path_is_pure() -> None:
     assert f"mmaplog {mmaplog.__version__}" in pure.stdout and "C accelerators: off" in pure.stdout
     assert "MMAPLOG_PURE_PYTHON=1" in pure.stdout
     if BUILT:
-        native = run_python("-m", "mmaplog")
+        native = run_python("-m", "mmaplog", env=child_env(MMAPLOG_PURE_PYTHON=None))
         assert native.returncode == 0 and "C accelerators: on" in native.stdout
 
 
@@ -133,6 +137,7 @@ def test_accelerators_is_public_and_typed() -> None:
     status = mmaplog.accelerators()
     assert {a.name for a in status} == {"_cwrite", "_cread"}
     assert all(isinstance(a, mmaplog.Accelerator) and a.reason for a in status)
+    assert all(a.active == NATIVE for a in status)
 
 
 # ---------------------------------------------------------------------- start-up: lazy, quiet on Ctrl-C
