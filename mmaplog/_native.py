@@ -15,8 +15,9 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import NamedTuple
 
-__all__ = ["guard", "load", "pure_python"]
+__all__ = ["ROLES", "Accelerator", "accelerators", "check_required", "guard", "load", "pure_python", "summary"]
 
 
 def pure_python() -> bool:
@@ -57,3 +58,79 @@ def guard() -> ModuleType | None:
         if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
             raise
         return None
+
+
+#: The accelerators this package ships, and what each one speeds up.
+ROLES = {
+    "_cwrite": "write path: Logger and RingWriter",
+    "_cread": "read path: read_array and mmaplog-read",
+    "_sigbus": "truncation guard: SIGBUS handler in C (both write paths)",
+}
+#: Modules that MMAPLOG_PURE_PYTHON and free-threaded builds leave on (no pure-Python twin can be safe).
+_ALWAYS = {"_sigbus"}
+
+
+class Accelerator(NamedTuple):
+    """Whether one C accelerator is in use here, and why (see :func:`accelerators`)."""
+
+    name: str  #: the extension module, e.g. ``"_cwrite"``
+    role: str  #: what it speeds up
+    active: bool  #: True when mmaplog uses it in this process
+    reason: str  #: why: ``built``, ``not built (...)``, ``disabled by MMAPLOG_PURE_PYTHON=1``, ...
+
+
+def accelerators() -> tuple[Accelerator, ...]:
+    """Which C accelerators are in use in this interpreter, and why not where they are not.
+
+    Cheap and without side effects beyond importing the extension modules
+    themselves (no numpy): ``mmaplog-read --version`` and ``python -m mmaplog``
+    print it.  Without a build mmaplog still works, on its pure-Python paths,
+    which write and read the same files more slowly; no warning is printed at
+    import for that (set ``MMAPLOG_REQUIRE_NATIVE=1`` to make it an error).
+    """
+    status = []
+    for name, role in ROLES.items():
+        if name in _ALWAYS:
+            pass
+        elif pure_python():
+            value = os.environ.get("MMAPLOG_PURE_PYTHON", "")
+            status.append(Accelerator(name, role, False, f"disabled by MMAPLOG_PURE_PYTHON={value}"))
+            continue
+        gil = getattr(sys, "_is_gil_enabled", None)
+        if name not in _ALWAYS and gil is not None and not gil():
+            status.append(Accelerator(name, role, False, "off on a free-threaded Python (the accelerators rely on the GIL)"))
+            continue
+        try:
+            module = importlib.import_module(f"mmaplog.{name}")
+        except ImportError as exc:
+            status.append(Accelerator(name, role, False, f"not built ({exc})"))
+            continue
+        where = os.path.basename(getattr(module, "__file__", None) or name)
+        status.append(Accelerator(name, role, True, f"built ({where})"))
+    return tuple(status)
+
+
+def summary() -> str:
+    """:func:`accelerators` as lines of text, one per accelerator, then a line naming the paths in use."""
+    status = accelerators()
+    lines = [f"  {a.name:<8} {'on ' if a.active else 'off'}  {a.role}: {a.reason}" for a in status]
+    if all(a.active for a in status):
+        verdict = "C accelerators: on"
+    elif any(a.active for a in status):
+        verdict = "C accelerators: partly on (the others run in pure Python, more slowly)"
+    else:
+        verdict = "C accelerators: off (pure Python: the same files, written and read more slowly)"
+    return "\n".join([verdict, *lines])
+
+
+def check_required() -> None:
+    """Under ``MMAPLOG_REQUIRE_NATIVE=1``, raise ImportError now if an accelerator is not built.
+
+    The package imports its modules on first use; this keeps ``import mmaplog``
+    itself failing on a broken build where the environment asks for that.
+    """
+    if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") in ("", "0"):
+        return
+    missing = [f"mmaplog.{a.name}: {a.reason}" for a in accelerators() if a.reason.startswith("not built")]
+    if missing:
+        raise ImportError(f"MMAPLOG_REQUIRE_NATIVE is set but {'; '.join(missing)}")

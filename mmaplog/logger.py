@@ -79,6 +79,8 @@ _cwrite = _native.load("_cwrite")
 class LoggerNameError(ConfigError, TypeError):
     """A logger name that is not a string (also a TypeError, what the standard library raises)."""
 
+    __module__ = "mmaplog"
+
 
 def _name_error(name: object) -> LoggerNameError:
     return LoggerNameError(

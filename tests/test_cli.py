@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import mmaplog
 from mmaplog import RingWriter
 from mmaplog import layout as L
+from mmaplog.cli._output import short_thread
 
 SLOT = 256
 BASE_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
@@ -79,8 +80,9 @@ def test_text_is_one_line_per_record_with_time_level_logger_thread_message_and_f
     out = lines(result.stdout)
     heads = [line for line in out if not line.startswith("    ")]
     assert len(heads) == len(SAMPLE)
-    pattern = re.compile(r"^(\S+) (\S+) +(\S+) \[(\d+)\] (.*)$")
-    for line, (message, level, logger, fields, _exc, seconds) in zip(heads, SAMPLE):
+    pattern = re.compile(r"^(\S+) (\S+) +(\S+) \[([0-9a-f]{4})\] (.*)$")
+    full_threads = [json.loads(x)["thread"] for x in lines(cli("-o", "json", sample).stdout)]
+    for line, (message, level, logger, fields, _exc, seconds), full in zip(heads, SAMPLE, full_threads):
         match = pattern.match(line)
         assert match, line
         stamp, level_text, logger_text, thread, rest = match.groups()
@@ -88,7 +90,7 @@ def test_text_is_one_line_per_record_with_time_level_logger_thread_message_and_f
         assert dt.datetime.fromisoformat(stamp).timestamp() == pytest.approx(BASE_NS / 1e9 + seconds + 0.123456, abs=1e-6)
         assert level_text == mmaplog.level_name(level)
         assert logger_text == (logger or "-")
-        assert int(thread) > 0
+        assert thread == short_thread(full) and full > 0  # a short tag of the thread; the full ident in JSON
         assert rest.startswith(message)
         if fields:
             assert rest[len(message) + 1 :].split(" ", 1)[0] in {f"{k}={v}" for k, v in fields.items()}

@@ -134,7 +134,7 @@ def test_a_bad_mmaplog_config_file_fails_with_the_variable_named(tmp_path: Path)
     proc = subprocess.run([sys.executable, "-c", _ENV_CHILD], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("mmaplog._errors.ConfigError: MMAPLOG_CONFIG=") and str(conf) in last
+    assert last.startswith("mmaplog.ConfigError: MMAPLOG_CONFIG=") and str(conf) in last
     assert "level: unknown level 'LOUD'" in last
 
 

@@ -169,20 +169,30 @@ def test_get_logger_returns_the_same_logger_from_every_thread() -> None:
 
 # ---------------------------------------------------------------------- concurrency
 def test_adding_and_removing_handlers_while_eight_threads_log() -> None:
-    """Handlers come and go while 8 threads log: nothing raises and the handler that stayed gets every record."""
-    per_thread = 3000
+    """Handlers come and go while 8 threads log: nothing raises and the handler that stayed gets every record.
+
+    Each worker signals a semaphore every ``step`` records and the main thread makes one change per
+    signal: the changes are spread over the whole run and the main thread waits instead of spinning
+    (a spinning loop starved the workers for minutes under Python 3.10).
+    """
+    per_thread, step = 3000, 100
     stayed = CapturingHandler()
     log = Logger("busy", handlers=[stayed])
     errors: list[BaseException] = []
     start = threading.Barrier(9)
+    progress = threading.Semaphore(0)
 
     def worker(index: int) -> None:
         try:
             start.wait(timeout=30)
             for i in range(per_thread):
                 log.info("record %d", i, worker=index)
+                if i % step == step - 1:
+                    progress.release()
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
+            for _ in range(per_thread // step):
+                progress.release()  # do not leave the main thread waiting for signals that will not come
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in threads:
@@ -190,7 +200,8 @@ def test_adding_and_removing_handlers_while_eight_threads_log() -> None:
     start.wait(timeout=30)
     churn = [CapturingHandler() for _ in range(4)]
     changes = 0
-    while any(t.is_alive() for t in threads) or changes < 50:
+    for _ in range(8 * (per_thread // step)):
+        assert progress.acquire(timeout=60), "the workers stopped making progress"
         handler = churn[changes % 4]
         log.add_handler(handler)
         log.remove_handler(handler)
@@ -200,6 +211,7 @@ def test_adding_and_removing_handlers_while_eight_threads_log() -> None:
     for t in threads:
         t.join(timeout=60)
     assert not errors
+    assert changes >= 50
     assert log.handlers == (stayed,)
     assert len(stayed.records) == 8 * per_thread
     seen = {(r.fields["worker"], r.message) for r in stayed.records}

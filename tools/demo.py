@@ -9,6 +9,8 @@ shows the ring.  Without a directory the ring goes to a fresh temporary one.
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,8 +69,20 @@ def main() -> int:
     # 4. Read the ring back: every record, DEBUG included, with its fields and traceback.
     print(f"\n--- the ring file {ring.path}, read back with mmaplog-read ---", flush=True)
     subprocess.run([sys.executable, "-m", "mmaplog.cli.read", str(ring.path)], check=False)
-    print(f"\nThe ring is at {ring.path}; try:  mmaplog-read {ring.path} -o json")
+    print(f"\nThe ring is at {ring.path}; try:  {reader_command()} {shlex.quote(str(ring.path))} -o json")
     return 0
+
+
+def reader_command() -> str:
+    """``mmaplog-read`` as it can be typed here: by name when the shell finds this installation's script,
+    else by the script's path beside this Python, else as ``python -m mmaplog.cli.read``."""
+    script = Path(sys.executable).parent / "mmaplog-read"
+    found = shutil.which("mmaplog-read")
+    if script.is_file() and found is not None and Path(found).resolve() == script.resolve():
+        return "mmaplog-read"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mmaplog.cli.read"
 
 
 if __name__ == "__main__":

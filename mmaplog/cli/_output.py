@@ -36,6 +36,7 @@ __all__ = [
     "iso_times",
     "json_string",
     "json_value",
+    "short_thread",
     "stamps",
 ]
 
@@ -151,6 +152,19 @@ def _zone_text(offset: int) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+_U64 = (1 << 64) - 1
+
+
+def short_thread(ident: int) -> str:
+    """A 4-hex-digit tag of a thread ident for the text line, the same for the same ident everywhere.
+
+    The file stores ``threading.get_ident()`` (a 15-digit address on Linux); the
+    tag is its top 16 bits after Fibonacci hashing, so idents that differ only in
+    a few bits still get different tags.  The full ident is in ``-o json``/``csv``.
+    """
+    return f"{((ident & _U64) * 0x9E3779B97F4A7C15 & _U64) >> 48:04x}"
+
+
 def _field_value(value: Any) -> str:
     """A bare word stays as it is (logfmt style); anything else is written as JSON."""
     if isinstance(value, str) and value and value.isprintable() and not any(c in value for c in ' "=\\'):
@@ -174,6 +188,9 @@ class Formatter:
         """Text to write once before the first record."""
         return ""
 
+    def see(self, rows: np.ndarray) -> None:
+        """Look at all the rows about to be written in blocks (the text line shows pids once there are several)."""
+
     def block(self, rows: np.ndarray, meta: Meta) -> str:
         """All of ``rows`` as one string ending in a newline (empty for no rows)."""
         raise NotImplementedError
@@ -184,11 +201,22 @@ class Formatter:
 
 
 class TextFormatter(Formatter):
-    """``2024-05-01T14:03:02.123456+02:00 INFO     app.db [thread] message key=value``, exceptions indented below."""
+    """``2024-05-01T14:03:02.123456+02:00 INFO     app.db [3f2a] message key=value``, exceptions indented below.
 
-    def __init__(self, utc: bool = False, color: bool = False) -> None:
+    ``[3f2a]`` is the thread (:func:`short_thread`); once the records seen come
+    from more than one process it becomes ``[4711/3f2a]``, the pid first.
+    """
+
+    def __init__(self, utc: bool = False, color: bool = False, show_pid: bool = False) -> None:
         self.utc = utc
         self.color = color
+        #: Show the pid before the thread: set by :meth:`see` once two pids have been seen, then kept.
+        self.show_pid = show_pid
+
+    def see(self, rows: np.ndarray) -> None:
+        if not self.show_pid and len(rows):
+            pids = rows["pid"]
+            self.show_pid = bool((pids != pids[0]).any())
 
     def _level(self, level: int) -> str:
         text = f"{level_name(level):<8}"
@@ -206,8 +234,14 @@ class TextFormatter(Formatter):
         logger_list = rows["logger"].tolist()
         levels = {v: self._level(v) for v in set(level_list)}
         loggers = {v: escape(v) or "-" for v in set(logger_list)}
-        thread_list = rows["thread"].tolist()
-        threads = {v: f"[{v}]" for v in set(thread_list)}
+        self.see(rows)
+        if self.show_pid:
+            pairs = list(zip(rows["pid"].tolist(), rows["thread"].tolist()))
+            threads = {v: f"[{v[0]}/{short_thread(v[1])}]" for v in set(pairs)}
+            thread_list: list[Any] = pairs
+        else:
+            thread_list = rows["thread"].tolist()
+            threads = {v: f"[{short_thread(v)}]" for v in set(thread_list)}
         sub, esc = _CONTROL.sub, _escape_char
         out = []
         for k, us, level, logger, thread, message, fields, exception in zip(

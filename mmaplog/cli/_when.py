@@ -46,16 +46,75 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     offset = _relative(value)
     if offset is not None:
         return now_ns + int(offset * 1e9)
-    iso = text.strip()
-    if iso.endswith(("Z", "z")):
-        iso = iso[:-1] + "+00:00"
+    return _iso(text.strip(), text)
+
+
+#: ISO-8601 as ``datetime.fromisoformat`` reads it on Python 3.11+, read the same way on every supported
+#: Python (3.10's reads far less): a calendar (``2024-05-01``, ``20240501``) or week date (``2024-W18-3``,
+#: ``2024W183``), then optionally a separator (``T``, a space, any one character but a digit) and a time
+#: ``HH[:MM[:SS[.f]]]`` or ``HH[MM[SS[.f]]]`` whose fraction has any number of digits (after ``.`` or
+#: ``,``; kept to the nanosecond), then optionally a zone ``Z`` or ``±HH[:MM[:SS[.f]]]``.
+_ISO = re.compile(
+    r"""
+    (?P<year>\d{4})
+    (?: -(?P<month>\d{2})-(?P<day>\d{2}) | (?P<bmonth>\d{2})(?P<bday>\d{2})
+      | -?[wW](?P<week>\d{2})(?:-?(?P<weekday>\d))? )
+    (?: [^0-9]
+        (?P<hour>\d{2})
+        (?: (?P<colon>:?)(?P<minute>\d{2})
+            (?: (?P=colon)(?P<second>\d{2}) (?: [.,](?P<fraction>\d+) )? )? )?
+        (?P<zone> [zZ]
+          | (?P<zsign>[+-])(?P<zhour>\d{2})
+            (?: (?P<zcolon>:?)(?P<zminute>\d{2})
+                (?: (?P=zcolon)(?P<zsecond>\d{2}) (?: [.,](?P<zfraction>\d+) )? )? )? )?
+    )?
+    """,
+    re.VERBOSE,
+)
+
+
+def _fraction_ns(digits: str | None) -> int:
+    """``.2`` -> 200,000,000 ns; digits past the ninth are dropped."""
+    return int(digits[:9].ljust(9, "0")) if digits else 0
+
+
+def _iso(iso: str, text: str) -> int:
+    """ns since the epoch of the ISO-8601 time ``iso`` (local time when it has no zone)."""
+    match = _ISO.fullmatch(iso)
+    if match is None:
+        raise ValueError(f"cannot read {text!r} as a time ({_EXAMPLES})")
+    g = match.groupdict()
     try:
-        moment = _dt.datetime.fromisoformat(iso)
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a time ({_EXAMPLES})") from None
+        if g["week"] is not None:
+            day = _dt.date.fromisocalendar(int(g["year"]), int(g["week"]), int(g["weekday"] or 1))
+        else:
+            day = _dt.date(int(g["year"]), int(g["month"] or g["bmonth"]), int(g["day"] or g["bday"]))
+        zone: _dt.tzinfo | None = None
+        if g["zone"] is not None:
+            if g["zsign"] is None:
+                zone = _dt.timezone.utc
+            else:
+                offset = _dt.timedelta(
+                    hours=int(g["zhour"]),
+                    minutes=int(g["zminute"] or 0),
+                    seconds=int(g["zsecond"] or 0),
+                    microseconds=_fraction_ns(g["zfraction"]) // 1000,
+                )
+                zone = _dt.timezone(-offset if g["zsign"] == "-" else offset)
+        moment = _dt.datetime(
+            day.year,
+            day.month,
+            day.day,
+            int(g["hour"] or 0),
+            int(g["minute"] or 0),
+            int(g["second"] or 0),
+            tzinfo=zone,
+        )
+    except ValueError as exc:
+        raise ValueError(f"cannot read {text!r} as a time: {exc} ({_EXAMPLES})") from None
     if moment.tzinfo is None:
         moment = moment.astimezone()  # local time
-    return _to_ns(moment)
+    return _to_ns(moment) + _fraction_ns(g["fraction"])
 
 
 def _relative(value: str) -> float | None:

@@ -17,17 +17,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from .._errors import FormatError
-from ..follow import Follower, FollowEvent
-from ..reader import RECORD_DTYPE, Record, RingFile, filter_mask, level_number, scan
-from ._output import CsvFormatter, Formatter, JsonFormatter, Meta, TextFormatter, escape
-from ._report import stats_report, verify_path
+from . import quiet_interrupts
 from ._when import parse_when
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..reader import Record
+    from ._output import Formatter, Meta
+
+# numpy, the reader and the formatters are imported by the functions that need them, not here:
+# ``--version``, ``--help`` and usage errors answer without loading them (see bench/test_startup.py).
 
 __all__ = ["build_parser", "main"]
 
@@ -52,6 +56,8 @@ Colour is used only when standard output is a terminal and NO_COLOR is not set
 
 
 def _level(text: str) -> int:
+    from ..reader import level_number
+
     try:
         return level_number(text)
     except ValueError as exc:
@@ -115,8 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--interval", type=_seconds, default=0.1, metavar="SECONDS", help="with --follow: seconds between polls (0.1)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="show the version and whether the C accelerators are in use, and exit"
+    )
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the version, then which C accelerators are in use and why (no numpy imported)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None) -> NoReturn:
+        from .._native import summary
+
+        sys.stdout.write(f"{parser.prog} {__version__}\n{summary()}\n")
+        sys.stdout.flush()
+        parser.exit()
 
 
 class _Output:
@@ -139,6 +158,8 @@ class _Output:
 
 def _say(message: str) -> None:
     """One line on standard error, prefixed with the program's name."""
+    from ._output import escape
+
     try:
         sys.stderr.write(f"{PROG}: {escape(message)}\n")
         sys.stderr.flush()
@@ -158,6 +179,8 @@ def _use_color(choice: str, stream: IO[bytes]) -> bool:
 
 
 def _formatter(args: argparse.Namespace, stream: IO[bytes]) -> Formatter:
+    from ._output import CsvFormatter, JsonFormatter, TextFormatter
+
     if args.output == "json":
         return JsonFormatter()
     if args.output == "csv":
@@ -167,6 +190,10 @@ def _formatter(args: argparse.Namespace, stream: IO[bytes]) -> Formatter:
 
 def _matcher(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Callable[[np.ndarray], np.ndarray]:
     """The filter of the command line as a function from rows to a boolean mask."""
+    import numpy as np
+
+    from ..reader import filter_mask
+
     pattern = None
     if args.grep is not None:
         try:
@@ -190,12 +217,17 @@ def _matcher(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Calla
 
 
 def _write_rows(out: _Output, formatter: Formatter, rows: np.ndarray, meta: Meta) -> None:
+    formatter.see(rows)
     for start in range(0, len(rows), _BLOCK):
         out.write_bytes(formatter.encoded(rows[start : start + _BLOCK], meta))
 
 
 def _records_to_rows(records: list[Record], meta_index: dict[tuple[str, str], int], meta: list[tuple[str, str]]) -> np.ndarray:
     """Records from the follower as rows of RECORD_DTYPE (the formatters' input)."""
+    import numpy as np
+
+    from ..reader import RECORD_DTYPE
+
     rows = np.empty(len(records), dtype=RECORD_DTYPE)
     files = []
     for record in records:
@@ -266,6 +298,8 @@ def _expand(names: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _readable(paths: Sequence[str]) -> tuple[list[str], bool]:
     """The paths that open as ring files; each one that does not gets its line on stderr.  (paths, any failed)."""
+    from ..reader import RingFile
+
     good: list[str] = []
     failed = False
     for path in paths:
@@ -287,6 +321,11 @@ def _follow(
     A file that does not exist yet (or a pattern that matches none) is waited
     for, as ``tail -F`` does; it is said once on stderr.
     """
+    import numpy as np
+
+    from ..follow import Follower, FollowEvent
+    from ..reader import RECORD_DTYPE, scan
+
     paths, unmatched = _expand(args.files)
     existing = [p for p in paths if os.path.lexists(p)]
     absent = [p for p in paths if p not in existing]  # looked at once: one may appear any moment now
@@ -354,6 +393,8 @@ def _follow(
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..reader import scan
+
     stream = sys.stdout.buffer
     out = _Output(stream)
     if args.follow:
@@ -365,6 +406,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     good, failed = _readable(paths)
     failed |= bool(unmatched)
     if args.verify:
+        from ._report import verify_path
+
         damaged = False
         for path in good:
             try:
@@ -389,6 +432,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rows = rows[shown]
     rows = _last(rows, args.lines)
     if args.stats:
+        from ._report import stats_report
+
         out.write(stats_report(rows, result.stats, as_json=args.output == "json", utc=args.utc))
     else:
         meta = [(f.header.hostname, f.header.process_name) for f in result.files]
@@ -433,6 +478,8 @@ def _attach_offsets(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmaplog-read`` with ``argv`` (default: the command line); returns the exit status."""
+    if argv is None:
+        quiet_interrupts()  # Ctrl-C while starting up (imports included): status 130, no traceback
     if argv is None and hasattr(signal, "SIGPIPE"):
         # Die of SIGPIPE like coreutils when `| head` closes the pipe: no traceback, no error message.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -21,7 +21,8 @@ class FileHandler(Handler):
     """Appends each record as a formatted UTF-8 line to ``path``.
 
     The file is opened with ``O_APPEND`` and ``O_NOFOLLOW`` (a symbolic link is
-    refused) and created with ``mode`` (0o640).  Each record is one ``write``
+    refused) and created with ``mode`` (0o640), its missing parent directories
+    too (with the umask's permissions).  Each record is one ``write``
     call, so lines from threads, and from processes sharing the file, never
     interleave.  ``{pid}`` in ``path`` is replaced by the process id; after a
     fork such a handler opens the child's own file on its first record.
@@ -54,9 +55,19 @@ class FileHandler(Handler):
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, _FLAGS, self._mode)
+            try:
+                return os.open(self.path, _FLAGS, self._mode)
+            except FileNotFoundError:
+                # A missing directory is made, as ``mkdir -p`` would (0o777 less the umask).
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(self.path, _FLAGS, self._mode)
         except OSError as exc:
-            reason = "refusing to open a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            if exc.errno == errno.ELOOP:
+                reason = "refusing to open a symbolic link"
+            elif exc.filename is not None and os.fspath(exc.filename) != os.fspath(self.path):
+                reason = f"cannot create its directory {exc.filename}: {exc.strerror}"
+            else:
+                reason = exc.strerror or str(exc)
             raise OSError(exc.errno, f"{self.path}: {reason}") from None
 
     def _write(self, text: str) -> None:
