@@ -111,12 +111,13 @@ def accelerators() -> tuple[Accelerator, ...]:
 
 
 def summary() -> str:
-    """:func:`accelerators` as lines of text, one per accelerator, then a line naming the paths in use."""
+    """:func:`accelerators` as a verdict line on the accelerators, then one line per module (the guard last)."""
     status = accelerators()
     lines = [f"  {a.name:<8} {'on ' if a.active else 'off'}  {a.role}: {a.reason}" for a in status]
-    if all(a.active for a in status):
+    fast = [a for a in status if a.name not in _ALWAYS]
+    if all(a.active for a in fast):
         verdict = "C accelerators: on"
-    elif any(a.active for a in status):
+    elif any(a.active for a in fast):
         verdict = "C accelerators: partly on (the others run in pure Python, more slowly)"
     else:
         verdict = "C accelerators: off (pure Python: the same files, written and read more slowly)"
