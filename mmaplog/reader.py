@@ -26,6 +26,7 @@ import numpy as np
 from . import _codec
 from . import layout as L
 from ._errors import FormatError
+from ._series import declared_size
 
 __all__ = [
     "LEVEL_NAMES",
@@ -147,6 +148,8 @@ class ReadStats:
     truncated: int = 0
     #: Records whose logger has no intact entry in the name table (shown as ``<logger N>``): damage.
     unnamed: int = 0
+    #: Slots missing because a file is shorter than its header declares (cut by another process): damage.
+    short: int = 0
 
     def add(self, other: ReadStats) -> None:
         """Add another file's or series' counts to these."""
@@ -180,9 +183,17 @@ class RingFile:
             self.inode = (st.st_dev, st.st_ino)
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
             try:
-                self.header = L.decode_header(raw, st.st_size)
+                # Checked against the size it declares: a file cut short after its slots began is read for what it holds.
+                self.header = h = L.decode_header(raw, max(st.st_size, declared_size(raw)))
             except L.HeaderError as exc:
                 raise FormatError(self.path, exc.reason) from None
+            #: Slots the file lacks (a partly cut one included) because it is shorter than its header declares.
+            self.missing_slots = 0
+            if st.st_size < h.file_size:
+                if st.st_size < h.data_offset:  # not one slot left: a header without a ring
+                    raise FormatError(self.path, f"truncated file: header declares {h.file_size} bytes, file has "
+                                                 f"{st.st_size} (file not fully written?)")
+                self.missing_slots = h.slot_count - (st.st_size - h.data_offset) // h.slot_size
             self.dtype = L.slot_dtype(self.header.slot_size)
             self.names = self.read_names()
         except BaseException:
@@ -458,7 +469,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     """Decode one file: its records as rows in seq order, its stats, seqs of incomplete records, and whether
     every seq is known to be there once (else the caller checks)."""
     h = ring.header
-    stats = ReadStats(files=1, slots=h.slot_count)
+    stats = ReadStats(files=1, slots=h.slot_count, short=ring.missing_slots)
     if _codec.accelerator() is not None:
         fed = [0]
 

@@ -215,6 +215,9 @@ class RingWriter:
         self.dropped = 0
         #: Write calls that failed with an unexpected error (reported once on stderr).
         self.errors = 0
+        #: Used slots that another process cut away by truncating the file and that did not survive the
+        #: repair (records lost; noticed at open, rotation, flush, close and by the periodic check).
+        self.cut_slots = 0
         self._map: _Map
         self._seqs: itertools.count[int]
         self._fast: Any = None  # the C appender, writing into the current map
@@ -343,9 +346,16 @@ class RingWriter:
     def _reopen(self, fd: int, size: int) -> tuple[L.FileHeader, mmap.mmap, int, int, bool]:
         raw = os.pread(fd, L.HEADER_CHECK_OFFSET + 4, 0)
         try:
-            header = L.decode_header(raw, size)
+            # Checked against the size its header declares: a valid header over a file cut short is repaired below.
+            header = L.decode_header(raw, max(size, _series.declared_size(raw)))
         except L.HeaderError as exc:
             raise FormatError(self.path, f"{exc.reason}; refusing to overwrite a file that is not a valid mmaplog ring") from None
+        if size < header.file_size and (header.slot_size, header.slot_count) != self._requested:
+            # Extend a cut file only to the size this writer was asked for: a header is no licence to take disk.
+            raise FormatError(self.path, f"truncated file: header declares {header.file_size} bytes, file has "
+                                         f"{size}, and this writer was asked for {self._requested[1]} slots of "
+                                         f"{self._requested[0]} bytes; refusing to extend or overwrite it")
+        have = _series.restore_size(fd, header, {})
         if (header.slot_size, header.slot_count) != self._requested:
             _report(
                 f"{self.path}: existing ring has {header.slot_count} slots of {header.slot_size} bytes "
@@ -367,6 +377,11 @@ class RingWriter:
         sealed = sealed_pos != 0 and check == ~sealed_pos & 0xFFFFFFFFFFFFFFFF
         if not sealed and (sealed_pos or check):
             _series.set_state(mm, 0)
+        if have is not None:
+            lost = _cut_loss(header, have, valid, next_pos)
+            self.cut_slots += lost
+            self._report_once("cut", f"{self.path}: the ring file was found truncated to {have} bytes (header "
+                                     f"declares {header.file_size}); extended it back, {lost} used slots lost")
         return header, mm, next_pos, next_seq, sealed
 
     def _limit(self, header: L.FileHeader) -> int:
@@ -768,6 +783,7 @@ class RingWriter:
                 self._keep_current(current, "the live file was moved or deleted and another file took its place", why,
                                    "taken")
                 return
+            self._check_size(current)  # a cut that never faulted must not be sealed into a segment
             header = current.header
             new_header = self._new_header(header.segment + 1, header.series_id, _peek(self._seqs))
             try:
@@ -851,11 +867,47 @@ class RingWriter:
             self._next_check = now + _CHECK_INTERVAL
         try:
             m = self._map
-            if self._closed or self._rotating or self._registering or _series.names_file(m.fd, self.path):
+            if self._closed or self._rotating or self._registering:
+                return
+            self._check_size(m)
+            if _series.names_file(m.fd, self.path):
                 return
             self._rotate(m, "moved")
         except Exception as exc:  # noqa: BLE001 - a check must never fail a write
             self._report_once("check", f"{self.path}: cannot check the live file ({type(exc).__name__}: {exc})")
+
+    def _check_size(self, m: _Map) -> None:
+        """Notice the file of ``m`` cut short by another process and extend it back (never raises).
+
+        A truncation that spares the pages the writer stores into never faults,
+        so the SIGBUS guard never sees it: stores below the new end land in the
+        file, stores past it within the last partial page land in a page the
+        file no longer covers.  Extending the file back keeps the first; the
+        second survive only where the file system keeps that page's tail (tmpfs
+        does, ext4 zeroes it), so they are read back from the map before and
+        after and counted in :attr:`cut_slots` when gone.
+        """
+        try:
+            with self._lock:
+                if self._closed or m.mm.closed:
+                    return
+                h = m.header
+                have = os.fstat(m.fd).st_size
+                if have >= h.file_size:
+                    return
+                before = _readable_valid(m.mm, h, have)
+                saved = {key: _slot_bytes(m.mm, h, key[0]) for key in before}
+                _series.restore_size(m.fd, h, dict(self._names))
+                after = _readable_valid(m.mm, h, have)
+                kept = _put_back(m.mm, h, have, saved, before - after)
+                lost = _cut_loss(h, have, after | kept, _peek(m.positions))
+                self.cut_slots += lost
+                self._report_once("cut", f"{self.path}: the ring file was truncated to {have} bytes by another "
+                                         f"process; extended it back to {h.file_size} bytes and went on writing; "
+                                         f"{lost} used slots lost, {len(kept)} stored past the cut put back")
+        except Exception as exc:  # noqa: BLE001 - a check must never fail a write
+            self._report_once("cutcheck", f"{self.path}: cannot repair the truncated ring file "
+                                          f"({type(exc).__name__}: {exc})")
 
     def _report_once(self, key: str, message: str) -> None:
         if key not in self._reported:
@@ -875,6 +927,7 @@ class RingWriter:
         """Force written records to stable storage (msync), for durability against power loss."""
         with self._lock:
             if not self._closed:
+                self._check_size(self._map)
                 self._map.mm.flush()
         self._check_live()
 
@@ -883,8 +936,10 @@ class RingWriter:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
             m = self._map
+            if os.getpid() == self._pid:
+                self._check_size(m)  # a cut nothing noticed must not leave a file readers refuse
+            self._closed = True
             try:
                 if os.getpid() == self._pid:
                     m.mm.flush()
@@ -966,6 +1021,64 @@ def _weak(method: Any) -> Any:
         return bound(*args, **kwargs) if bound is not None else 0
 
     return call
+
+
+def _readable_valid(mm: mmap.mmap, h: L.FileHeader, have: int) -> set[tuple[int, int]]:
+    """(ring index, pos) of the valid slots past ``have`` that the map can read without a fault.
+
+    The page holding the file's end stays mapped after a truncation; a page
+    wholly past the end would raise SIGBUS, so it is never touched.
+    """
+    page = mmap.PAGESIZE
+    end = min(h.file_size, -(-have // page) * page)
+    first = max(0, (have - h.data_offset) // h.slot_size)
+    last = max(first, (end - h.data_offset) // h.slot_size)
+    if last <= first:
+        return set()
+    off = h.data_offset + first * h.slot_size
+    slots = np.frombuffer(mm[off : off + (last - first) * h.slot_size], dtype=L.slot_dtype(h.slot_size))
+    at = np.arange(first, last, dtype=np.uint64)
+    valid = _codec.valid_slots(slots, h.slot_count, index=at)
+    return {(int(i), int(p)) for i, p in zip(at[valid].tolist(), slots["pos"][valid].tolist())}
+
+
+def _slot_bytes(mm: mmap.mmap, h: L.FileHeader, index: int) -> bytes:
+    off = h.data_offset + index * h.slot_size
+    return mm[off : off + h.slot_size]
+
+
+def _put_back(mm: mmap.mmap, h: L.FileHeader, have: int, saved: dict[tuple[int, int], bytes],
+              gone: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Store again the slots past the cut that extending the file zeroed (ext4 does); return those put back.
+
+    A slot is put back only while it still reads as the cut left it (its part
+    below ``have`` unchanged, the rest zeros), body first and its trailer last,
+    as a write commits one.
+    """
+    body = h.slot_size - L.SLOT_TRAILER_SIZE
+    kept = set()
+    for key in sorted(gone):
+        off = h.data_offset + key[0] * h.slot_size
+        raw = saved[key]
+        cut = min(h.slot_size, max(0, have - off))  # the part of the slot below the cut was kept by the file
+        now = mm[off : off + h.slot_size]
+        if now[:cut] != raw[:cut] or now[cut:].strip(b"\0"):
+            continue  # written again meanwhile: the newer record stays
+        mm[off : off + body] = raw[:body]
+        mm[off + body : off + h.slot_size] = raw[body:]
+        kept.add(key)
+    return kept
+
+
+def _cut_loss(h: L.FileHeader, have: int, survivors: Any, next_pos: int) -> int:
+    """Used slots the cut at ``have`` removed: those in the cut range (up to the next position) that did not survive."""
+    first = max(0, (have - h.data_offset) // h.slot_size)
+    used = min(h.slot_count, max(0, next_pos - 1))
+    if isinstance(survivors, set):
+        kept = sum(1 for i, _ in survivors if first <= i < used)
+    else:  # a boolean mask over the ring (at open)
+        kept = int(np.count_nonzero(survivors[first:used]))
+    return max(0, used - first) - kept
 
 
 def _peek(counter: itertools.count[int]) -> int:
