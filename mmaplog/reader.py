@@ -183,17 +183,14 @@ class RingFile:
             self.inode = (st.st_dev, st.st_ino)
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
             try:
-                # Checked against the size it declares: a file cut short after its slots began is read for what it holds.
+                # Checked against the size it declares: a file cut short past its header is read for what it holds.
                 self.header = h = L.decode_header(raw, max(st.st_size, declared_size(raw)))
             except L.HeaderError as exc:
                 raise FormatError(self.path, exc.reason) from None
             #: Slots the file lacks (a partly cut one included) because it is shorter than its header declares.
             self.missing_slots = 0
-            if st.st_size < h.file_size:
-                if st.st_size < h.data_offset:  # not one slot left: a header without a ring
-                    raise FormatError(self.path, f"truncated file: header declares {h.file_size} bytes, file has "
-                                                 f"{st.st_size} (file not fully written?)")
-                self.missing_slots = h.slot_count - (st.st_size - h.data_offset) // h.slot_size
+            if st.st_size < h.file_size:  # the header is intact (a cut into it fails above): read what is left
+                self.missing_slots = h.slot_count - max(0, st.st_size - h.data_offset) // h.slot_size
             self.dtype = L.slot_dtype(self.header.slot_size)
             self.names = self.read_names()
         except BaseException:

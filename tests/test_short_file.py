@@ -167,15 +167,25 @@ def test_a_cut_into_the_name_table_is_repaired_with_the_names(tmp_path: Path, en
     assert _cli(env, "--verify", path).returncode == 0
 
 
-def test_a_header_only_cut_is_still_refused(tmp_path: Path) -> None:
-    """A file cut before its first slot holds no ring to read: FormatError (CLI: one line, exit 2)."""
+def test_a_cut_into_the_header_is_refused_and_one_past_it_is_read(tmp_path: Path, env: dict[str, str]) -> None:
+    """A cut into the header leaves nothing to trust: FormatError (CLI: one line, exit 2).  A cut past the header
+    but before the first slot (a sealed segment cut by a truncation racing its rotation) leaves an empty ring
+    with every slot counted missing, so the rest of the series stays readable."""
     path = tmp_path / "a.mmlog"
-    with RingWriter(path, SLOTS * SLOT, slot_size=SLOT) as w:
-        w.write("x")
-    os.truncate(path, L.DATA_OFFSET - 1)
-    with pytest.raises(mmaplog.FormatError, match="truncated file"):
+    with RingWriter(path, SLOTS * SLOT, slot_size=SLOT, rotate=3) as w:
+        for i in range(SLOTS + 2):
+            w.write(f"r{i}")
+    segment = segment_path(path, 0)
+    os.truncate(segment, L.NAME_OFFSET + 100)
+    scan = mmaplog.scan(path)
+    assert [r.message for r in scan.iter_records()] == ["r16", "r17"]
+    assert scan.stats.short == SLOTS
+    verify = _cli(env, "--verify", path)
+    assert verify.returncode == 1 and f"{SLOTS} slots missing" in verify.stdout
+    os.truncate(segment, L.HEADER_CHECK_OFFSET)
+    with pytest.raises(mmaplog.FormatError, match="truncated header"):
         mmaplog.read(path)
-    result = _cli(dict(os.environ), path)
+    result = _cli(env, path)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
 
 
