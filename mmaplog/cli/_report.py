@@ -66,7 +66,8 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     lines.append(f"unnamed:        {stats.unnamed} (records whose logger name is missing from a damaged name table)")
     lines.append(f"slots:          {stats.slots} ({stats.empty} empty)")
     if stats.short:
-        lines.append(f"cut short:      {stats.short} slots missing (a file is shorter than its header declares)")
+        lines.append(f"cut short:      {stats.short} slot{'s' if stats.short != 1 else ''} missing "
+                     "(a file is shorter than its header declares)")
     return "\n".join(lines) + "\n"
 
 
