@@ -9,7 +9,6 @@ adds durability against power loss.  The byte layout comes from
 from __future__ import annotations
 
 import atexit
-import ctypes
 import errno
 import itertools
 import json
@@ -30,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import _codec, _native, _series, _truncation
+from . import _codec, _native, _series, _shortfile, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError
 from ._record import LogRecord
@@ -356,7 +355,7 @@ class RingWriter:
             raise FormatError(self.path, f"truncated file: header declares {header.file_size} bytes, file has "
                                          f"{size}, and this writer was asked for {self._requested[1]} slots of "
                                          f"{self._requested[0]} bytes; refusing to extend or overwrite it")
-        saved = _page_cache_tail(fd, header, size) if size < header.file_size else {}
+        saved = _shortfile.page_cache_tail(fd, header, size) if size < header.file_size else {}
         have = _series.restore_size(fd, header, {})
         if (header.slot_size, header.slot_count) != self._requested:
             _report(
@@ -365,7 +364,8 @@ class RingWriter:
             )
         mm = mmap.mmap(fd, header.file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         if have is not None and saved:  # records a killed writer stored past the cut, zeroed by extending
-            rescued = _put_back(mm, header, have, saved, set(saved) - set(_readable_valid(mm, header, have)))
+            gone = set(saved) - set(_shortfile.readable_valid(mm, header, have))
+            rescued = _shortfile.put_back(mm, header, have, saved, gone)
             if rescued:
                 self._report_once("rescued", f"{self.path}: put back {len(rescued)} slots stored past the end of the "
                                              f"cut file, from the page cache")
@@ -902,10 +902,10 @@ class RingWriter:
                 have = os.fstat(m.fd).st_size
                 if have >= h.file_size:
                     return
-                saved = _readable_valid(m.mm, h, have)
+                saved = _shortfile.readable_valid(m.mm, h, have)
                 _series.restore_size(m.fd, h, dict(self._names))
-                after = set(_readable_valid(m.mm, h, have))
-                kept = _put_back(m.mm, h, have, saved, set(saved) - after)
+                after = set(_shortfile.readable_valid(m.mm, h, have))
+                kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
                 lost = _cut_loss(h, have, after | kept, _peek(m.positions))
                 self.cut_slots += lost
                 self._report_once("cut", f"{self.path}: the ring file was truncated to {have} bytes by another "
@@ -1027,87 +1027,6 @@ def _weak(method: Any) -> Any:
         return bound(*args, **kwargs) if bound is not None else 0
 
     return call
-
-
-def _tail_range(h: L.FileHeader, have: int) -> tuple[int, int]:
-    """Ring indices (first, end) of the slots from the one the cut at ``have`` runs through to the end of
-    the page holding ``have``: what a map of the file can still read without a fault."""
-    page = mmap.PAGESIZE
-    end = min(h.file_size, -(-have // page) * page)
-    first = max(0, (have - h.data_offset) // h.slot_size)
-    return first, max(first, (end - h.data_offset) // h.slot_size)
-
-
-def _valid_in(raw: bytes, h: L.FileHeader, first: int) -> dict[tuple[int, int], bytes]:
-    """The valid slots in ``raw`` (whole slots from ring index ``first``): (index, pos) -> the slot's bytes."""
-    size = h.slot_size
-    n = len(raw) // size
-    if n <= 0:
-        return {}
-    slots = np.frombuffer(raw, dtype=L.slot_dtype(size), count=n)
-    at = np.arange(first, first + n, dtype=np.uint64)
-    valid = _codec.valid_slots(slots, h.slot_count, index=at)
-    return {(int(i), int(p)): raw[(int(i) - first) * size : (int(i) - first + 1) * size]
-            for i, p in zip(at[valid].tolist(), slots["pos"][valid].tolist())}
-
-
-def _readable_valid(mm: mmap.mmap, h: L.FileHeader, have: int) -> dict[tuple[int, int], bytes]:
-    """The valid slots past ``have`` that the map can read without a fault.
-
-    The page holding the file's end stays mapped after a truncation; a page
-    wholly past the end would raise SIGBUS, so it is never touched.
-    """
-    first, end = _tail_range(h, have)
-    off = h.data_offset + first * h.slot_size
-    return _valid_in(mm[off : off + (end - first) * h.slot_size], h, first)
-
-
-def _page_cache_tail(fd: int, h: L.FileHeader, have: int) -> dict[tuple[int, int], bytes]:
-    """The valid slots past the end of a file cut at ``have``, as the page cache still holds them.
-
-    A writer killed after storing past the end inside the last partial page
-    left those records in the cached page, beyond the file's size, where
-    ``pread`` cannot see them; a map of that page can (until writeback zeroes
-    its tail).  Only that one page is read.
-    """
-    first, end = _tail_range(h, have)
-    if end <= first or have % mmap.PAGESIZE == 0:
-        return {}
-    start = h.data_offset + first * h.slot_size
-    page_start = have - have % mmap.PAGESIZE
-    view = mmap.mmap(fd, have - page_start, mmap.MAP_SHARED, mmap.PROT_READ, offset=page_start)
-    try:
-        mapped = np.frombuffer(view, dtype=np.uint8)
-        # The kernel maps the whole page: its bytes past the file's end are readable, past the page they fault.
-        tail = ctypes.string_at(mapped.ctypes.data + (have - page_start),
-                                (end - first) * h.slot_size - (have - start))
-        del mapped
-    finally:
-        view.close()
-    return _valid_in(os.pread(fd, have - start, start) + tail, h, first)
-
-
-def _put_back(mm: mmap.mmap, h: L.FileHeader, have: int, saved: dict[tuple[int, int], bytes],
-              gone: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Store again the slots past the cut that extending the file zeroed (ext4 does); return those put back.
-
-    A slot is put back only while it still reads as the cut left it (its part
-    below ``have`` unchanged, the rest zeros), body first and its trailer last,
-    as a write commits one.
-    """
-    body = h.slot_size - L.SLOT_TRAILER_SIZE
-    kept = set()
-    for key in sorted(gone):
-        off = h.data_offset + key[0] * h.slot_size
-        raw = saved[key]
-        cut = min(h.slot_size, max(0, have - off))  # the part of the slot below the cut was kept by the file
-        now = mm[off : off + h.slot_size]
-        if now[:cut] != raw[:cut] or now[cut:].strip(b"\0"):
-            continue  # written again meanwhile: the newer record stays
-        mm[off : off + body] = raw[:body]
-        mm[off + body : off + h.slot_size] = raw[body:]
-        kept.add(key)
-    return kept
 
 
 def _cut_loss(h: L.FileHeader, have: int, survivors: Any, next_pos: int) -> int:
