@@ -211,11 +211,15 @@ class RingFile:
     def read_names(self) -> dict[int, str]:
         """Read the logger-name table again (it grows while the writer runs)."""
         h = self.header
-        table = self._pread(h.name_entries * L.NAME_ENTRY_SIZE, h.name_offset)
+        # Never past the file's end: a file cut short may end inside the table, or before it.
+        size = max(0, min(h.name_entries * L.NAME_ENTRY_SIZE, self.size() - h.name_offset))
+        table = self._pread(size, h.name_offset) if size else b""
         return _codec.decode_names(table, h.name_entries)
 
     def sealed(self) -> bool:
         """True when the writer sealed this file (it was rotated into a segment)."""
+        if self.size() < L.STATE_OFFSET + L.STATE_STRUCT.size:  # cut short before it: not sealed
+            return False
         raw = self._pread(L.STATE_STRUCT.size, L.STATE_OFFSET)
         if len(raw) < L.STATE_STRUCT.size:
             return False
