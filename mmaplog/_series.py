@@ -24,6 +24,7 @@ import resource
 import secrets
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import layout as L
@@ -33,6 +34,7 @@ __all__ = [
     "blank",
     "build",
     "create_ring",
+    "declared_size",
     "ensure_parent",
     "explain",
     "link_segment",
@@ -42,6 +44,7 @@ __all__ = [
     "prune",
     "publish",
     "remove_orphans",
+    "restore_size",
     "segment_path",
     "set_state",
     "unlink_quietly",
@@ -273,6 +276,49 @@ def link_segment(fd: int, path: Path, segment: int) -> bool:
         unlink_quietly(sealed)  # the path was replaced between our check and the link: not our file
         return False
     raise OSError(errno.EAGAIN, f"{sealed}: could not give the full file its segment name")
+
+
+def declared_size(raw: bytes) -> int:
+    """The file size the header in ``raw`` declares (0 when too short to say), to decode a header over a file cut short."""
+    try:
+        fields = L.HEADER_STRUCT.unpack_from(raw)
+    except Exception:  # noqa: BLE001 - any header decode_header will reject
+        return 0
+    data_offset, slot_size, slot_count = fields[3], fields[4], fields[6]
+    return int(data_offset) + int(slot_size) * int(slot_count)
+
+
+def restore_size(fd: int, header: L.FileHeader, names: Mapping[str, int]) -> int | None:
+    """Extend the ring file on ``fd`` back to the size its header declares if someone cut it short.
+
+    Returns the size found (None: the file had its size).  The space is
+    reserved again (``posix_fallocate``; ``ftruncate``, sparse, if that fails),
+    and the header and the entries of ``names`` (logger name -> id) are written
+    again where the cut reached them.  What the cut removed reads as zeros: empty
+    slots.  A truncation that spared the pages the writer stores into never
+    faults, so the SIGBUS guard never sees it: the writer calls this at its
+    transitions (open, rotation, flush, close) and from its periodic check.
+    """
+    have = os.fstat(fd).st_size
+    size = header.file_size
+    if have >= size:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size > limit:  # growing past it would raise SIGXFSZ
+        raise OSError(errno.EFBIG, f"cannot extend the ring back to {size} bytes (the file size limit is {limit})")
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        os.ftruncate(fd, size)
+    if have < header.data_offset:
+        if have < L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size:
+            os.pwrite(fd, L.encode_header(header), 0)
+        for name, ident in names.items():
+            raw = name.encode("utf-8", "backslashreplace")
+            off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
+            if 1 <= ident <= header.name_entries and 0 < len(raw) <= L.NAME_MAX and off + L.NAME_ENTRY_SIZE > have:
+                os.pwrite(fd, L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw), off)
+    return have
 
 
 def remove_orphans(path: Path, live_fd: int) -> list[str]:

@@ -38,7 +38,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import _native
+from . import _native, _shortfile
 from . import layout as L
 
 __all__ = ["Region", "counter", "faults", "forget", "remap", "reset_after_fork", "say", "supported", "watch"]
@@ -140,7 +140,11 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
     header = region.header
     size = header.file_size
     have = os.fstat(region.fd).st_size
+    saved: dict[tuple[int, int], bytes] = {}
     if have < size:
+        # Stores past the cut inside the page holding the new end did not fault; extending the file zeroes that
+        # page's tail on some file systems (ext4): take the valid slots there first, put them back after.
+        saved = _shortfile.readable_valid(mm, header, have)
         try:
             os.posix_fallocate(region.fd, 0, size)
         except OSError:
@@ -152,6 +156,8 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
             f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
             f"extended it back to {size} bytes and went on writing; records in the cut part are gone")
     remap(region)
+    if saved:
+        _shortfile.put_back(mm, header, have, saved, set(saved) - set(_shortfile.readable_valid(mm, header, have)))
 
 
 def _rewrite_head(region: Region, have: int, names: Mapping[str, int]) -> None:

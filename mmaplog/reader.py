@@ -26,6 +26,7 @@ import numpy as np
 from . import _codec
 from . import layout as L
 from ._errors import FormatError
+from ._series import declared_size
 
 __all__ = [
     "LEVEL_NAMES",
@@ -150,6 +151,8 @@ class ReadStats:
     truncated: int = 0
     #: Records whose logger has no intact entry in the name table (shown as ``<logger N>``): damage.
     unnamed: int = 0
+    #: Slots missing because a file is shorter than its header declares (cut by another process): damage.
+    short: int = 0
 
     def add(self, other: ReadStats) -> None:
         """Add another file's or series' counts to these."""
@@ -184,9 +187,14 @@ class RingFile:
             self._scratch = bytearray()  # the first of the two reads of _read_slots_into
             raw = self._pread(L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size, 0)
             try:
-                self.header = L.decode_header(raw, st.st_size)
+                # Checked against the size it declares: a file cut short past its header is read for what it holds.
+                self.header = h = L.decode_header(raw, max(st.st_size, declared_size(raw)))
             except L.HeaderError as exc:
                 raise FormatError(self.path, exc.reason) from None
+            #: Slots the file lacks (a partly cut one included) because it is shorter than its header declares.
+            self.missing_slots = 0
+            if st.st_size < h.file_size:  # the header is intact (a cut into it fails above): read what is left
+                self.missing_slots = h.slot_count - max(0, st.st_size - h.data_offset) // h.slot_size
             self.dtype = L.slot_dtype(self.header.slot_size)
             #: A format 1.x file: its slots carry adler32 checks (see _codec.valid_slots).
             self.legacy = L.legacy_check(self.header.version)
@@ -209,11 +217,15 @@ class RingFile:
     def read_names(self) -> dict[int, str]:
         """Read the logger-name table again (it grows while the writer runs)."""
         h = self.header
-        table = self._pread(h.name_entries * L.NAME_ENTRY_SIZE, h.name_offset)
+        # Never past the file's end: a file cut short may end inside the table, or before it.
+        size = max(0, min(h.name_entries * L.NAME_ENTRY_SIZE, self.size() - h.name_offset))
+        table = self._pread(size, h.name_offset) if size else b""
         return _codec.decode_names(table, h.name_entries)
 
     def sealed(self) -> bool:
         """True when the writer sealed this file (it was rotated into a segment)."""
+        if self.size() < L.STATE_OFFSET + L.STATE_STRUCT.size:  # cut short before it: not sealed
+            return False
         raw = self._pread(L.STATE_STRUCT.size, L.STATE_OFFSET)
         if len(raw) < L.STATE_STRUCT.size:
             return False
@@ -506,7 +518,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     """Decode one file: its records as rows in seq order, its stats, seqs of incomplete records, and whether
     every seq is known to be there once (else the caller checks)."""
     h = ring.header
-    stats = ReadStats(files=1, slots=h.slot_count)
+    stats = ReadStats(files=1, slots=h.slot_count, short=ring.missing_slots)
     if _codec.accelerator() is not None:
         fed = [0]
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import _codec, _native, _series, _truncation
+from . import _codec, _native, _series, _shortfile, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError
 from ._record import LogRecord
@@ -246,6 +246,9 @@ class RingWriter:
         self.dropped = 0
         #: Write calls that failed with an unexpected error (reported once on stderr).
         self.errors = 0
+        #: Used slots that another process cut away by truncating the file and that did not survive the
+        #: repair (records lost; noticed at open, rotation, flush, close and by the periodic check).
+        self.cut_slots = 0
         self._map: _Map
         self._seqs: itertools.count[int]
         self._fast: Any = None  # the C appender, writing into the current map
@@ -467,7 +470,8 @@ class RingWriter:
     def _reopen(self, fd: int, size: int) -> tuple[L.FileHeader, mmap.mmap, int, int, bool]:
         raw = os.pread(fd, L.HEADER_CHECK_OFFSET + 4, 0)
         try:
-            header = L.decode_header(raw, size)
+            # Checked against the size its header declares: a valid header over a file cut short is repaired below.
+            header = L.decode_header(raw, max(size, _series.declared_size(raw)))
         except L.HeaderError as exc:
             raise FormatError(self.path, f"{exc.reason}; refusing to overwrite a file that is not a valid mmaplog ring") from None
         if L.legacy_check(header.version):
@@ -476,12 +480,25 @@ class RingWriter:
             major, minor = header.version
             raise FormatError(self.path, f"format {major}.{minor} ring written by an older mmaplog; this writer writes "
                                          f"{L.FORMAT_VERSION[0]}.{L.FORMAT_VERSION[1]}: read it, then move it away")
+        if size < header.file_size and (header.slot_size, header.slot_count) != self._requested:
+            # Extend a cut file only to the size this writer was asked for: a header is no licence to take disk.
+            raise FormatError(self.path, f"truncated file: header declares {header.file_size} bytes, file has "
+                                         f"{size}, and this writer was asked for {self._requested[1]} slots of "
+                                         f"{self._requested[0]} bytes; refusing to extend or overwrite it")
+        saved = _shortfile.page_cache_tail(fd, header, size) if size < header.file_size else {}
+        have = _series.restore_size(fd, header, {})
         if (header.slot_size, header.slot_count) != self._requested:
             _report(
                 f"{self.path}: existing ring has {header.slot_count} slots of {header.slot_size} bytes "
                 f"(requested {self._requested[1]} of {self._requested[0]}); continuing with the existing layout"
             )
         mm = mmap.mmap(fd, header.file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        if have is not None and saved:  # records a killed writer stored past the cut, zeroed by extending
+            gone = set(saved) - set(_shortfile.readable_valid(mm, header, have))
+            rescued = _shortfile.put_back(mm, header, have, saved, gone)
+            if rescued:
+                self._report_once("rescued", f"{self.path}: put back {len(rescued)} slots stored past the end of the "
+                                             f"cut file, from the page cache")
         table = mm[header.name_offset : header.name_offset + header.name_entries * L.NAME_ENTRY_SIZE]
         for ident, name in _codec.decode_names(table, header.name_entries).items():
             self._names[name] = ident
@@ -497,6 +514,11 @@ class RingWriter:
         sealed = sealed_pos != 0 and check == ~sealed_pos & 0xFFFFFFFFFFFFFFFF
         if not sealed and (sealed_pos or check):
             _series.set_state(mm, 0)
+        if have is not None:
+            lost = _cut_loss(header, have, valid, next_pos)
+            self.cut_slots += lost
+            self._report_once("cut", f"{self.path}: the ring file was found truncated to {have} bytes (header "
+                                     f"declares {header.file_size}); extended it back, {lost} used slots lost")
         return header, mm, next_pos, next_seq, sealed
 
     def _limit(self, header: L.FileHeader) -> int:
@@ -930,6 +952,7 @@ class RingWriter:
                 self._keep_current(current, "the live file was moved or deleted and another file took its place", why,
                                    "taken")
                 return
+            self._check_size(current)  # a cut that never faulted must not be sealed into a segment
             header = current.header
             new_header = self._new_header(header.segment + 1, header.series_id, _peek(self._seqs))
             try:
@@ -1013,11 +1036,46 @@ class RingWriter:
             self._next_check = now + _CHECK_INTERVAL
         try:
             m = self._map
-            if self._closed or self._rotating or self._registering or _series.names_file(m.fd, self.path):
+            if self._closed or self._rotating or self._registering:
+                return
+            self._check_size(m)
+            if _series.names_file(m.fd, self.path):
                 return
             self._rotate(m, "moved")
         except Exception as exc:  # noqa: BLE001 - a check must never fail a write
             self._report_once("check", f"{self.path}: cannot check the live file ({type(exc).__name__}: {exc})")
+
+    def _check_size(self, m: _Map) -> None:
+        """Notice the file of ``m`` cut short by another process and extend it back (never raises).
+
+        A truncation that spares the pages the writer stores into never faults,
+        so the SIGBUS guard never sees it: stores below the new end land in the
+        file, stores past it within the last partial page land in a page the
+        file no longer covers.  Extending the file back keeps the first; the
+        second survive only where the file system keeps that page's tail (tmpfs
+        does, ext4 zeroes it), so they are read back from the map before and
+        after and counted in :attr:`cut_slots` when gone.
+        """
+        try:
+            with self._lock:
+                if self._closed or m.mm.closed:
+                    return
+                h = m.header
+                have = os.fstat(m.fd).st_size
+                if have >= h.file_size:
+                    return
+                saved = _shortfile.readable_valid(m.mm, h, have)
+                _series.restore_size(m.fd, h, dict(self._names))
+                after = set(_shortfile.readable_valid(m.mm, h, have))
+                kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
+                lost = _cut_loss(h, have, after | kept, _peek(m.positions))
+                self.cut_slots += lost
+                self._report_once("cut", f"{self.path}: the ring file was truncated to {have} bytes by another "
+                                         f"process; extended it back to {h.file_size} bytes and went on writing; "
+                                         f"{lost} used slots lost, {len(kept)} stored past the cut put back")
+        except Exception as exc:  # noqa: BLE001 - a check must never fail a write
+            self._report_once("cutcheck", f"{self.path}: cannot repair the truncated ring file "
+                                          f"({type(exc).__name__}: {exc})")
 
     def _report_once(self, key: str, message: str) -> None:
         if key not in self._reported:
@@ -1037,6 +1095,7 @@ class RingWriter:
         """Force written records to stable storage (msync), for durability against power loss."""
         with self._lock:
             if not self._closed:
+                self._check_size(self._map)
                 self._map.mm.flush()
         self._check_live()
 
@@ -1046,8 +1105,10 @@ class RingWriter:
         with self._claim_lock, self._lock:
             if self._closed:
                 return
-            self._closed = True
             m = self._map
+            if os.getpid() == self._pid:
+                self._check_size(m)  # a cut nothing noticed must not leave a file readers refuse
+            self._closed = True
             try:
                 if os.getpid() == self._pid:
                     m.mm.flush()
@@ -1161,6 +1222,17 @@ def _weak(method: Any) -> Any:
         return bound(*args, **kwargs) if bound is not None else 0
 
     return call
+
+
+def _cut_loss(h: L.FileHeader, have: int, survivors: Any, next_pos: int) -> int:
+    """Used slots the cut at ``have`` removed: those in the cut range (up to the next position) that did not survive."""
+    first = max(0, (have - h.data_offset) // h.slot_size)
+    used = min(h.slot_count, max(0, next_pos - 1))
+    if isinstance(survivors, set):
+        kept = sum(1 for i, _ in survivors if first <= i < used)
+    else:  # a boolean mask over the ring (at open)
+        kept = int(np.count_nonzero(survivors[first:used]))
+    return max(0, used - first) - kept
 
 
 def _peek(counter: itertools.count[int]) -> int:

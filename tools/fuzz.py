@@ -149,8 +149,7 @@ def _ref_header(data: bytes) -> tuple[Any, ...]:
         raise RefHeaderError("name table")
     if data_offset % 8 or data_offset > 1 << 30:
         raise RefHeaderError("data offset")
-    if data_offset + slot_size * slot_count > size:
-        raise RefHeaderError("truncated")
+    # A file shorter than it declares is read for the slots it holds (docs/FORMAT.md, "A file cut short").
     return f
 
 
@@ -190,6 +189,9 @@ def reference_decode(data: bytes) -> RefFile:
     for index in range(slot_count):
         off = data_offset + index * slot_size
         slot = data[off : off + slot_size]
+        if len(slot) < slot_size:  # past the end of a file cut short, or cut through: empty
+            empty += 1
+            continue
         head = _SLOT_HEAD.unpack_from(slot)
         pos, seq, _t, _th, rec_len, msg_len, length, part, _lid, _lvl, flags = head
         check, commit = struct.unpack_from("<II", slot, slot_size - 8)

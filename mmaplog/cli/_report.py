@@ -40,6 +40,7 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     doc["unnamed"] = stats.unnamed
     doc["slots"] = stats.slots
     doc["empty_slots"] = stats.empty
+    doc["short_slots"] = stats.short
     if as_json:
         return json.dumps(doc, ensure_ascii=False) + "\n"
     lines = [
@@ -64,6 +65,9 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     lines.append(f"truncated:      {stats.truncated} (messages cut to the maximum record size)")
     lines.append(f"unnamed:        {stats.unnamed} (records whose logger name is missing from a damaged name table)")
     lines.append(f"slots:          {stats.slots} ({stats.empty} empty)")
+    if stats.short:
+        lines.append(f"cut short:      {stats.short} slot{'s' if stats.short != 1 else ''} missing "
+                     "(a file is shorter than its header declares)")
     return "\n".join(lines) + "\n"
 
 
@@ -91,11 +95,13 @@ class FileCheck:
     cut_by_wrap: int = 0
     #: Records whose logger id has no intact entry in the name table (a damaged or zeroed table).
     unnamed: int = 0
+    #: Slots missing because the file is shorter than its header declares (cut by another process).
+    short: int = 0
 
     @property
     def ok(self) -> bool:
-        """True when no slot is invalid, no record is incomplete (but for the wrap) and every logger has its name."""
-        return not self.invalid and not self.incomplete and not self.unnamed
+        """True when no slot is invalid or missing, no record is incomplete (but for the wrap) and every logger has its name."""
+        return not self.invalid and not self.incomplete and not self.unnamed and not self.short
 
     def line(self) -> str:
         """One line for people: ``app.mmlog: ok: ...`` or ``app.mmlog: CORRUPT: ...``."""
@@ -115,6 +121,9 @@ class FileCheck:
                 f"{self.unnamed} record{'s' if self.unnamed != 1 else ''} whose logger name is missing "
                 "from the name table (damaged name table)"
             )
+        if self.short:
+            problems.append(f"file cut short: {self.short} slot{'s' if self.short != 1 else ''} missing "
+                            "(shorter than its header declares)")
         return f"{name}: CORRUPT: {'; '.join(problems)}; {readable}"
 
 
@@ -139,7 +148,8 @@ def verify_path(path: PathArg) -> list[FileCheck]:
                 kept.append(slots[valid])
             good = np.concatenate(kept) if kept else np.zeros(0, dtype=ring.dtype)
             check = FileCheck(
-                file_path, slots=h.slot_count, empty=h.slot_count - nonempty, invalid=nonempty - len(good)
+                file_path, slots=h.slot_count, empty=h.slot_count - nonempty, invalid=nonempty - len(good),
+                short=ring.missing_slots,
             )
             names = ring.read_names()
             asm = _codec.assemble(good, names)
