@@ -153,6 +153,8 @@ class ReadStats:
     unnamed: int = 0
     #: Slots missing because a file is shorter than its header declares (cut by another process): damage.
     short: int = 0
+    #: Sealed segments found beside a named file that cannot be read at all (cut into their header): damage.
+    unreadable: int = 0
 
     def add(self, other: ReadStats) -> None:
         """Add another file's or series' counts to these."""
@@ -593,13 +595,22 @@ def scan(paths: Paths, *, segments: bool = True) -> Scan:
     several series (one file per process, say) are merged by time.
     """
     files: list[RingFile] = []
+    skipped = 0
+    named = {Path(os.fspath(p)) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)}
     try:
         for path in expand_paths(paths, segments):
-            files.append(RingFile(path))
+            try:
+                files.append(RingFile(path))
+            except FormatError:
+                if path in named:
+                    raise
+                # A sealed segment someone cut into its header holds nothing readable: counted, and the rest
+                # of its series is still read (a file named by the caller still raises).
+                skipped += 1
         series: dict[bytes, list[int]] = {}
         for i, ring in enumerate(files):
             series.setdefault(ring.header.series_id, []).append(i)
-        total = ReadStats()
+        total = ReadStats(unreadable=skipped)
         parts: list[np.ndarray] = []
         dropped = False
         for members in series.values():

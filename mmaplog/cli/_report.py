@@ -41,6 +41,7 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     doc["slots"] = stats.slots
     doc["empty_slots"] = stats.empty
     doc["short_slots"] = stats.short
+    doc["unreadable_segments"] = stats.unreadable
     if as_json:
         return json.dumps(doc, ensure_ascii=False) + "\n"
     lines = [
@@ -68,6 +69,9 @@ def stats_report(rows: np.ndarray, stats: ReadStats, as_json: bool, utc: bool) -
     if stats.short:
         lines.append(f"cut short:      {stats.short} slot{'s' if stats.short != 1 else ''} missing "
                      "(a file is shorter than its header declares)")
+    if stats.unreadable:
+        lines.append(f"unreadable:     {stats.unreadable} sealed segment{'s' if stats.unreadable != 1 else ''} "
+                     "(cut into the header: nothing in them can be read)")
     return "\n".join(lines) + "\n"
 
 
