@@ -195,7 +195,8 @@ def test_a_cut_into_the_name_table_is_repaired_with_the_names(tmp_path: Path, en
 
 
 def test_a_cut_into_the_header_is_refused_and_one_past_it_is_read(tmp_path: Path, env: dict[str, str]) -> None:
-    """A cut into the header leaves nothing to trust: FormatError (CLI: one line, exit 2).  A cut past the header
+    """A cut into the header leaves nothing to trust: FormatError when named (CLI: one line, exit 2), skipped and
+    counted when found as a segment beside the live file.  A cut past the header
     but before the first slot (a sealed segment cut by a truncation racing its rotation) leaves an empty ring
     with every slot counted missing, so the rest of the series stays readable."""
     path = tmp_path / "a.mmlog"
@@ -210,10 +211,14 @@ def test_a_cut_into_the_header_is_refused_and_one_past_it_is_read(tmp_path: Path
     verify = _cli(env, "--verify", path)
     assert verify.returncode == 1 and f"{SLOTS} slots missing" in verify.stdout
     os.truncate(segment, L.HEADER_CHECK_OFFSET)
+    # Cut into its header, the segment holds nothing to trust: named, it is a FormatError (CLI: one line,
+    # exit 2); found beside the live file, it is skipped and counted, and the rest of the series still reads.
     with pytest.raises(mmaplog.FormatError, match="truncated header"):
-        mmaplog.read(path)
-    result = _cli(env, path)
+        mmaplog.read(segment)
+    result = _cli(env, segment)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    scan = mmaplog.scan(path)
+    assert [r.message for r in scan.iter_records()] == ["r16", "r17"] and scan.stats.unreadable == 1
 
 
 def test_the_reader_never_reads_past_a_short_files_end(tmp_path: Path) -> None:
