@@ -136,7 +136,7 @@ def test_accelerators_is_public_and_typed() -> None:
     status = mmaplog.accelerators()
     assert {a.name for a in status} == {"_cwrite", "_cread", "_sigbus"}
     assert all(isinstance(a, mmaplog.Accelerator) and a.reason for a in status)
-    assert all(a.active == NATIVE for a in status)
+    assert all(a.active == (NATIVE or a.name == "_sigbus") for a in status)  # MMAPLOG_PURE_PYTHON leaves the guard on
 
 
 # ---------------------------------------------------------------------- start-up: lazy, quiet on Ctrl-C
