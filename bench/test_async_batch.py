@@ -135,12 +135,11 @@ def per_record(writer: mmaplog.RingWriter, records: list[LogRecord]) -> None:
 def numpy_assembled(writer: mmaplog.RingWriter, records: list[LogRecord]) -> None:
     """Build the whole batch as a structured array, column by column, and copy it in (one-slot records only)."""
     m = writer._map
-    mm, _, count, base, size, body_len, payload, _, positions = m.hot
+    mm, _, count, base, size, body_len, _, _, positions = m.hot
     n = len(records)
     names = writer._names
     encoded = [r.message.encode() for r in records]
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
-    message_adler = np.array([zlib.adler32(e) for e in encoded], dtype=np.int64)
     seqs = np.array(list(itertools.islice(writer._seqs, n)), dtype=np.uint64)
     pos = np.array(list(itertools.islice(positions, n)), dtype=np.uint64)
     slots = np.zeros(n, dtype=L.slot_dtype(size))
@@ -152,13 +151,10 @@ def numpy_assembled(writer: mmaplog.RingWriter, records: list[LogRecord]) -> Non
     slots["level"] = np.array([r.level for r in records], dtype=np.uint8)
     slots["flags"] = L.FLAG_FIRST | L.FLAG_LAST
     slots["payload"] = encoded
-    # adler32 of header + message + zero padding, from the header bytes and each message's own adler32.
-    head = slots.view(np.uint8).reshape(n, size)[:, : L.SLOT_HEADER_SIZE].astype(np.int64)
-    weights = body_len - np.arange(L.SLOT_HEADER_SIZE, dtype=np.int64)
-    a_msg, b_msg = message_adler & 0xFFFF, message_adler >> 16
-    a = (head.sum(axis=1) + a_msg) % 65521
-    b = (body_len + head @ weights + (b_msg - lengths) + (payload - lengths) * (a_msg - 1)) % 65521
-    trailers = ((b << 16) | a).astype(np.uint64) | ((pos & np.uint64(0xFFFFFFFF)) << np.uint64(32))
+    # The format 2.x check: CRC-32 of each slot's header and message (the padding is zero, not summed).
+    rows = slots.view(np.uint8).reshape(n, size)
+    checks = np.array([zlib.crc32(rows[i, : L.SLOT_HEADER_SIZE + int(lengths[i])]) for i in range(n)], dtype=np.uint64)
+    trailers = checks | ((pos & np.uint64(0xFFFFFFFF)) << np.uint64(32))
     first = int(pos[0] - 1) % count
     split = min(n, count - first)
     flat = memoryview(slots).cast("B")
