@@ -21,7 +21,7 @@ import textwrap
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,23 +49,6 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for the test, when the test runs as root and may mount."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the RLIMIT tests cover file limits without it")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "mmaplog-test", str(mnt)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {proc.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 # =========================================================================== 2. disk full and file limits
