@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 PROG = "mmaplog-read"
+#: The lnav format definition of the JSON lines, in the package's ``data`` directory.
+LNAV_FORMAT = "mmaplog_json.lnav.json"
 #: Records rendered per write: bounds the size of one output string.
 _BLOCK = 65536
 #: Records shown before following when -f is given without -n (as tail and journalctl do).
@@ -124,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="show the version and whether the C accelerators are in use, and exit"
     )
+    parser.add_argument(
+        "--lnav-format", action=_LnavFormat, nargs=0,
+        help="print the lnav log format of the -o json lines and exit (install: lnav -i FILE)",
+    )
     return parser
 
 
@@ -134,6 +140,17 @@ class _Version(argparse.Action):
         from .._native import summary
 
         sys.stdout.write(f"{parser.prog} {__version__}\n{summary()}\n")
+        sys.stdout.flush()
+        parser.exit()
+
+
+class _LnavFormat(argparse.Action):
+    """``--lnav-format``: print the lnav format definition shipped in the package (``mmaplog/data``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None) -> NoReturn:
+        from importlib.resources import files
+
+        sys.stdout.write(files("mmaplog").joinpath(f"data/{LNAV_FORMAT}").read_text(encoding="utf-8"))
         sys.stdout.flush()
         parser.exit()
 
