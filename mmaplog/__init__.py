@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._record import LogRecord
     from .config import configure, register_handler_type
     from .follow import Followed, Follower, FollowEvent, FollowStats, follow
+    from .frames import read_arrow, read_dataframe
     from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
     from .layout import FORMAT_VERSION
     from .logger import (
@@ -49,6 +50,7 @@ _LAZY = {
     "LogRecord": "_record",
     "configure": "config", "register_handler_type": "config",
     "Followed": "follow", "Follower": "follow", "FollowEvent": "follow", "FollowStats": "follow", "follow": "follow",
+    "read_arrow": "frames", "read_dataframe": "frames",
     "AsyncHandler": "handlers", "ConsoleHandler": "handlers", "FileHandler": "handlers", "Handler": "handlers",
     "Overflow": "handlers", "RingHandler": "handlers",
     "FORMAT_VERSION": "layout",
@@ -144,6 +146,8 @@ __all__ = [
     "level_number",
     "read",
     "read_array",
+    "read_arrow",
+    "read_dataframe",
     "register_handler_type",
     "scan",
 ]
