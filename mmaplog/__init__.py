@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .follow import Followed, Follower, FollowEvent, FollowStats, follow
     from .frames import read_arrow, read_dataframe
     from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
+    from .integrations.loguru import loguru_sink
     from .layout import FORMAT_VERSION
     from .logger import (
         CRITICAL,
@@ -60,6 +61,7 @@ _LAZY = {
     "ReadStats": "reader", "Record": "reader", "level_name": "reader", "level_number": "reader", "read": "reader",
     "read_array": "reader", "scan": "reader",
     "LoggingHandler": "stdlib",
+    "loguru_sink": "integrations.loguru",
     "RingWriter": "writer",
 }  # fmt: skip
 
@@ -144,6 +146,7 @@ __all__ = [
     "get_logger",
     "level_name",
     "level_number",
+    "loguru_sink",
     "read",
     "read_array",
     "read_arrow",

@@ -8,7 +8,7 @@ The configuration is a table with these keys (all optional)::
     flush_on_sigterm = true           # flush handlers on SIGTERM, then end as SIGTERM would
 
     [[handlers]]                      # default: one console handler
-    type = "ring"                     # ring, console, file, async, or a registered type
+    type = "ring"                     # ring, console, file, async, otel, or a registered type
     path = "logs/app-{pid}.mmlog"
     size = "64 MiB"
     level = "DEBUG"
@@ -285,6 +285,7 @@ register_handler_type("ring", _ring_factory)
 register_handler_type("console", _console_factory)
 register_handler_type("file", _file_factory)
 register_handler_type("async", _async_factory)
+register_handler_type("otel", "mmaplog.integrations.otel:from_config")  # imported only when a table names it
 
 
 class _Builder:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import layout as L
+from .integrations import require
 from .reader import Paths, Scan, filter_mask, level_name, scan
 
 if TYPE_CHECKING:
@@ -59,18 +60,6 @@ COLUMNS = ("time", "seq", "level", "level_name", "logger", "message", "fields", 
 
 #: Schema metadata key of the read's counts (JSON of :class:`mmaplog.ReadStats`).
 STATS_KEY = b"mmaplog.stats"
-
-
-def _require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or raise ImportError naming the extra that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{module} is needed for this function and is not installed: pip install 'mmaplog[{extra}]' ({exc})"
-        ) from exc
 
 
 def _scan(paths: Paths, segments: bool, min_level: int | str, logger: str | None, since_ns: int | None,
@@ -120,7 +109,7 @@ def read_arrow(
     The filters are those of :func:`mmaplog.read`.  Needs ``pyarrow``
     (``pip install 'mmaplog[arrow]'``).
     """
-    pa = _require("pyarrow", "arrow")
+    pa = require("pyarrow", "arrow")
     result = _scan(paths, segments, min_level, logger, since_ns, until_ns)
     rows = result.records
     hosts, processes, sources = _file_meta(result)
@@ -168,7 +157,7 @@ def read_dataframe(
     """
     if fields not in ("dict", "json"):
         raise ValueError(f"fields must be 'dict' or 'json', not {fields!r}")
-    pd = _require("pandas", "pandas")
+    pd = require("pandas", "pandas")
     result = _scan(paths, segments, min_level, logger, since_ns, until_ns)
     rows = result.records
     hosts, processes, sources = _file_meta(result)
