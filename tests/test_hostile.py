@@ -393,19 +393,29 @@ def test_rotating_writer_survives_truncation_of_its_live_file(tmp_path: Path) ->
 
 
 def test_writer_survives_truncation_with_faulthandler_enabled_after_it(tmp_path: Path) -> None:
-    """With faulthandler installed after the writer (it sees the fault first and re-raises it), the writer still survives."""
+    """With faulthandler installed after the writer (it sees the fault first and re-raises it), the writer still survives.
+
+    The child cuts its own file between two writes microseconds apart, so the second write's store is what finds the
+    cut (not the writer's once-a-second size check, which would repair it without a fault)."""
     path = tmp_path / "a.mmlog"
-    proc = subprocess.Popen([sys.executable, "-c", "import faulthandler\n"
-                             + textwrap.dedent(_TRUNCATED_WRITER).replace('print("ready"', 'faulthandler.enable()\nprint("ready"'),
-                             str(path), "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    os.truncate(path, 0)
-    _wait_for(lambda: os.stat(path).st_size > 0, "the writer to restore its file")
-    _out, err = proc.communicate("stop\n", timeout=60)
-    assert proc.returncode == 0, (proc.returncode, err)
-    assert "Fatal Python error: Bus error" in err  # faulthandler did see the fault first ...
-    assert "truncated to 0 bytes" in err  # ... and passed it on to the guard, which repaired the file
+    proc = _child(
+        """
+        import faulthandler, os, sys, mmaplog
+        w = mmaplog.RingWriter(sys.argv[1], size=1024 * 256)
+        faulthandler.enable()
+        w.write("before the cut")
+        os.truncate(sys.argv[1], 0)
+        seq = w.write("last words")
+        w.close()
+        print(seq, w.dropped, w.errors, flush=True)
+        """,
+        path,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "Fatal Python error: Bus error" in proc.stderr  # faulthandler did see the fault first ...
+    assert "truncated to 0 bytes" in proc.stderr  # ... and passed it on to the guard, which repaired the file
+    seq, dropped, errors = map(int, proc.stdout.split())
+    assert seq > 0 and (dropped, errors) == (0, 0)
     assert list(mmaplog.read(path))[-1].message == "last words"
 
 
