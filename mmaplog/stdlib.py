@@ -418,15 +418,19 @@ def accelerated() -> bool:
 _base.level_listeners.append(lambda handler: _bump())
 
 
-def _decide(logger: logging.Logger, level: int) -> tuple[str, str, RingHandler | None]:
-    """Which path a record of ``logger`` at ``level`` takes: ("disabled" | "standard" | "ring", why, ring)."""
+def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple[str, str, RingHandler | None]:
+    """Which path a record of ``logger`` at ``level`` takes: ("disabled" | "standard" | "ring", why, ring).
+
+    ``planning``: leave out the record factory and ``logThreads``, which the C
+    methods check on every call (nothing reports their changes).
+    """
     if not _State.on:
         return "standard", "acceleration is off (mmaplog.stdlib.accelerate() was not called)", None
     if "_mmaplog_original" not in type(logger).__dict__:
         return "standard", f"logger class {type(logger).__qualname__} overrides the standard behaviour", None
-    if logging.getLogRecordFactory() is not logging.LogRecord:
+    if not planning and logging.getLogRecordFactory() is not logging.LogRecord:
         return "standard", "a custom LogRecord factory is installed (logging.setLogRecordFactory)", None
-    if not logging.logThreads:
+    if not planning and not logging.logThreads:
         return "standard", "logging.logThreads is off", None
     if not logger.isEnabledFor(level):
         why = "the logger is disabled" if logger.disabled else (
@@ -468,7 +472,7 @@ def _plan(logger: logging.Logger, level: int, standard: Callable[..., None]) -> 
     message that is not a ``str``, a failed ``%``) to ``standard``, the
     logger class's own method.
     """
-    kind, _, ring = _decide(logger, level)
+    kind, _, ring = _decide(logger, level, planning=True)
     if kind == "disabled":
         return None
     if kind == "standard" or ring is None:
