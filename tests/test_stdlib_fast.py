@@ -526,7 +526,7 @@ def run_program(tmp_path: Path, entry: str, accelerate: bool, tail: str = "") ->
     path = tmp_path / f"{entry}-{accelerate}.mmlog"
     program = "import sys, lib\nPATH, ACCEL = sys.argv[1], sys.argv[2] == 'True'\n"
     program += textwrap.dedent(_ENTRY_POINTS[entry])
-    program += "import mmaplog.stdlib as S\nassert S.accelerated() == (ACCEL and S._cstdlib is not None)\n"
+    program += "import mmaplog.stdlib as S\nassert S.accelerated() == (ACCEL and S._cstdlib is not None and S._cwrite is not None)\n"
     program += "lib.work()\n" + textwrap.dedent(tail)
     proc = subprocess.run([sys.executable, "-c", program, str(path), str(accelerate)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
