@@ -4,7 +4,8 @@
  * instance.  It keeps a plan computed by a Python planner: "disabled" (the level is off: return at
  * once), "standard" (call the logger class's own method, unchanged) or "ring" (call a
  * ``_cwrite.ring_emitter`` that formats ``msg % args`` and appends to the one ring the record goes
- * to).  The plan is valid for one configuration generation: anything that may change the outcome
+ * to) or "source" (the same, with the caller's file, line and function as fields, for a
+ * ``LoggingHandler(capture_source=True)``: the caller's frame is read directly, no ``findCaller``).  The plan is valid for one configuration generation: anything that may change the outcome
  * (levels, handlers, filters, propagation, ``logging.disable``, new loggers) bumps the module's
  * generation, and the next call plans again.  The record factory and ``logging.logThreads`` are
  * module globals that nothing can watch: they are checked on every "ring" call.
@@ -16,15 +17,21 @@
 #include <stddef.h>
 #include "structmember.h"
 
-enum { PLAN_STALE = 0, PLAN_DISABLED = 1, PLAN_STANDARD = 2, PLAN_RING = 3 };
+enum { PLAN_STALE = 0, PLAN_DISABLED = 1, PLAN_STANDARD = 2, PLAN_RING = 3, PLAN_SOURCE = 4 };
 
 typedef struct {
     unsigned long long generation; /* bumped by every configuration change that may matter */
-    PyObject *planner;             /* planner(logger, level, standard) -> None | False | emitter */
+    PyObject *planner;             /* planner(logger, level, standard) -> None | False | emitter | (ring, name) */
     PyObject *logging_dict;        /* logging.__dict__ */
     PyObject *record_class;        /* logging.LogRecord: the default record factory */
     PyObject *str_factory;         /* "_logRecordFactory" */
     PyObject *str_threads;         /* "logThreads" */
+    PyObject *str_srcfile;         /* "_srcfile" */
+    PyObject *str_write;           /* "_write" */
+    PyObject *str_importlib;       /* "importlib" */
+    PyObject *str_pathname, *str_lineno, *str_funcname; /* the source location's field names */
+    PyObject *write_kwnames;       /* ("level", "logger", "fields") */
+    PyObject *mapping;             /* collections.abc.Mapping */
     PyTypeObject *method_type;
 } ModuleState;
 
@@ -34,7 +41,8 @@ typedef struct {
     PyObject *logger;
     PyObject *level;    /* int */
     PyObject *standard; /* the logger class's own method, bound to the logger */
-    PyObject *target;   /* the ring emitter while the plan is "ring", else NULL */
+    PyObject *target;   /* the ring emitter ("ring") or the RingHandler ("source"), else NULL */
+    PyObject *name;     /* the logger's name while the plan is "source" */
     unsigned long long generation;
     int plan;
 } FastMethod;
@@ -50,7 +58,7 @@ static void replan(FastMethod *self, ModuleState *st)
     unsigned long long generation = st->generation;
     PyObject *planner = st->planner;
     int plan = PLAN_STANDARD;
-    PyObject *target = NULL;
+    PyObject *target = NULL, *name = NULL;
     if (planner != NULL) {
         Py_INCREF(planner);
         PyObject *call[3] = {self->logger, self->level, self->standard};
@@ -66,16 +74,24 @@ static void replan(FastMethod *self, ModuleState *st)
         else if (result == Py_False) {
             Py_DECREF(result);
         }
+        else if (PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2) {
+            plan = PLAN_SOURCE;
+            target = Py_NewRef(PyTuple_GET_ITEM(result, 0));
+            name = Py_NewRef(PyTuple_GET_ITEM(result, 1));
+            Py_DECREF(result);
+        }
         else {
             plan = PLAN_RING;
             target = result;
         }
     }
-    PyObject *old = self->target;
+    PyObject *old = self->target, *old_name = self->name;
     self->target = target;
+    self->name = name;
     self->plan = plan;
     self->generation = generation;
     Py_XDECREF(old);
+    Py_XDECREF(old_name);
 }
 
 /* The record factory is the default one and records carry the thread: what a "ring" plan assumes. */
@@ -95,6 +111,83 @@ static int globals_as_planned(ModuleState *st)
         return 0;
     }
     return truth;
+}
+
+/* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
+ * Returns NULL with no exception set when the standard path must take the call. */
+static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
+        return NULL;
+    PyObject *srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
+    if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
+        return NULL;
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (frame == NULL)
+        return NULL;
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *filename = code->co_filename;
+    /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
+     * skip: the standard path decides. */
+    int internal = !PyUnicode_Check(filename) || (PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0);
+    if (!internal)
+        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        internal = 1;
+    }
+    if (internal) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject *text;
+    if (nargs == 1) {
+        text = Py_NewRef(args[0]);
+    }
+    else {
+        if (nargs == 2) {
+            int mapping = PyDict_Check(args[1]) ? 1 : PyObject_IsInstance(args[1], st->mapping);
+            if (mapping != 0) { /* the standard library formats with the mapping itself */
+                Py_DECREF(code);
+                return NULL;
+            }
+        }
+        PyObject *tuple = PyTuple_New(nargs - 1);
+        if (tuple == NULL) {
+            Py_DECREF(code);
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < nargs; i++)
+            PyTuple_SET_ITEM(tuple, i - 1, Py_NewRef(args[i]));
+        text = PyUnicode_Format(args[0], tuple);
+        Py_DECREF(tuple);
+        if (text == NULL) {
+            Py_DECREF(code);
+            return NULL;
+        }
+    }
+    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    PyObject *fields = PyDict_New();
+    int ok = line != NULL && fields != NULL && PyDict_SetItem(fields, st->str_pathname, filename) == 0 &&
+             PyDict_SetItem(fields, st->str_lineno, line) == 0 &&
+             PyDict_SetItem(fields, st->str_funcname, code->co_name) == 0;
+    Py_DECREF(code);
+    Py_XDECREF(line);
+    PyObject *write = ok ? PyObject_GetAttr(self->target, st->str_write) : NULL;
+    PyObject *res = NULL;
+    if (write != NULL) {
+        PyObject *call[4] = {text, self->level, self->name, fields};
+        res = PyObject_Vectorcall(write, call, 1, st->write_kwnames);
+        Py_DECREF(write);
+    }
+    Py_DECREF(text);
+    Py_XDECREF(fields);
+    if (res == NULL) {
+        PyErr_Clear(); /* the writer never raises; should it, the standard path reports it */
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE;
 }
 
 static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -117,6 +210,18 @@ static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargs
             PyObject *res = PyObject_Vectorcall(target, args, nargsf, kwnames);
             Py_DECREF(target);
             return res;
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        break;
+    case PLAN_SOURCE:
+        if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
+            PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
+            PyObject *res = source_call(self, st, args, nargs);
+            Py_DECREF(target);
+            Py_DECREF(name);
+            if (res != NULL)
+                return res;
         }
         if (PyErr_Occurred())
             PyErr_Clear();
@@ -146,6 +251,7 @@ static PyObject *method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->level = Py_NewRef(level);
     self->standard = Py_NewRef(standard);
     self->target = NULL;
+    self->name = NULL;
     self->generation = 0;
     self->plan = PLAN_STALE;
     return (PyObject *)self;
@@ -158,6 +264,7 @@ static int method_traverse(FastMethod *self, visitproc visit, void *arg)
     Py_VISIT(self->level);
     Py_VISIT(self->standard);
     Py_VISIT(self->target);
+    Py_VISIT(self->name);
     return 0;
 }
 
@@ -167,6 +274,7 @@ static int method_clear(FastMethod *self)
     Py_CLEAR(self->level);
     Py_CLEAR(self->standard);
     Py_CLEAR(self->target);
+    Py_CLEAR(self->name);
     return 0;
 }
 
@@ -181,7 +289,7 @@ static void method_dealloc(FastMethod *self)
 
 static PyObject *method_plan(FastMethod *self, void *closure)
 {
-    static const char *names[] = {"stale", "disabled", "standard", "ring"};
+    static const char *names[] = {"stale", "disabled", "standard", "ring", "source"};
     ModuleState *st = state_of_type(Py_TYPE(self));
     if (st == NULL)
         return NULL;
@@ -240,14 +348,16 @@ static PyType_Spec method_spec = {
 /* ---- module functions */
 
 PyDoc_STRVAR(configure_doc,
-"configure(logging_module, planner)\n--\n\n"
-"Use ``planner(logger, level, standard)`` (None: disabled, False: standard path, else the ring emitter to call)\n"
-"and watch ``logging_module``'s record factory and ``logThreads``; planner None stops planning.");
+"configure(logging_module, planner, mapping)\n--\n\n"
+"Use ``planner(logger, level, standard)`` (None: disabled, False: standard path, (ring handler, logger name):\n"
+"the ring with the caller's location as fields, else the ring emitter to call)\n"
+"and watch ``logging_module``'s record factory and ``logThreads``; planner None stops planning.\n"
+"``mapping`` is collections.abc.Mapping (a lone mapping argument is the format's mapping).");
 
 static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "configure(logging_module, planner)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "configure(logging_module, planner, mapping)");
         return NULL;
     }
     ModuleState *st = (ModuleState *)PyModule_GetState(module);
@@ -267,6 +377,7 @@ static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_XSETREF(st->logging_dict, dict);
     Py_XSETREF(st->record_class, record);
     Py_XSETREF(st->planner, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_XSETREF(st->mapping, Py_NewRef(args[2]));
     st->generation++;
     Py_RETURN_NONE;
 }
@@ -301,7 +412,17 @@ static int module_exec(PyObject *module)
     st->generation = 1;
     st->str_factory = PyUnicode_InternFromString("_logRecordFactory");
     st->str_threads = PyUnicode_InternFromString("logThreads");
-    if (st->str_factory == NULL || st->str_threads == NULL)
+    st->str_srcfile = PyUnicode_InternFromString("_srcfile");
+    st->str_write = PyUnicode_InternFromString("_write");
+    st->str_importlib = PyUnicode_InternFromString("importlib");
+    st->str_pathname = PyUnicode_InternFromString("pathname");
+    st->str_lineno = PyUnicode_InternFromString("lineno");
+    st->str_funcname = PyUnicode_InternFromString("funcName");
+    if (st->str_factory == NULL || st->str_threads == NULL || st->str_srcfile == NULL || st->str_write == NULL ||
+        st->str_importlib == NULL || st->str_pathname == NULL || st->str_lineno == NULL || st->str_funcname == NULL)
+        return -1;
+    st->write_kwnames = Py_BuildValue("(sss)", "level", "logger", "fields");
+    if (st->write_kwnames == NULL)
         return -1;
     st->method_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &method_spec, NULL);
     if (st->method_type == NULL)
@@ -316,6 +437,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->logging_dict);
     Py_VISIT(st->record_class);
     Py_VISIT(st->method_type);
+    Py_VISIT(st->mapping);
     return 0;
 }
 
@@ -327,6 +449,14 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->record_class);
     Py_CLEAR(st->str_factory);
     Py_CLEAR(st->str_threads);
+    Py_CLEAR(st->str_srcfile);
+    Py_CLEAR(st->str_write);
+    Py_CLEAR(st->str_importlib);
+    Py_CLEAR(st->str_pathname);
+    Py_CLEAR(st->str_lineno);
+    Py_CLEAR(st->str_funcname);
+    Py_CLEAR(st->write_kwnames);
+    Py_CLEAR(st->mapping);
     Py_CLEAR(st->method_type);
     return 0;
 }

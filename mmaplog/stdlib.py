@@ -21,6 +21,7 @@ logger's records take and why.
 
 from __future__ import annotations
 
+import collections.abc
 import logging
 import os
 import threading
@@ -49,7 +50,10 @@ class LoggingHandler(logging.Handler):
     :class:`~mmaplog.RingHandler` (``{pid}`` in the path gives each process
     its own file; forked children never write into the parent's ring).  A
     formatter set on this handler is not used: the ring stores time, level,
-    logger and fields as columns of their own.
+    logger and fields as columns of their own.  ``capture_source=True`` adds
+    the caller's location as the fields ``pathname``, ``lineno`` and
+    ``funcName`` (the LogRecord attributes of those names, which ``extra``
+    cannot override); ``accelerate=True`` calls :func:`accelerate`.
     """
 
     def __init__(
@@ -63,12 +67,15 @@ class LoggingHandler(logging.Handler):
         mode: int = 0o640,
         level: int | str = logging.NOTSET,
         accelerate: bool = False,
+        capture_source: bool = False,
     ) -> None:
         super().__init__(level)
         if (path is None) == (writer is None):
             raise ValueError("LoggingHandler needs exactly one of path= or writer=")
         target: RingWriter | str | os.PathLike[str] = writer if writer is not None else path  # type: ignore[assignment]
         self.ring = RingHandler(target, size=size, slot_size=slot_size, rotate=rotate, mode=mode)
+        #: Whether records carry the caller's location as the fields ``pathname``, ``lineno`` and ``funcName``.
+        self.capture_source = bool(capture_source)
         if accelerate:
             _accelerate()
 
@@ -94,6 +101,8 @@ class LoggingHandler(logging.Handler):
                 stack = _formatter.formatStack(record.stack_info)
                 exception = f"{exception}\n{stack}" if exception else stack
             extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
+            if self.capture_source:
+                extra.update(pathname=record.pathname, lineno=record.lineno, funcName=record.funcName)
             self.ring.handle(
                 LogRecord(
                     record.name,
@@ -364,7 +373,7 @@ def _accelerate() -> bool:
         manager = logging.Logger.manager
         if not _behaves_like(type(manager), logging.Manager, _MANAGER_BEHAVIOUR):
             return False
-        _cstdlib.configure(logging, _plan)
+        _cstdlib.configure(logging, _plan, collections.abc.Mapping)
         _State.on = True
         _State.manager = manager
         manager.__class__ = _Watched.manager_class(type(manager))
@@ -397,7 +406,7 @@ def deaccelerate() -> None:
         if not _State.on:
             return
         _State.on = False
-        _cstdlib.configure(logging, None)
+        _cstdlib.configure(logging, None, collections.abc.Mapping)
         for logger in _loggers():
             _restore_logger(logger)
         manager = _State.manager
@@ -419,7 +428,7 @@ _base.level_listeners.append(lambda handler: _bump())
 
 
 def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple[str, str, RingHandler | None]:
-    """Which path a record of ``logger`` at ``level`` takes: ("disabled" | "standard" | "ring", why, ring).
+    """Which path a record of ``logger`` at ``level`` takes: ("disabled" | "standard" | "ring" | "source", why, ring).
 
     ``planning``: leave out the record factory and ``logThreads``, which the C
     methods check on every call (nothing reports their changes).
@@ -440,6 +449,7 @@ def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple
     if logger.filters:
         return "standard", f"logger {logger.name!r} has filters", None
     rings: list[RingHandler] = []
+    receiver: LoggingHandler | None = None
     node: Any = logger
     while node is not None:
         if "_mmaplog_original" not in type(node).__dict__:
@@ -455,6 +465,7 @@ def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple
             if type(ring) is not RingHandler or ring.line_format is not None or ring.level > level:
                 return "standard", f"the ring handler of a LoggingHandler on {node.name!r} is customised", None
             rings.append(ring)
+            receiver = handler
         if not node.propagate:
             break
         node = node.parent
@@ -462,6 +473,8 @@ def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple
         return "standard", "no handler receives it (logging.lastResort does)", None
     if len(rings) > 1:
         return "standard", f"{len(rings)} handlers receive it (the fast path writes to one)", None
+    if receiver is not None and receiver.capture_source:
+        return "source", f"straight into {rings[0].path}, with the caller's location", rings[0]
     return "ring", f"straight into {rings[0].path}", rings[0]
 
 
@@ -477,6 +490,8 @@ def _plan(logger: logging.Logger, level: int, standard: Callable[..., None]) -> 
         return None
     if kind == "standard" or ring is None:
         return False
+    if kind == "source":
+        return (ring, logger.name)
     return _cwrite.ring_emitter(ring, level, logger.name, standard)
 
 
@@ -489,6 +504,7 @@ def explain(name: str | None = None) -> str:
         return "\n".join(lines)
     for method, level in _METHODS[:5]:
         kind, why, _ = _decide(logger, level)
-        lines.append(f"  {method}: {kind} path ({why})" if kind != "disabled" else f"  {method}: disabled ({why})")
+        shown = "ring" if kind == "source" else kind
+        lines.append(f"  {method}: {shown} path ({why})" if kind != "disabled" else f"  {method}: disabled ({why})")
     lines.append("  exception, log, warn and calls with exc_info, extra, stack_info or stacklevel: standard path")
     return "\n".join(lines)

@@ -102,7 +102,9 @@ class World:
     def __init__(self, prefix: str, directory: Path, standard: bool) -> None:
         self.prefix = prefix
         self.standard = standard
-        self.rings = [LoggingHandler(directory / f"{prefix}-{i}.mmlog", size="256 KiB") for i in range(2)]
+        # The second ring stores the caller's location: the C code reads the frame, the standard path findCaller.
+        self.rings = [LoggingHandler(directory / f"{prefix}-{i}.mmlog", size="256 KiB", capture_source=i == 1)
+                      for i in range(2)]
         self.foreign = [Collect() for _ in range(2)]
         self.filters = [Tagging() for _ in range(2)]
         top = self.logger("top")
@@ -259,7 +261,7 @@ class Differential(RuleBasedStateMachine):
                 except Exception as exc:  # noqa: BLE001 - the standard library raises for some extra keys
                     err.write(f"raised {exc!r}")
                 outputs.append(err.getvalue().replace(world.prefix, "W"))
-                if getattr(bound, "plan", "") == "ring" and not kwargs and logging.logThreads:
+                if getattr(bound, "plan", "") in ("ring", "source") and not kwargs and logging.logThreads:
                     self.fast_calls += 1
 
         if threaded:
@@ -401,6 +403,41 @@ def test_every_change_that_matters_moves_the_plan_and_undoing_it_moves_it_back(r
     child.info("z")
     assert child.info.plan == "ring", S.explain(child.name)  # type: ignore[attr-defined]
     other.close()
+
+
+def located(path: Path) -> list[tuple[str, int, str, dict[str, Any]]]:
+    return [(r.logger, r.level, r.message, r.fields) for r in read(path)]
+
+
+@needs_native
+def test_the_caller_s_location_is_the_one_find_caller_gives(tmp_path: Path) -> None:
+    with saved_logging():
+        handler = LoggingHandler(tmp_path / "src.mmlog", capture_source=True)
+        logger = fresh("source")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+
+        def site(method: Callable[..., None]) -> int:
+            method("at %s", "site")
+            return sys._getframe().f_lineno - 1
+
+        line = site(getattr(type(logger), "info").__get__(logger))
+        assert S.accelerate()
+        site(logger.info)
+        assert logger.info.plan == "source"  # type: ignore[attr-defined]
+        standard, fast = located(path_of(handler))
+        assert standard == fast
+        assert fast[3] == {"pathname": __file__, "lineno": line, "funcName": "site"}
+        saved_srcfile = logging._srcfile  # type: ignore[attr-defined]
+        logging._srcfile = None  # type: ignore[attr-defined]  # the documented way to skip findCaller
+        try:
+            site(logger.info)
+        finally:
+            logging._srcfile = saved_srcfile  # type: ignore[attr-defined]
+        assert located(path_of(handler))[-1][3] == {"pathname": "(unknown file)", "lineno": 0,
+                                                     "funcName": "(unknown function)"}
+        handler.close()
 
 
 @needs_native
