@@ -422,7 +422,7 @@ def test_the_caller_s_location_is_the_one_find_caller_gives(tmp_path: Path) -> N
             method("at %s", "site")
             return sys._getframe().f_lineno - 1
 
-        line = site(getattr(type(logger), "info").__get__(logger))
+        line = site(type(logger).info.__get__(logger))
         assert S.accelerate()
         site(logger.info)
         assert logger.info.plan == "source"  # type: ignore[attr-defined]
