@@ -429,12 +429,12 @@ def test_the_caller_s_location_is_the_one_find_caller_gives(tmp_path: Path) -> N
         standard, fast = located(path_of(handler))
         assert standard == fast
         assert fast[3] == {"pathname": __file__, "lineno": line, "funcName": "site"}
-        saved_srcfile = logging._srcfile  # type: ignore[attr-defined]
-        logging._srcfile = None  # type: ignore[attr-defined]  # the documented way to skip findCaller
+        saved_srcfile = logging._srcfile
+        logging._srcfile = None  # the documented way to skip findCaller
         try:
             site(logger.info)
         finally:
-            logging._srcfile = saved_srcfile  # type: ignore[attr-defined]
+            logging._srcfile = saved_srcfile
         assert located(path_of(handler))[-1][3] == {"pathname": "(unknown file)", "lineno": 0,
                                                      "funcName": "(unknown function)"}
         handler.close()
