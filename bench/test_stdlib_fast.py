@@ -7,6 +7,7 @@ root stay out), configured through ``dictConfig`` as an application would be:
 * ``stdlib-file``: a ``FileHandler`` with the usual text format;
 * ``stdlib-ring``: ``mmaplog.LoggingHandler`` on the standard path;
 * ``accelerated``: the same handler with ``"accelerate": True``;
+* ``stdlib-ring-source``, ``accelerated-source``: the same two with ``"capture_source": True``;
 * ``picologging``: picologging's drop-in with its ``FileHandler`` (skipped where not installed).
 
 The call is ``log.info("order %d paid %.2f by %s", 42, 9.5, "bob")``, and
@@ -54,7 +55,7 @@ def configure(tmp: Path, kind: str) -> tuple[logging.Logger, Callable[[], str | 
     else:
         path = tmp / "app.mmlog"
         handler = {"class": "mmaplog.LoggingHandler", "path": str(path), "size": "16 MiB",
-                   "accelerate": kind == "accelerated"}
+                   "accelerate": kind.startswith("accelerated"), "capture_source": kind.endswith("source")}
         last = lambda: last_ring_message(path)  # noqa: E731
     logging.config.dictConfig({
         "version": 1, "incremental": False, "disable_existing_loggers": False,
@@ -87,9 +88,9 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
             return made
         logger, last, close = configure(tmp_path, kind)
         closers.append(close)
-        if kind == "accelerated" and not stdlib.accelerated():
+        if kind.startswith("accelerated") and not stdlib.accelerated():
             pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
-        if kind == "accelerated":
+        if kind.startswith("accelerated"):
             assert "info: ring path" in stdlib.explain(logger.name), stdlib.explain(logger.name)
         return Subject(kind, logger.info, logger.debug, close, last=last)
 
@@ -98,7 +99,7 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
         close()
 
 
-ENABLED = ["stdlib-file", "stdlib-ring", "accelerated", "picologging"]
+ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source", "picologging"]
 DISABLED = ["stdlib-file", "accelerated"]
 
 
@@ -138,6 +139,9 @@ def test_ratios() -> None:
             other = RESULTS.get(("enabled", name))
             if other:
                 lines.append(f"{name} ÷ accelerated: {other / fast:.1f}x ({other * 1e6:.2f} µs vs {fast * 1e6:.2f} µs)")
+    located, file = RESULTS.get(("enabled", "accelerated-source")), RESULTS.get(("enabled", "stdlib-file"))
+    if located and file:
+        lines.append(f"stdlib-file ÷ accelerated with source location: {file / located:.1f}x ({located * 1e6:.2f} µs)")
     off_std, off_fast = RESULTS.get(("disabled", "stdlib-file")), RESULTS.get(("disabled", "accelerated"))
     if off_std and off_fast:
         lines.append(f"disabled level: accelerated {off_fast * 1e9:.0f} ns, stdlib {off_std * 1e9:.0f} ns "
