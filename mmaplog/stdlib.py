@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, SupportsIndex
 
-from . import _native
+from . import _lifecycle, _native
 from . import layout as L
 from ._record import LogRecord
 from .handlers import _base
@@ -285,7 +285,8 @@ class _Watched:
                 logger = original.getLogger(self, name)
                 if not known:
                     _bump()
-                    _accelerate_logger(logger)
+                    with _State.lock:
+                        _accelerate_logger(logger)
                 return logger
 
             made = type(original.__name__, (original,), {
@@ -424,7 +425,12 @@ def accelerated() -> bool:
     return _State.on
 
 
+def _after_fork_in_child() -> None:
+    _State.lock = threading.RLock()  # another thread may have held it at the fork
+
+
 _base.level_listeners.append(lambda handler: _bump())
+_lifecycle.on_fork_child(_after_fork_in_child)
 
 
 def _decide(logger: logging.Logger, level: int, planning: bool = False) -> tuple[str, str, RingHandler | None]:

@@ -587,7 +587,7 @@ def test_a_program_writes_the_same_records_accelerated_or_not(tmp_path: Path, en
 
 
 @needs_native
-def test_a_forked_child_writes_its_own_file_on_the_fast_path(tmp_path: Path) -> None:
+def test_a_forked_child_and_a_multiprocessing_worker_write_their_own_files_on_the_fast_path(tmp_path: Path) -> None:
     tail = """
         import os, mmaplog.stdlib as S
         log = logging.getLogger("lib.orders")
@@ -597,7 +597,12 @@ def test_a_forked_child_writes_its_own_file_on_the_fast_path(tmp_path: Path) -> 
             os._exit(0 if log.info.plan == "ring" else 3)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        print(pid)
+        import multiprocessing
+        worker = multiprocessing.get_context("fork").Process(target=log.warning, args=("from a worker %s", "w"))
+        worker.start()
+        worker.join()
+        assert worker.exitcode == 0
+        print(pid, worker.pid)
     """
     (tmp_path / "lib.py").write_text(_LIBRARY)
     template = str(tmp_path / "app-{pid}.mmlog")
@@ -606,6 +611,8 @@ def test_a_forked_child_writes_its_own_file_on_the_fast_path(tmp_path: Path) -> 
     proc = subprocess.run([sys.executable, "-c", program, template], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    child = int(proc.stdout.split()[-1])
+    child, worker = map(int, proc.stdout.split()[-2:])
     records = list(read(tmp_path / f"app-{child}.mmlog"))
     assert [(r.logger, r.message, r.pid) for r in records] == [("lib.orders", "from the child 1", child)]
+    records = list(read(tmp_path / f"app-{worker}.mmlog"))
+    assert [(r.logger, r.message, r.pid) for r in records] == [("lib.orders", "from a worker w", worker)]
