@@ -130,6 +130,42 @@ def test_disabled(benchmark: Any, make: Callable[[str], Subject], kind: str) -> 
         RESULTS[("disabled", subject.name)] = benchmark.stats.stats.min
 
 
+@pytest.mark.parametrize("kind", ["stdlib-file", "stdlib-ring", "accelerated"])
+def test_flask_requests(benchmark: Any, tmp_path: Path, scale: Any, kind: str) -> None:
+    """A Flask test client serving requests whose view logs twice (app.logger and a module logger)."""
+    flask = pytest.importorskip("flask")
+    log, last, close = configure(tmp_path, kind)
+    if kind == "accelerated" and not stdlib.accelerated():
+        close()
+        pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
+    app = flask.Flask(log.name.rsplit(".", 1)[0] + ".web")  # a sibling of the module logger, same handler
+
+    @app.route("/pay/<int:order>")
+    def pay(order: int) -> str:
+        app.logger.info("order %d paid %.2f by %s", order, 9.5, "bob")
+        log.info("order %d settled", order)
+        return "ok"
+
+    client = app.test_client()
+    requests = 10_000 if scale.full else 200
+
+    def serve() -> None:
+        for i in range(requests):
+            client.get(f"/pay/{i}")
+
+    benchmark.group = "stdlib: flask requests"
+    benchmark.extra_info.update(subject=kind, requests=requests)
+    try:
+        if kind == "accelerated":
+            assert "info: ring path" in stdlib.explain(app.logger.name), stdlib.explain(app.logger.name)
+        benchmark.pedantic(serve, rounds=3, iterations=1, warmup_rounds=0)
+        assert (last() or "").endswith(f"order {requests - 1} settled")
+    finally:
+        close()
+    if benchmark.stats is not None:
+        RESULTS[("flask", kind)] = benchmark.stats.stats.min / requests
+
+
 def test_ratios() -> None:
     """The goal figures of this run: FileHandler ÷ accelerated, picologging ÷ accelerated, disabled costs."""
     lines = []
@@ -146,6 +182,10 @@ def test_ratios() -> None:
     if off_std and off_fast:
         lines.append(f"disabled level: accelerated {off_fast * 1e9:.0f} ns, stdlib {off_std * 1e9:.0f} ns "
                      f"({off_fast / off_std:.2f}x)")
+    flask_file, flask_fast = RESULTS.get(("flask", "stdlib-file")), RESULTS.get(("flask", "accelerated"))
+    if flask_file and flask_fast:
+        lines.append(f"flask request: FileHandler {flask_file * 1e6:.1f} µs, accelerated {flask_fast * 1e6:.1f} µs "
+                     f"({flask_file / flask_fast:.2f}x)")
     if not lines:
         pytest.skip("no timings in this run (--benchmark-disable, or the subjects were skipped)")
     print("\n" + "\n".join(lines))
