@@ -115,7 +115,8 @@ static int globals_as_planned(ModuleState *st)
 
 /* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
  * Returns NULL with no exception set when the standard path must take the call. */
-static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *ring, PyObject *name, PyObject *const *args,
+                             Py_ssize_t nargs)
 {
     if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
         return NULL;
@@ -173,10 +174,10 @@ static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *const 
              PyDict_SetItem(fields, st->str_funcname, code->co_name) == 0;
     Py_DECREF(code);
     Py_XDECREF(line);
-    PyObject *write = ok ? PyObject_GetAttr(self->target, st->str_write) : NULL;
+    PyObject *write = ok ? PyObject_GetAttr(ring, st->str_write) : NULL;
     PyObject *res = NULL;
     if (write != NULL) {
-        PyObject *call[4] = {text, self->level, self->name, fields};
+        PyObject *call[4] = {text, self->level, name, fields};
         res = PyObject_Vectorcall(write, call, 1, st->write_kwnames);
         Py_DECREF(write);
     }
@@ -217,7 +218,8 @@ static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargs
     case PLAN_SOURCE:
         if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
             PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
-            PyObject *res = source_call(self, st, args, nargs);
+            /* Own references: the format or the isinstance check may run Python code that replans. */
+            PyObject *res = source_call(self, st, target, name, args, nargs);
             Py_DECREF(target);
             Py_DECREF(name);
             if (res != NULL)
