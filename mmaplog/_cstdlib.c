@@ -39,7 +39,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *logger;
-    PyObject *level;    /* int */
+    PyObject *level;    /* int; None for ``log``, whose level is its first argument */
+    PyObject *plans;    /* ``log`` only: level -> the planner's answer, for the current generation */
     PyObject *standard; /* the logger class's own method, bound to the logger */
     PyObject *target;   /* the ring emitter ("ring") or the RingHandler ("source"), else NULL */
     PyObject *name;     /* the logger's name while the plan is "source" */
@@ -115,7 +116,7 @@ static int globals_as_planned(ModuleState *st)
 
 /* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
  * Returns NULL with no exception set when the standard path must take the call. */
-static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *ring, PyObject *name, PyObject *const *args,
+static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
                              Py_ssize_t nargs)
 {
     if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
@@ -177,7 +178,7 @@ static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *ring, 
     PyObject *write = ok ? PyObject_GetAttr(ring, st->str_write) : NULL;
     PyObject *res = NULL;
     if (write != NULL) {
-        PyObject *call[4] = {text, self->level, name, fields};
+        PyObject *call[4] = {text, level, name, fields};
         res = PyObject_Vectorcall(write, call, 1, st->write_kwnames);
         Py_DECREF(write);
     }
@@ -191,11 +192,73 @@ static PyObject *source_call(FastMethod *self, ModuleState *st, PyObject *ring, 
     Py_RETURN_NONE;
 }
 
+/* ``log(level, msg, *args)``: the plan of each level is asked for once per generation and kept in a dict. */
+static PyObject *log_call(FastMethod *self, ModuleState *st, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2 || !PyLong_CheckExact(args[0]) || self->plans == NULL)
+        goto standard;
+    int overflow;
+    long level = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (overflow || level < 0 || level > 255) /* LoggingHandler clamps such levels: the standard path decides */
+        goto standard;
+    if (self->generation != st->generation) {
+        PyDict_Clear(self->plans);
+        self->generation = st->generation;
+    }
+    PyObject *plan = PyDict_GetItemWithError(self->plans, args[0]);
+    if (plan != NULL) {
+        Py_INCREF(plan);
+    }
+    else {
+        if (PyErr_Occurred() || st->planner == NULL)
+            goto standard;
+        unsigned long long generation = st->generation;
+        PyObject *planner = Py_NewRef(st->planner);
+        PyObject *call[3] = {self->logger, args[0], self->standard};
+        plan = PyObject_Vectorcall(planner, call, 3, NULL);
+        Py_DECREF(planner);
+        if (plan == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+            goto standard;
+        }
+        if (generation == st->generation && self->generation == generation &&
+            PyDict_SetItem(self->plans, args[0], plan) < 0)
+            PyErr_Clear();
+    }
+    PyObject *res = NULL;
+    if (plan == Py_None) {
+        res = Py_NewRef(Py_None);
+    }
+    else if (plan != Py_False && globals_as_planned(st)) {
+        if (PyTuple_Check(plan) && PyTuple_GET_SIZE(plan) == 2) {
+            if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
+                res = source_call(st, args[0], PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), args + 1,
+                                  nargs - 1);
+        }
+        else {
+            /* The emitter hands what it does not write to log's standard method with this level. */
+            res = PyObject_Vectorcall(plan, args + 1, (size_t)(nargs - 1), kwnames);
+            Py_DECREF(plan);
+            return res;
+        }
+    }
+    Py_DECREF(plan);
+    if (res != NULL)
+        return res;
+standard:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return PyObject_Vectorcall(self->standard, args, nargsf, kwnames);
+}
+
 static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     ModuleState *st = state_of_type(Py_TYPE(self));
     if (st == NULL)
         return NULL;
+    if (self->level == Py_None)
+        return log_call(self, st, args, nargsf, kwnames);
     if (self->generation != st->generation || self->plan == PLAN_STALE)
         replan(self, st);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -219,7 +282,7 @@ static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargs
         if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
             PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
             /* Own references: the format or the isinstance check may run Python code that replans. */
-            PyObject *res = source_call(self, st, target, name, args, nargs);
+            PyObject *res = source_call(st, self->level, target, name, args, nargs);
             Py_DECREF(target);
             Py_DECREF(name);
             if (res != NULL)
@@ -238,9 +301,12 @@ static PyObject *method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 {
     PyObject *logger, *level, *standard;
     static char *kwlist[] = {"logger", "level", "standard", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O:FastMethod", kwlist, &logger, &PyLong_Type, &level,
-                                     &standard))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:FastMethod", kwlist, &logger, &level, &standard))
         return NULL;
+    if (level != Py_None && !PyLong_Check(level)) {
+        PyErr_SetString(PyExc_TypeError, "level must be an int, or None for log()");
+        return NULL;
+    }
     if (!PyCallable_Check(standard)) {
         PyErr_SetString(PyExc_TypeError, "standard must be callable");
         return NULL;
@@ -254,6 +320,11 @@ static PyObject *method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->standard = Py_NewRef(standard);
     self->target = NULL;
     self->name = NULL;
+    self->plans = NULL;
+    if (level == Py_None && (self->plans = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     self->generation = 0;
     self->plan = PLAN_STALE;
     return (PyObject *)self;
@@ -267,6 +338,7 @@ static int method_traverse(FastMethod *self, visitproc visit, void *arg)
     Py_VISIT(self->standard);
     Py_VISIT(self->target);
     Py_VISIT(self->name);
+    Py_VISIT(self->plans);
     return 0;
 }
 
@@ -277,6 +349,7 @@ static int method_clear(FastMethod *self)
     Py_CLEAR(self->standard);
     Py_CLEAR(self->target);
     Py_CLEAR(self->name);
+    Py_CLEAR(self->plans);
     return 0;
 }
 
@@ -295,6 +368,8 @@ static PyObject *method_plan(FastMethod *self, void *closure)
     ModuleState *st = state_of_type(Py_TYPE(self));
     if (st == NULL)
         return NULL;
+    if (self->level == Py_None)
+        return PyUnicode_FromString("per level");
     int plan = self->generation == st->generation ? self->plan : PLAN_STALE;
     return PyUnicode_FromString(names[plan]);
 }
@@ -317,7 +392,8 @@ static PyObject *method_repr(FastMethod *self)
 static PyGetSetDef method_getset[] = {
     {"plan", (getter)method_plan, NULL, "The current plan: stale, disabled, standard or ring.", NULL},
     {"standard", (getter)method_get_standard, NULL, "The logger class's own method, bound to the logger.", NULL},
-    {"level", (getter)method_get_level, NULL, "The level this method logs at.", NULL},
+    {"level", (getter)method_get_level, NULL, "The level this method logs at (None: log(), the first argument's).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -22,6 +22,7 @@ logger's records take and why.
 from __future__ import annotations
 
 import collections.abc
+import functools
 import logging
 import os
 import threading
@@ -138,8 +139,8 @@ _formatter = logging.Formatter()
 
 # ---------------------------------------------------------------------------------------------- acceleration
 #
-# While accelerated, the level methods ``debug``, ``info``, ``warning``, ``error``, ``critical`` and
-# ``fatal`` of every eligible ``logging.Logger`` are instance attributes: C callables
+# While accelerated, the level methods ``debug``, ``info``, ``warning``, ``error``, ``critical``,
+# ``fatal`` and ``log`` of every eligible ``logging.Logger`` are instance attributes: C callables
 # (``_cstdlib.FastMethod``) that keep a plan per configuration generation.  A plan is computed here,
 # by :func:`_plan`, from the logger's state through the standard library's own ``isEnabledFor``;
 # every change that may alter the outcome bumps the generation:
@@ -335,6 +336,7 @@ def _accelerate_logger(logger: Any) -> bool:
     for name, level in _METHODS:
         standard = getattr(original, name).__get__(logger, original)
         object.__setattr__(logger, name, _cstdlib.FastMethod(logger, level, standard))
+    object.__setattr__(logger, "log", _cstdlib.FastMethod(logger, None, original.log.__get__(logger, original)))
     return True
 
 
@@ -344,6 +346,7 @@ def _restore_logger(logger: Any) -> None:
         return
     for name, _ in _METHODS:
         logger.__dict__.pop(name, None)
+    logger.__dict__.pop("log", None)
     for attribute in ("handlers", "filters"):
         value = logger.__dict__.get(attribute)
         if type(value) is _WatchedList:
@@ -498,6 +501,8 @@ def _plan(logger: logging.Logger, level: int, standard: Callable[..., None]) -> 
         return False
     if kind == "source":
         return (ring, logger.name)
+    if getattr(standard, "__name__", "") == "log":  # log(level, msg, ...): the emitter's fallback gets the level
+        standard = functools.partial(standard, level)
     return _cwrite.ring_emitter(ring, level, logger.name, standard)
 
 
@@ -512,5 +517,6 @@ def explain(name: str | None = None) -> str:
         kind, why, _ = _decide(logger, level)
         shown = "ring" if kind == "source" else kind
         lines.append(f"  {method}: {shown} path ({why})" if kind != "disabled" else f"  {method}: disabled ({why})")
-    lines.append("  exception, log, warn and calls with exc_info, extra, stack_info or stacklevel: standard path")
+    lines.append("  log(level, ...): the path of its level; exception, warn and calls with exc_info, extra, "
+                 "stack_info or stacklevel: standard path")
     return "\n".join(lines)

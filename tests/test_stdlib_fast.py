@@ -339,6 +339,27 @@ def test_the_common_configuration_takes_the_ring_path_and_writes_what_the_standa
 
 
 @needs_native
+def test_log_takes_the_path_of_its_level(ring: LoggingHandler) -> None:
+    logger = fresh("log")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(ring)
+    calls: list[tuple[Any, ...]] = [(logging.INFO, "order %d", 1), (logging.DEBUG, "off"), (35, "custom %s", "x"),
+                                    (300, "clamped"), (25, "%(k)s", {"k": "v"}), (True, "a bool level")]
+    for call in calls:
+        logging.Logger.log(logger, *call)
+    assert S.accelerate()
+    assert logger.log.plan == "per level"  # type: ignore[attr-defined]
+    for call in calls:
+        logger.log(*call)
+    records = [(r.logger, r.level, r.message, r.thread, r.fields, r.exception) for r in read(path_of(ring))]
+    assert len(records) == 8 and records[:4] == records[4:]  # True is level 1: below INFO, as in the stdlib
+    logger.setLevel(logging.ERROR)
+    logger.log(logging.INFO, "now off")
+    assert [r.message for r in read(path_of(ring))][-1] == "v"
+
+
+@needs_native
 @pytest.mark.parametrize("change", [
     "setLevel", "parent_setLevel", "disable", "disabled", "propagate", "addFilter", "handler_filter",
     "handler_level", "foreign_handler", "direct_append", "factory", "logThreads", "second_ring",
