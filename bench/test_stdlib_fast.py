@@ -1,0 +1,191 @@
+"""Unmodified ``logging`` code, accelerated by configuration alone, against the standard library in one run.
+
+Each subject is a child logger ``bench.appN.orders`` of a logger that holds the
+handler (with ``propagate=False``, so the test runner's own handlers on the
+root stay out), configured through ``dictConfig`` as an application would be:
+
+* ``stdlib-file``: a ``FileHandler`` with the usual text format;
+* ``stdlib-ring``: ``mmaplog.LoggingHandler`` on the standard path;
+* ``accelerated``: the same handler with ``"accelerate": True``;
+* ``stdlib-ring-source``, ``accelerated-source``: the same two with ``"capture_source": True``;
+* ``picologging``: picologging's drop-in with its ``FileHandler`` (skipped where not installed).
+
+The call is ``log.info("order %d paid %.2f by %s", 42, 9.5, "bob")``, and
+``log.debug`` of the same while the level is INFO for the disabled-level group.
+``test_ratios`` prints the ratios of the run (``pytest -s``); docs/BENCHMARKS.md
+records them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import logging.config
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench._subjects import (
+    ARGS,
+    MESSAGE,
+    PLAIN,
+    TEXT_FORMAT,
+    Subject,
+    last_ring_message,
+    last_text_line,
+    make_picologging,
+)
+from mmaplog import stdlib
+
+ROUNDS = pytest.mark.benchmark(min_time=0.0002, warmup=True)
+_names = itertools.count()
+#: Minimum time per call of each (group, subject) measured in this run, for test_ratios.
+RESULTS: dict[tuple[str, str], float] = {}
+
+
+def configure(tmp: Path, kind: str) -> tuple[logging.Logger, Callable[[], str | None], Callable[[], None]]:
+    """dictConfig a ``bench.appN`` logger with the subject's handler; the logger under test is its child."""
+    top = f"bench.app{next(_names)}"
+    if kind == "stdlib-file":
+        path = tmp / "app.log"
+        handler: dict[str, Any] = {"class": "logging.FileHandler", "filename": str(path), "formatter": "text"}
+        last = lambda: last_text_line(path)  # noqa: E731
+    else:
+        path = tmp / "app.mmlog"
+        handler = {"class": "mmaplog.LoggingHandler", "path": str(path), "size": "16 MiB",
+                   "accelerate": kind.startswith("accelerated"), "capture_source": kind.endswith("source")}
+        last = lambda: last_ring_message(path)  # noqa: E731
+    logging.config.dictConfig({
+        "version": 1, "incremental": False, "disable_existing_loggers": False,
+        "formatters": {"text": {"format": TEXT_FORMAT}},
+        "handlers": {"out": handler},
+        "loggers": {top: {"level": "INFO", "handlers": ["out"], "propagate": False}},
+    })
+    logger = logging.getLogger(f"{top}.orders")
+
+    def close() -> None:
+        stdlib.deaccelerate()
+        owner = logging.getLogger(top)
+        for h in list(owner.handlers):
+            owner.removeHandler(h)
+            h.close()
+
+    return logger, last, close
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
+    """Builds the subject inside the test body: the test runner attaches its capture handler to every
+    non-propagating logger that exists when a test phase starts, and that would be a second handler."""
+    closers: list[Callable[[], None]] = []
+
+    def build(kind: str) -> Subject:
+        if kind == "picologging":
+            made = make_picologging(tmp_path)
+            closers.append(made.close)
+            return made
+        logger, last, close = configure(tmp_path, kind)
+        closers.append(close)
+        if kind.startswith("accelerated") and not stdlib.accelerated():
+            pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
+        if kind.startswith("accelerated"):
+            assert "info: ring path" in stdlib.explain(logger.name), stdlib.explain(logger.name)
+        return Subject(kind, logger.info, logger.debug, close, last=last)
+
+    yield build
+    for close in closers:
+        close()
+
+
+ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source", "picologging"]
+DISABLED = ["stdlib-file", "accelerated"]
+
+
+@ROUNDS
+@pytest.mark.parametrize("kind", ENABLED)
+def test_enabled(benchmark: Any, make: Callable[[str], Subject], kind: str) -> None:
+    """One INFO call with three arguments that writes its record."""
+    subject = make(kind)
+    benchmark.group = "stdlib: 3 args"
+    benchmark.extra_info.update(subject=subject.name)
+    benchmark(subject.info, MESSAGE, *ARGS)
+    last = subject.last()
+    assert last is not None and last.endswith(PLAIN), last
+    if benchmark.stats is not None:
+        RESULTS[("enabled", subject.name)] = benchmark.stats.stats.min
+
+
+@ROUNDS
+@pytest.mark.parametrize("kind", DISABLED)
+def test_disabled(benchmark: Any, make: Callable[[str], Subject], kind: str) -> None:
+    """One DEBUG call while the level is INFO."""
+    subject = make(kind)
+    benchmark.group = "stdlib: disabled level"
+    benchmark.extra_info.update(subject=subject.name)
+    benchmark(subject.debug, MESSAGE, *ARGS)
+    assert subject.last() is None
+    if benchmark.stats is not None:
+        RESULTS[("disabled", subject.name)] = benchmark.stats.stats.min
+
+
+@pytest.mark.parametrize("kind", ["stdlib-file", "stdlib-ring", "accelerated"])
+def test_flask_requests(benchmark: Any, tmp_path: Path, scale: Any, kind: str) -> None:
+    """A Flask test client serving requests whose view logs twice (app.logger and a module logger)."""
+    flask = pytest.importorskip("flask")
+    log, last, close = configure(tmp_path, kind)
+    if kind == "accelerated" and not stdlib.accelerated():
+        close()
+        pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
+    app = flask.Flask(log.name.rsplit(".", 1)[0] + ".web")  # a sibling of the module logger, same handler
+
+    @app.route("/pay/<int:order>")
+    def pay(order: int) -> str:
+        app.logger.info("order %d paid %.2f by %s", order, 9.5, "bob")
+        log.info("order %d settled", order)
+        return "ok"
+
+    client = app.test_client()
+    requests = 10_000 if scale.full else 200
+
+    def serve() -> None:
+        for i in range(requests):
+            client.get(f"/pay/{i}")
+
+    benchmark.group = "stdlib: flask requests"
+    benchmark.extra_info.update(subject=kind, requests=requests)
+    try:
+        if kind == "accelerated":
+            assert "info: ring path" in stdlib.explain(app.logger.name), stdlib.explain(app.logger.name)
+        benchmark.pedantic(serve, rounds=3, iterations=1, warmup_rounds=0)
+        assert (last() or "").endswith(f"order {requests - 1} settled")
+    finally:
+        close()
+    if benchmark.stats is not None:
+        RESULTS[("flask", kind)] = benchmark.stats.stats.min / requests
+
+
+def test_ratios() -> None:
+    """The goal figures of this run: FileHandler ÷ accelerated, picologging ÷ accelerated, disabled costs."""
+    lines = []
+    fast = RESULTS.get(("enabled", "accelerated"))
+    if fast:
+        for name in ("stdlib-file", "stdlib-ring", "picologging"):
+            other = RESULTS.get(("enabled", name))
+            if other:
+                lines.append(f"{name} ÷ accelerated: {other / fast:.1f}x ({other * 1e6:.2f} µs vs {fast * 1e6:.2f} µs)")
+    located, file = RESULTS.get(("enabled", "accelerated-source")), RESULTS.get(("enabled", "stdlib-file"))
+    if located and file:
+        lines.append(f"stdlib-file ÷ accelerated with source location: {file / located:.1f}x ({located * 1e6:.2f} µs)")
+    off_std, off_fast = RESULTS.get(("disabled", "stdlib-file")), RESULTS.get(("disabled", "accelerated"))
+    if off_std and off_fast:
+        lines.append(f"disabled level: accelerated {off_fast * 1e9:.0f} ns, stdlib {off_std * 1e9:.0f} ns "
+                     f"({off_fast / off_std:.2f}x)")
+    flask_file, flask_fast = RESULTS.get(("flask", "stdlib-file")), RESULTS.get(("flask", "accelerated"))
+    if flask_file and flask_fast:
+        lines.append(f"flask request: FileHandler {flask_file * 1e6:.1f} µs, accelerated {flask_fast * 1e6:.1f} µs "
+                     f"({flask_file / flask_fast:.2f}x)")
+    if not lines:
+        pytest.skip("no timings in this run (--benchmark-disable, or the subjects were skipped)")
+    print("\n" + "\n".join(lines))

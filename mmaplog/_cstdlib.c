@@ -1,0 +1,567 @@
+/* mmaplog._cstdlib: the accelerated level methods of standard-library loggers (see mmaplog/stdlib.py).
+ *
+ * A FastMethod stands in for one level method (``info``, ``debug``, ...) of one ``logging.Logger``
+ * instance.  It keeps a plan computed by a Python planner: "disabled" (the level is off: return at
+ * once), "standard" (call the logger class's own method, unchanged) or "ring" (call a
+ * ``_cwrite.ring_emitter`` that formats ``msg % args`` and appends to the one ring the record goes
+ * to) or "source" (the same, with the caller's file, line and function as fields, for a
+ * ``LoggingHandler(capture_source=True)``: the caller's frame is read directly, no ``findCaller``).  The plan is valid for one configuration generation: anything that may change the outcome
+ * (levels, handlers, filters, propagation, ``logging.disable``, new loggers) bumps the module's
+ * generation, and the next call plans again.  The record factory and ``logging.logThreads`` are
+ * module globals that nothing can watch: they are checked on every "ring" call.
+ *
+ * No Python frame is added on any path, so the standard path's ``findCaller`` sees the same stack.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include "structmember.h"
+
+enum { PLAN_STALE = 0, PLAN_DISABLED = 1, PLAN_STANDARD = 2, PLAN_RING = 3, PLAN_SOURCE = 4 };
+
+typedef struct {
+    unsigned long long generation; /* bumped by every configuration change that may matter */
+    PyObject *planner;             /* planner(logger, level, standard) -> None | False | emitter | (ring, name) */
+    PyObject *logging_dict;        /* logging.__dict__ */
+    PyObject *record_class;        /* logging.LogRecord: the default record factory */
+    PyObject *str_factory;         /* "_logRecordFactory" */
+    PyObject *str_threads;         /* "logThreads" */
+    PyObject *str_srcfile;         /* "_srcfile" */
+    PyObject *str_write;           /* "_write" */
+    PyObject *str_importlib;       /* "importlib" */
+    PyObject *str_pathname, *str_lineno, *str_funcname; /* the source location's field names */
+    PyObject *write_kwnames;       /* ("level", "logger", "fields") */
+    PyObject *mapping;             /* collections.abc.Mapping */
+    PyTypeObject *method_type;
+} ModuleState;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *logger;
+    PyObject *level;    /* int; None for ``log``, whose level is its first argument */
+    PyObject *plans;    /* ``log`` only: level -> the planner's answer, for the current generation */
+    PyObject *standard; /* the logger class's own method, bound to the logger */
+    PyObject *target;   /* the ring emitter ("ring") or the RingHandler ("source"), else NULL */
+    PyObject *name;     /* the logger's name while the plan is "source" */
+    unsigned long long generation;
+    int plan;
+} FastMethod;
+
+static ModuleState *state_of_type(PyTypeObject *type)
+{
+    return (ModuleState *)PyType_GetModuleState(type);
+}
+
+/* Ask the planner again; on failure report it as unraisable and take the standard path. */
+static void replan(FastMethod *self, ModuleState *st)
+{
+    unsigned long long generation = st->generation;
+    PyObject *planner = st->planner;
+    int plan = PLAN_STANDARD;
+    PyObject *target = NULL, *name = NULL;
+    if (planner != NULL) {
+        Py_INCREF(planner);
+        PyObject *call[3] = {self->logger, self->level, self->standard};
+        PyObject *result = PyObject_Vectorcall(planner, call, 3, NULL);
+        Py_DECREF(planner);
+        if (result == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        else if (result == Py_None) {
+            plan = PLAN_DISABLED;
+            Py_DECREF(result);
+        }
+        else if (result == Py_False) {
+            Py_DECREF(result);
+        }
+        else if (PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2) {
+            plan = PLAN_SOURCE;
+            target = Py_NewRef(PyTuple_GET_ITEM(result, 0));
+            name = Py_NewRef(PyTuple_GET_ITEM(result, 1));
+            Py_DECREF(result);
+        }
+        else {
+            plan = PLAN_RING;
+            target = result;
+        }
+    }
+    PyObject *old = self->target, *old_name = self->name;
+    self->target = target;
+    self->name = name;
+    self->plan = plan;
+    self->generation = generation;
+    Py_XDECREF(old);
+    Py_XDECREF(old_name);
+}
+
+/* The record factory is the default one and records carry the thread: what a "ring" plan assumes. */
+static int globals_as_planned(ModuleState *st)
+{
+    PyObject *factory = PyDict_GetItemWithError(st->logging_dict, st->str_factory);
+    if (factory != st->record_class)
+        return 0;
+    PyObject *threads = PyDict_GetItemWithError(st->logging_dict, st->str_threads);
+    if (threads == Py_True)
+        return 1;
+    if (threads == NULL)
+        return 0;
+    int truth = PyObject_IsTrue(threads);
+    if (truth < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return truth;
+}
+
+/* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
+ * Returns NULL with no exception set when the standard path must take the call. */
+static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
+                             Py_ssize_t nargs)
+{
+    if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
+        return NULL;
+    PyObject *srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
+    if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
+        return NULL;
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (frame == NULL)
+        return NULL;
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *filename = code->co_filename;
+    /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
+     * skip: the standard path decides. */
+    int internal = !PyUnicode_Check(filename) || (PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0);
+    if (!internal)
+        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        internal = 1;
+    }
+    if (internal) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject *text;
+    if (nargs == 1) {
+        text = Py_NewRef(args[0]);
+    }
+    else {
+        if (nargs == 2) {
+            int mapping = PyDict_Check(args[1]) ? 1 : PyObject_IsInstance(args[1], st->mapping);
+            if (mapping != 0) { /* the standard library formats with the mapping itself */
+                Py_DECREF(code);
+                return NULL;
+            }
+        }
+        PyObject *tuple = PyTuple_New(nargs - 1);
+        if (tuple == NULL) {
+            Py_DECREF(code);
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < nargs; i++)
+            PyTuple_SET_ITEM(tuple, i - 1, Py_NewRef(args[i]));
+        text = PyUnicode_Format(args[0], tuple);
+        Py_DECREF(tuple);
+        if (text == NULL) {
+            Py_DECREF(code);
+            return NULL;
+        }
+    }
+    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    PyObject *fields = PyDict_New();
+    int ok = line != NULL && fields != NULL && PyDict_SetItem(fields, st->str_pathname, filename) == 0 &&
+             PyDict_SetItem(fields, st->str_lineno, line) == 0 &&
+             PyDict_SetItem(fields, st->str_funcname, code->co_name) == 0;
+    Py_DECREF(code);
+    Py_XDECREF(line);
+    PyObject *write = ok ? PyObject_GetAttr(ring, st->str_write) : NULL;
+    PyObject *res = NULL;
+    if (write != NULL) {
+        PyObject *call[4] = {text, level, name, fields};
+        res = PyObject_Vectorcall(write, call, 1, st->write_kwnames);
+        Py_DECREF(write);
+    }
+    Py_DECREF(text);
+    Py_XDECREF(fields);
+    if (res == NULL) {
+        PyErr_Clear(); /* the writer never raises; should it, the standard path reports it */
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+/* ``log(level, msg, *args)``: the plan of each level is asked for once per generation and kept in a dict. */
+static PyObject *log_call(FastMethod *self, ModuleState *st, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2 || !PyLong_CheckExact(args[0]) || self->plans == NULL)
+        goto standard;
+    int overflow;
+    long level = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (overflow || level < 0 || level > 255) /* LoggingHandler clamps such levels: the standard path decides */
+        goto standard;
+    if (self->generation != st->generation) {
+        PyDict_Clear(self->plans);
+        self->generation = st->generation;
+    }
+    PyObject *plan = PyDict_GetItemWithError(self->plans, args[0]);
+    if (plan != NULL) {
+        Py_INCREF(plan);
+    }
+    else {
+        if (PyErr_Occurred() || st->planner == NULL)
+            goto standard;
+        unsigned long long generation = st->generation;
+        PyObject *planner = Py_NewRef(st->planner);
+        PyObject *call[3] = {self->logger, args[0], self->standard};
+        plan = PyObject_Vectorcall(planner, call, 3, NULL);
+        Py_DECREF(planner);
+        if (plan == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+            goto standard;
+        }
+        if (generation == st->generation && self->generation == generation &&
+            PyDict_SetItem(self->plans, args[0], plan) < 0)
+            PyErr_Clear();
+    }
+    PyObject *res = NULL;
+    if (plan == Py_None) {
+        res = Py_NewRef(Py_None);
+    }
+    else if (plan != Py_False && globals_as_planned(st)) {
+        if (PyTuple_Check(plan) && PyTuple_GET_SIZE(plan) == 2) {
+            if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
+                res = source_call(st, args[0], PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), args + 1,
+                                  nargs - 1);
+        }
+        else {
+            /* The emitter hands what it does not write to log's standard method with this level. */
+            res = PyObject_Vectorcall(plan, args + 1, (size_t)(nargs - 1), kwnames);
+            Py_DECREF(plan);
+            return res;
+        }
+    }
+    Py_DECREF(plan);
+    if (res != NULL)
+        return res;
+standard:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return PyObject_Vectorcall(self->standard, args, nargsf, kwnames);
+}
+
+static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ModuleState *st = state_of_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    if (self->level == Py_None)
+        return log_call(self, st, args, nargsf, kwnames);
+    if (self->generation != st->generation || self->plan == PLAN_STALE)
+        replan(self, st);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    switch (self->plan) {
+    case PLAN_DISABLED:
+        if (nargs >= 1)
+            Py_RETURN_NONE;
+        break; /* a missing message: the standard method raises the TypeError */
+    case PLAN_RING:
+        if (self->target != NULL && globals_as_planned(st)) {
+            PyObject *target = self->target;
+            Py_INCREF(target);
+            PyObject *res = PyObject_Vectorcall(target, args, nargsf, kwnames);
+            Py_DECREF(target);
+            return res;
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        break;
+    case PLAN_SOURCE:
+        if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
+            PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
+            /* Own references: the format or the isinstance check may run Python code that replans. */
+            PyObject *res = source_call(st, self->level, target, name, args, nargs);
+            Py_DECREF(target);
+            Py_DECREF(name);
+            if (res != NULL)
+                return res;
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        break;
+    default:
+        break;
+    }
+    return PyObject_Vectorcall(self->standard, args, nargsf, kwnames);
+}
+
+static PyObject *method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *logger, *level, *standard;
+    static char *kwlist[] = {"logger", "level", "standard", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:FastMethod", kwlist, &logger, &level, &standard))
+        return NULL;
+    if (level != Py_None && !PyLong_Check(level)) {
+        PyErr_SetString(PyExc_TypeError, "level must be an int, or None for log()");
+        return NULL;
+    }
+    if (!PyCallable_Check(standard)) {
+        PyErr_SetString(PyExc_TypeError, "standard must be callable");
+        return NULL;
+    }
+    FastMethod *self = (FastMethod *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = (vectorcallfunc)fast_call;
+    self->logger = Py_NewRef(logger);
+    self->level = Py_NewRef(level);
+    self->standard = Py_NewRef(standard);
+    self->target = NULL;
+    self->name = NULL;
+    self->plans = NULL;
+    if (level == Py_None && (self->plans = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->generation = 0;
+    self->plan = PLAN_STALE;
+    return (PyObject *)self;
+}
+
+static int method_traverse(FastMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->logger);
+    Py_VISIT(self->level);
+    Py_VISIT(self->standard);
+    Py_VISIT(self->target);
+    Py_VISIT(self->name);
+    Py_VISIT(self->plans);
+    return 0;
+}
+
+static int method_clear(FastMethod *self)
+{
+    Py_CLEAR(self->logger);
+    Py_CLEAR(self->level);
+    Py_CLEAR(self->standard);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->plans);
+    return 0;
+}
+
+static void method_dealloc(FastMethod *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    method_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *method_plan(FastMethod *self, void *closure)
+{
+    static const char *names[] = {"stale", "disabled", "standard", "ring", "source"};
+    ModuleState *st = state_of_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    if (self->level == Py_None)
+        return PyUnicode_FromString("per level");
+    int plan = self->generation == st->generation ? self->plan : PLAN_STALE;
+    return PyUnicode_FromString(names[plan]);
+}
+
+static PyObject *method_get_standard(FastMethod *self, void *closure)
+{
+    return Py_NewRef(self->standard);
+}
+
+static PyObject *method_get_level(FastMethod *self, void *closure)
+{
+    return Py_NewRef(self->level);
+}
+
+static PyObject *method_repr(FastMethod *self)
+{
+    return PyUnicode_FromFormat("<accelerated %R>", self->standard);
+}
+
+static PyGetSetDef method_getset[] = {
+    {"plan", (getter)method_plan, NULL, "The current plan: stale, disabled, standard or ring.", NULL},
+    {"standard", (getter)method_get_standard, NULL, "The logger class's own method, bound to the logger.", NULL},
+    {"level", (getter)method_get_level, NULL, "The level this method logs at (None: log(), the first argument's).",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef method_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(FastMethod, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot method_slots[] = {
+    {Py_tp_doc, "FastMethod(logger, level, standard)\n--\n\n"
+                "An accelerated level method of a standard-library logger (see mmaplog.stdlib.accelerate)."},
+    {Py_tp_new, method_new},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_traverse, method_traverse},
+    {Py_tp_clear, method_clear},
+    {Py_tp_dealloc, method_dealloc},
+    {Py_tp_getset, method_getset},
+    {Py_tp_members, method_members},
+    {Py_tp_repr, method_repr},
+    {0, NULL},
+};
+
+static PyType_Spec method_spec = {
+    .name = "mmaplog._cstdlib.FastMethod",
+    .basicsize = sizeof(FastMethod),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = method_slots,
+};
+
+/* ---- module functions */
+
+PyDoc_STRVAR(configure_doc,
+"configure(logging_module, planner, mapping)\n--\n\n"
+"Use ``planner(logger, level, standard)`` (None: disabled, False: standard path, (ring handler, logger name):\n"
+"the ring with the caller's location as fields, else the ring emitter to call)\n"
+"and watch ``logging_module``'s record factory and ``logThreads``; planner None stops planning.\n"
+"``mapping`` is collections.abc.Mapping (a lone mapping argument is the format's mapping).");
+
+static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "configure(logging_module, planner, mapping)");
+        return NULL;
+    }
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    PyObject *dict = PyObject_GetAttrString(args[0], "__dict__");
+    if (dict == NULL)
+        return NULL;
+    if (!PyDict_Check(dict)) {
+        Py_DECREF(dict);
+        PyErr_SetString(PyExc_TypeError, "logging_module has no __dict__");
+        return NULL;
+    }
+    PyObject *record = PyObject_GetAttrString(args[0], "LogRecord");
+    if (record == NULL) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    Py_XSETREF(st->logging_dict, dict);
+    Py_XSETREF(st->record_class, record);
+    Py_XSETREF(st->planner, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_XSETREF(st->mapping, Py_NewRef(args[2]));
+    st->generation++;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(bump_doc, "bump()\n--\n\nInvalidate every plan: the configuration changed.");
+
+static PyObject *bump(PyObject *module, PyObject *unused)
+{
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    st->generation++;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(generation_doc, "generation()\n--\n\nThe current configuration generation.");
+
+static PyObject *generation(PyObject *module, PyObject *unused)
+{
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    return PyLong_FromUnsignedLongLong(st->generation);
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {"bump", bump, METH_NOARGS, bump_doc},
+    {"generation", generation, METH_NOARGS, generation_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module)
+{
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    st->generation = 1;
+    st->str_factory = PyUnicode_InternFromString("_logRecordFactory");
+    st->str_threads = PyUnicode_InternFromString("logThreads");
+    st->str_srcfile = PyUnicode_InternFromString("_srcfile");
+    st->str_write = PyUnicode_InternFromString("_write");
+    st->str_importlib = PyUnicode_InternFromString("importlib");
+    st->str_pathname = PyUnicode_InternFromString("pathname");
+    st->str_lineno = PyUnicode_InternFromString("lineno");
+    st->str_funcname = PyUnicode_InternFromString("funcName");
+    if (st->str_factory == NULL || st->str_threads == NULL || st->str_srcfile == NULL || st->str_write == NULL ||
+        st->str_importlib == NULL || st->str_pathname == NULL || st->str_lineno == NULL || st->str_funcname == NULL)
+        return -1;
+    st->write_kwnames = Py_BuildValue("(sss)", "level", "logger", "fields");
+    if (st->write_kwnames == NULL)
+        return -1;
+    st->method_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &method_spec, NULL);
+    if (st->method_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->method_type);
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    Py_VISIT(st->planner);
+    Py_VISIT(st->logging_dict);
+    Py_VISIT(st->record_class);
+    Py_VISIT(st->method_type);
+    Py_VISIT(st->mapping);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    ModuleState *st = (ModuleState *)PyModule_GetState(module);
+    Py_CLEAR(st->planner);
+    Py_CLEAR(st->logging_dict);
+    Py_CLEAR(st->record_class);
+    Py_CLEAR(st->str_factory);
+    Py_CLEAR(st->str_threads);
+    Py_CLEAR(st->str_srcfile);
+    Py_CLEAR(st->str_write);
+    Py_CLEAR(st->str_importlib);
+    Py_CLEAR(st->str_pathname);
+    Py_CLEAR(st->str_lineno);
+    Py_CLEAR(st->str_funcname);
+    Py_CLEAR(st->write_kwnames);
+    Py_CLEAR(st->mapping);
+    Py_CLEAR(st->method_type);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef cstdlib_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mmaplog._cstdlib",
+    .m_doc = "Accelerated level methods for standard-library loggers (see mmaplog/stdlib.py).",
+    .m_size = sizeof(ModuleState),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__cstdlib(void)
+{
+    return PyModuleDef_Init(&cstdlib_module);
+}
