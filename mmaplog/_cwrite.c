@@ -23,11 +23,9 @@
 #endif
 
 /* Slot layout (mmaplog/layout.py, docs/FORMAT.md): a 48-byte header, the payload, an 8-byte trailer. */
-#define SLOT_HEADER_SIZE 48
-#define SLOT_TRAILER_SIZE 8
-#define FLAG_WHOLE 0x03 /* FLAG_FIRST | FLAG_LAST */
-/* The format this module writes: the writer refuses a build for another one. */
-#define FORMAT_MAJOR 2
+#include "_layout.h"
+#define FLAG_WHOLE (FLAG_FIRST | FLAG_LAST)
+/* FORMAT_MAJOR (_layout.h) is the format this module writes: the writer refuses a build for another one. */
 
 #include "_checksum.h"
 
@@ -390,17 +388,17 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     unsigned char header[SLOT_HEADER_SIZE];
     uint32_t rec_len = (uint32_t)n;
     uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
-    memcpy(header + 0, &pos, 8);
-    memcpy(header + 8, &seq, 8);
-    memcpy(header + 16, &stamp, 8);
-    memcpy(header + 24, &ident, 8);
-    memcpy(header + 32, &rec_len, 4);
-    memcpy(header + 36, &rec_len, 4);
-    memcpy(header + 40, &length, 2);
-    memcpy(header + 42, &part, 2);
-    memcpy(header + 44, &lid16, 2);
-    header[46] = (unsigned char)level;
-    header[47] = FLAG_WHOLE;
+    memcpy(header + OFF_POS, &pos, 8);
+    memcpy(header + OFF_SEQ, &seq, 8);
+    memcpy(header + OFF_TIME_NS, &stamp, 8);
+    memcpy(header + OFF_THREAD, &ident, 8);
+    memcpy(header + OFF_REC_LEN, &rec_len, 4);
+    memcpy(header + OFF_MSG_LEN, &rec_len, 4);
+    memcpy(header + OFF_LENGTH, &length, 2);
+    memcpy(header + OFF_PART, &part, 2);
+    memcpy(header + OFF_LOGGER_ID, &lid16, 2);
+    header[OFF_LEVEL] = (unsigned char)level;
+    header[OFF_FLAGS] = FLAG_WHOLE;
 
     Py_ssize_t offset = self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
     store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
