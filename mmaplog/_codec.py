@@ -19,6 +19,7 @@ from . import _native
 from . import layout as L
 
 __all__ = [
+    "RECORD_FIELDS",
     "Assembled",
     "accelerator",
     "adler32_rows",
@@ -502,7 +503,7 @@ _EXPECTED_LAYOUT = {
     "slot_check": "crc32+adler32",
 }
 #: The record fields the accelerator fills, in its order, with the dtype each must have.
-_RECORD_FIELDS = (
+RECORD_FIELDS = (
     ("seq", "<u8"),
     ("time_ns", "<i8"),
     ("level", "u1"),
@@ -523,12 +524,12 @@ _accelerator: list[ModuleType | None] = []
 def record_layout(dtype: np.dtype) -> tuple[int, ...]:
     """(itemsize, offset of each field the accelerator fills) of a record dtype; ValueError if it has other fields."""
     fields = dtype.fields
-    if fields is None or list(fields) != [name for name, _ in _RECORD_FIELDS]:
+    if fields is None or list(fields) != [name for name, _ in RECORD_FIELDS]:
         raise ValueError(f"not a record dtype: {dtype}")
-    for name, kind in _RECORD_FIELDS:
+    for name, kind in RECORD_FIELDS:
         if fields[name][0] != np.dtype(kind):
             raise ValueError(f"record field {name} is {fields[name][0]}, expected {kind}")
-    return (dtype.itemsize, *(int(fields[name][1]) for name, _ in _RECORD_FIELDS))
+    return (dtype.itemsize, *(int(fields[name][1]) for name, _ in RECORD_FIELDS))
 
 
 def accelerator() -> ModuleType | None:
@@ -539,7 +540,7 @@ def accelerator() -> ModuleType | None:
             module = None
         if module is not None:
             # Records live in memory the accelerator owns (np.ndarray over its buffer); check numpy allows that.
-            probe = np.dtype(list(_RECORD_FIELDS))
+            probe = np.dtype(list(RECORD_FIELDS))
             try:
                 collector = module.Collector(64, 1, 0, 0, record_layout(probe), [])
                 store = module.reorder(collector.rows(), np.full(1, -1))

@@ -54,22 +54,8 @@ Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a strin
 #: Holes shorter than this between two allocated extents are read rather than skipped (one read beats two).
 _EXTENT_MERGE = 1 << 20
 
-#: One row per record, as returned by :func:`read_array`.
-RECORD_DTYPE = np.dtype(
-    [
-        ("seq", "<u8"),
-        ("time_ns", "<i8"),
-        ("level", "u1"),
-        ("thread", "<u8"),
-        ("pid", "<u4"),
-        ("flags", "u1"),
-        ("file", "<u4"),
-        ("logger", "O"),
-        ("message", "O"),
-        ("fields", "O"),
-        ("exception", "O"),
-    ]
-)
+#: One row per record, as returned by :func:`read_array` (the fields are the codec's, which the accelerator fills).
+RECORD_DTYPE = np.dtype(list(_codec.RECORD_FIELDS))
 
 
 @dataclass(frozen=True)
