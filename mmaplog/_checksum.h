@@ -149,6 +149,7 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t mmaplog_crc32_clmul(uin
 #endif
 
 /* Continue a CRC-32: crc32_update(crc32_update(0, a, n), b, m) == zlib.crc32(a + b).  Little-endian hosts. */
+/* Twin: zlib.crc32 in layout.slot_check and _codec.crc32_rows (docs/MAP.md). */
 static inline uint32_t mmaplog_crc32_update(uint32_t crc, const unsigned char *p, size_t n)
 {
     uint32_t c = ~crc;

@@ -94,6 +94,7 @@ def crc32_rows(raw: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return out
 
 
+# Twin: _cread.c slot_is_valid (and valid_mask) is the C form of this check, one slot at a time. See docs/MAP.md.
 def valid_slots(
     slots: np.ndarray, slot_count: int, index: np.ndarray | None = None, *, legacy: bool = False
 ) -> np.ndarray:
@@ -367,6 +368,7 @@ def _dedupe(seq: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, int]:
     return order[last_of_seq], int(len(order) - last_of_seq.sum())
 
 
+# Twin: _cread.c Collector and reorder build the same rows in C (assemble_rows below drives them). See docs/MAP.md.
 def assemble(slots: np.ndarray, names: dict[int, str]) -> Assembled:
     """Assemble valid slots into records, ordered by seq: one-slot records vectorised, longer ones joined.
 

@@ -98,7 +98,7 @@ static int placed(Placement *p, uint64_t pos, uint64_t index)
     return 1;
 }
 
-/* The checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index`. */
+/* Twin: the checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index` (docs/MAP.md). */
 static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, uint64_t index, int legacy)
 {
     uint64_t pos = rd64(s + OFF_POS), seq = rd64(s + OFF_SEQ);
@@ -417,6 +417,7 @@ static int store_reserve(RecordStore *store, Py_ssize_t need)
 }
 
 /* ---------------------------------------------------------------- Collector */
+/* Twin: _codec.assemble builds the same record rows in Python (docs/MAP.md). */
 
 /* What the Collector keeps beside each row, for ordering and for the Python side. */
 #define SIDE_SIZE 16
@@ -940,6 +941,7 @@ done:
 }
 
 /* --------------------------------------------------------------- JSON lines */
+/* Twin: JsonFormatter.block (mmaplog/cli/_output.py) writes the same lines in Python (docs/MAP.md). */
 
 typedef struct {
     PyObject *bytes; /* a bytearray used as the growing buffer */

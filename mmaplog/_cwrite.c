@@ -37,6 +37,7 @@ static inline int64_t wall_clock_ns(void)
 }
 
 /* ------------------------------------------------------------------------------------------ Appender */
+/* Twin: RingWriter._append (mmaplog/writer.py) is the Python form of Appender.append (docs/MAP.md). */
 
 typedef struct {
     PyObject_HEAD
@@ -732,6 +733,7 @@ static PyType_Spec appender_spec = {
 };
 
 /* ------------------------------------------------------------------------------------------ Emitters */
+/* Twin: emit_ring and emit_one in mmaplog/logger.py (_emitter) are the Python forms of ring_emit and record_emit. */
 
 /* The state behind one level method; the method itself is a builtin function bound to it. */
 typedef struct {

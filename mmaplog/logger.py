@@ -114,6 +114,7 @@ if _cwrite is not None:
     _disabled = _cwrite.disabled  # the same, as a C function: cheaper than a call of an empty Python function
 
 
+# Twin: _cwrite.c ring_emit and record_emit are the C forms of emit_ring and emit_one below. See docs/MAP.md.
 def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[..., None]:
     """The level method of an enabled level: build one record, give it to each handler."""
     if len(handlers) == 1 and type(handlers[0]) is RingHandler and handlers[0].line_format is None:

@@ -609,6 +609,7 @@ class RingWriter:
         with self._claim_lock:
             return RingWriter.write(self, message, **kwargs)
 
+    # Twin: _cwrite.c Appender.append is the C form of this method (same bytes; tests run both). See docs/MAP.md.
     def _append(self, message: str, level: int, logger: str) -> int:
         """:meth:`write` without fields, traceback, time or thread, taking positional arguments.
 

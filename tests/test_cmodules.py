@@ -139,8 +139,14 @@ sys.path[:0] = {path!r}
 import mmaplog._cwrite as w, mmaplog._cread as r, mmaplog._sigbus as g
 assert w.FORMAT_MAJOR == {major} and r.LAYOUT["slot_header"] == {header} and g.MAX_REGIONS > 0
 assert w.disabled(1, 2, x=3) is None
-slot = bytes({slot_size})
-assert r.valid_mask(slot, memoryview(bytes(8)).cast("Q"), {slot_size}, 1) == b"\\x00"
+assert r.valid_mask(bytes({slot_size}), {slot_size}, 1, bytes(8)) == b"\\x00"  # a slot never written
+got = []
+class Ring:
+    def _append(self, text, level, name):
+        got.append((text, level, name))
+emit = w.ring_emitter(Ring(), 20, "sub", lambda *args, **kwargs: got.append("fallback"))
+emit("x=%d", 5)
+assert got == [("x=5", 20, "sub")], got
 g.install()
 """
 
