@@ -940,8 +940,14 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
         if (fmt != NULL) {
             char text[SLOT_PAYLOAD_STACK];
             Py_ssize_t cap = appender->payload < SLOT_PAYLOAD_STACK ? appender->payload : SLOT_PAYLOAD_STACK;
-            Py_ssize_t n = nargs == 1 ? (fmt_len <= cap ? (memcpy(text, fmt, (size_t)fmt_len), fmt_len) : FMT_UNHANDLED)
-                                      : format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
+            Py_ssize_t n = FMT_UNHANDLED;
+            if (nargs > 1) {
+                n = format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
+            }
+            else if (fmt_len <= cap) {
+                memcpy(text, fmt, (size_t)fmt_len);
+                n = fmt_len;
+            }
             if (n >= 0) {
                 PyObject *res = append_bytes(appender, text, n, level, lid, self->level, self->name, wall_clock_ns(),
                                              (unsigned long long)PyThread_get_thread_ident());
