@@ -15,6 +15,7 @@ rebuilt whenever a level, a handler list or a handler's level changes.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -559,6 +560,10 @@ def default_tree() -> LoggerTree:
             tree.root.set_handlers(tree.startup_handlers)
             _Default.tree = tree
             _lifecycle.attached_handlers(tree.handlers)
+            if not _Default.setup and os.environ.get("MMAPLOG_CONFIG"):
+                # Only mmaplog.config reads that file; say so rather than ignore it silently.
+                report_once(_Default, "environment", "MMAPLOG_CONFIG is set but mmaplog.config was not imported, so "
+                            "the file is not read: use mmaplog.get_logger (or import mmaplog.config first)")
             try:
                 for step in list(_Default.setup):
                     step(tree)

@@ -82,3 +82,15 @@ def test_mmaplog_config_applies_through_the_package_entry_alone(tmp_path: Path) 
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert [(r.logger, r.message) for r in mmaplog.read(ring)] == [("env", "from the environment")]
+
+
+def test_the_logger_module_alone_says_when_it_cannot_read_mmaplog_config(tmp_path: Path) -> None:
+    """Without mmaplog.config (which reads the file), the default tree says so on stderr instead of ignoring it."""
+    conf = tmp_path / "env.toml"
+    conf.write_text('level = "DEBUG"\n')
+    code = "from mmaplog.logger import get_logger\nget_logger('alone').warning('still shown')\n"
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MMAPLOG_CONFIG": str(conf)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "MMAPLOG_CONFIG is set but mmaplog.config was not imported" in proc.stderr
+    assert "still shown" in proc.stderr
