@@ -335,7 +335,7 @@ static int store_getbuffer(RecordStore *self, Py_buffer *view, int flags)
     return rc;
 }
 
-static void store_releasebuffer(RecordStore *self, Py_buffer *view) { self->exports--; }
+static void store_releasebuffer(RecordStore *self, Py_buffer *Py_UNUSED(view)) { self->exports--; }
 
 #ifndef Py_TPFLAGS_IMMUTABLETYPE
 #define Py_TPFLAGS_IMMUTABLETYPE 0
@@ -759,7 +759,7 @@ static PyObject *collector_set_loggers(Collector *self, PyObject *names)
 
 PyDoc_STRVAR(rows_doc, "rows()\n--\n\nThe RecordStore holding one row per one-slot record, in ring order.");
 
-static PyObject *collector_rows(Collector *self, PyObject *unused)
+static PyObject *collector_rows(Collector *self, PyObject *Py_UNUSED(unused))
 {
     if (collector_ready(self) < 0)
         return NULL;
@@ -769,14 +769,14 @@ static PyObject *collector_rows(Collector *self, PyObject *unused)
 
 PyDoc_STRVAR(multi_doc, "multi_slots()\n--\n\nThe slots of records longer than one slot, as bytes, in ring order.");
 
-static PyObject *collector_multi(Collector *self, PyObject *unused)
+static PyObject *collector_multi(Collector *self, PyObject *Py_UNUSED(unused))
 {
     return PyBytes_FromStringAndSize((const char *)self->multi, self->multi_count * self->slot_size);
 }
 
 PyDoc_STRVAR(loggers_doc, "logger_ids()\n--\n\nThe logger ids of the one-slot records, ascending.");
 
-static PyObject *collector_loggers(Collector *self, PyObject *unused)
+static PyObject *collector_loggers(Collector *self, PyObject *Py_UNUSED(unused))
 {
     PyObject *out = PyList_New(0);
     if (out == NULL)
@@ -795,14 +795,14 @@ static PyObject *collector_loggers(Collector *self, PyObject *unused)
     return out;
 }
 
-static PyObject *collector_get_empty(Collector *self, void *c) { return PyLong_FromSsize_t(self->empty); }
-static PyObject *collector_get_invalid(Collector *self, void *c) { return PyLong_FromSsize_t(self->invalid); }
-static PyObject *collector_get_count(Collector *self, void *c) { return PyLong_FromSsize_t(self->rows); }
+static PyObject *collector_get_empty(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->empty); }
+static PyObject *collector_get_invalid(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->invalid); }
+static PyObject *collector_get_count(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->rows); }
 
-static PyObject *collector_get_multi(Collector *self, void *c) { return PyLong_FromSsize_t(self->multi_count); }
-static PyObject *collector_get_in_order(Collector *self, void *c) { return PyBool_FromLong(self->in_order); }
-static PyObject *collector_get_extras(Collector *self, void *c) { return PyLong_FromSsize_t(self->extras); }
-static PyObject *collector_get_truncated(Collector *self, void *c) { return PyLong_FromSsize_t(self->truncated); }
+static PyObject *collector_get_multi(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->multi_count); }
+static PyObject *collector_get_in_order(Collector *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->in_order); }
+static PyObject *collector_get_extras(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->extras); }
+static PyObject *collector_get_truncated(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->truncated); }
 
 static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
 {
@@ -820,7 +820,7 @@ static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
     return rc;
 }
 
-static void collector_releasebuffer(Collector *self, Py_buffer *view) { self->exports--; }
+static void collector_releasebuffer(Collector *self, Py_buffer *Py_UNUSED(view)) { self->exports--; }
 
 
 static PyMethodDef collector_methods[] = {
@@ -1241,7 +1241,7 @@ PyDoc_STRVAR(json_doc,
 "row holds something the pure formatter must judge (a message or logger that is not a str,\n"
 "a file index past ``ends``).");
 
-static PyObject *cread_json_lines(PyObject *module, PyObject *args)
+static PyObject *cread_json_lines(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *rows, *spec, *levels, *ends, *fields_json;
     if (!PyArg_ParseTuple(args, "OOOOO", &rows, &spec, &levels, &ends, &fields_json))
@@ -1376,7 +1376,7 @@ PyDoc_STRVAR(valid_doc,
 "_codec.valid_slots at the ring index given by ``index`` (a buffer of uint64, one per slot);\n"
 "``legacy``: format 1.x slots (adler32) instead of 2.x (CRC-32).");
 
-static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
+static PyObject *cread_valid_mask(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view, index;
     Py_ssize_t slot_size;

@@ -1134,7 +1134,7 @@ static PyObject *record_emitter(PyObject *module, PyObject *args)
 
 PyDoc_STRVAR(disabled_doc, "disabled(*args, **kwargs)\n--\n\nStands in for a level method while the level is disabled.");
 
-static PyObject *disabled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *disabled(PyObject *Py_UNUSED(module), PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs), PyObject *Py_UNUSED(kwnames))
 {
     Py_RETURN_NONE;
 }
