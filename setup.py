@@ -13,9 +13,9 @@ _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-fiel
 setup(
     ext_modules=[
         Extension("mmaplog._cwrite", ["mmaplog/_cwrite.c"], optional=True, extra_compile_args=_FLAGS,
-                  depends=["mmaplog/_checksum.h"]),
+                  depends=["mmaplog/_checksum.h", "mmaplog/_layout.h"]),
         Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS,
-                  depends=["mmaplog/_checksum.h"]),
+                  depends=["mmaplog/_checksum.h", "mmaplog/_layout.h"]),
         Extension("mmaplog._cstdlib", ["mmaplog/_cstdlib.c"], optional=True, extra_compile_args=_FLAGS),
         # The SIGBUS guard: used by both write paths (MMAPLOG_PURE_PYTHON=1 turns off only the two above).
         Extension("mmaplog._sigbus", ["mmaplog/_sigbus.c"], optional=True, extra_compile_args=_FLAGS),

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ConfigError, FormatError, MmaplogError, WriterBusyError
 
 if TYPE_CHECKING:
+    from ._levels import level_name, level_number
     from ._native import Accelerator, accelerators
     from ._record import LogRecord
-    from .config import configure, register_handler_type
+    from .config import configure, get_logger, register_handler_type
     from .follow import Followed, Follower, FollowEvent, FollowStats, follow
     from .frames import read_arrow, read_dataframe
     from .handlers import AsyncHandler, ConsoleHandler, FileHandler, Handler, Overflow, RingHandler
@@ -39,9 +40,8 @@ if TYPE_CHECKING:
         BoundLogger,
         Logger,
         LoggerNameError,
-        get_logger,
     )
-    from .reader import ReadStats, Record, level_name, level_number, read, read_array, scan
+    from .reader import ReadStats, Record, read, read_array, scan
     from .stdlib import LoggingHandler
     from .writer import RingWriter
 
@@ -56,9 +56,9 @@ _LAZY = {
     "Overflow": "handlers", "RingHandler": "handlers",
     "FORMAT_VERSION": "layout",
     "CRITICAL": "logger", "DEBUG": "logger", "ERROR": "logger", "INFO": "logger", "NOTSET": "logger",
-    "TRACE": "logger", "WARNING": "logger", "BoundLogger": "logger", "Logger": "logger", "get_logger": "logger",
+    "TRACE": "logger", "WARNING": "logger", "BoundLogger": "logger", "Logger": "logger", "get_logger": "config",
     "LoggerNameError": "logger",
-    "ReadStats": "reader", "Record": "reader", "level_name": "reader", "level_number": "reader", "read": "reader",
+    "ReadStats": "reader", "Record": "reader", "level_name": "_levels", "level_number": "_levels", "read": "reader",
     "read_array": "reader", "scan": "reader",
     "LoggingHandler": "stdlib",
     "loguru_sink": "integrations.loguru",

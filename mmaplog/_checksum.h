@@ -15,13 +15,14 @@
  * for inputs of 64 bytes and more: per slot as fast as the SSE2 adler32 it replaces (measured in
  * bench/test_checksum.py); shorter inputs, tails and other CPUs use slice-by-8 tables.  Both are
  * checked against zlib.crc32 for every length in tests/test_cread.py.  mmaplog_crc32_init() builds
- * the tables and probes the CPU once per module (not thread-safe: call it from the module's init
- * function).  A header only (static functions), so each extension keeps one copy and neither
+ * the tables and probes the CPU once per process (pthread_once: every interpreter that loads the
+ * module calls it from the module's exec slot).  A header only (static functions), so each extension keeps one copy and neither
  * depends on the other.
  */
 #ifndef MMAPLOG_CHECKSUM_H
 #define MMAPLOG_CHECKSUM_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,7 +35,7 @@ static uint32_t mmaplog_crc_table[8][256];
 static int mmaplog_crc_clmul_ok; /* set by mmaplog_crc32_init() where the CPU has PCLMULQDQ and SSE4.1 */
 #endif
 
-static inline void mmaplog_crc32_init(void)
+static void mmaplog_crc32_build(void)
 {
 #ifdef MMAPLOG_CRC_CLMUL
     __builtin_cpu_init();
@@ -54,6 +55,11 @@ static inline void mmaplog_crc32_init(void)
         }
     }
 }
+
+static pthread_once_t mmaplog_crc_once = PTHREAD_ONCE_INIT;
+
+/* Build the tables once per process: a module's exec slot may run in several interpreters at once. */
+static inline void mmaplog_crc32_init(void) { (void)pthread_once(&mmaplog_crc_once, mmaplog_crc32_build); }
 
 /* Slice-by-8 on the inverted register `c` (zlib's internal state). */
 static inline uint32_t mmaplog_crc32_tables(uint32_t c, const unsigned char *p, size_t n)
@@ -143,6 +149,7 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t mmaplog_crc32_clmul(uin
 #endif
 
 /* Continue a CRC-32: crc32_update(crc32_update(0, a, n), b, m) == zlib.crc32(a + b).  Little-endian hosts. */
+/* Twin: zlib.crc32 in layout.slot_check and _codec.crc32_rows (docs/MAP.md). */
 static inline uint32_t mmaplog_crc32_update(uint32_t crc, const unsigned char *p, size_t n)
 {
     uint32_t c = ~crc;

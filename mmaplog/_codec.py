@@ -19,6 +19,7 @@ from . import _native
 from . import layout as L
 
 __all__ = [
+    "RECORD_FIELDS",
     "Assembled",
     "accelerator",
     "adler32_rows",
@@ -93,6 +94,7 @@ def crc32_rows(raw: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return out
 
 
+# Twin: _cread.c slot_is_valid (and valid_mask) is the C form of this check, one slot at a time. See docs/MAP.md.
 def valid_slots(
     slots: np.ndarray, slot_count: int, index: np.ndarray | None = None, *, legacy: bool = False
 ) -> np.ndarray:
@@ -366,6 +368,7 @@ def _dedupe(seq: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, int]:
     return order[last_of_seq], int(len(order) - last_of_seq.sum())
 
 
+# Twin: _cread.c Collector and reorder build the same rows in C (assemble_rows below drives them). See docs/MAP.md.
 def assemble(slots: np.ndarray, names: dict[int, str]) -> Assembled:
     """Assemble valid slots into records, ordered by seq: one-slot records vectorised, longer ones joined.
 
@@ -502,7 +505,7 @@ _EXPECTED_LAYOUT = {
     "slot_check": "crc32+adler32",
 }
 #: The record fields the accelerator fills, in its order, with the dtype each must have.
-_RECORD_FIELDS = (
+RECORD_FIELDS = (
     ("seq", "<u8"),
     ("time_ns", "<i8"),
     ("level", "u1"),
@@ -523,12 +526,12 @@ _accelerator: list[ModuleType | None] = []
 def record_layout(dtype: np.dtype) -> tuple[int, ...]:
     """(itemsize, offset of each field the accelerator fills) of a record dtype; ValueError if it has other fields."""
     fields = dtype.fields
-    if fields is None or list(fields) != [name for name, _ in _RECORD_FIELDS]:
+    if fields is None or list(fields) != [name for name, _ in RECORD_FIELDS]:
         raise ValueError(f"not a record dtype: {dtype}")
-    for name, kind in _RECORD_FIELDS:
+    for name, kind in RECORD_FIELDS:
         if fields[name][0] != np.dtype(kind):
             raise ValueError(f"record field {name} is {fields[name][0]}, expected {kind}")
-    return (dtype.itemsize, *(int(fields[name][1]) for name, _ in _RECORD_FIELDS))
+    return (dtype.itemsize, *(int(fields[name][1]) for name, _ in RECORD_FIELDS))
 
 
 def accelerator() -> ModuleType | None:
@@ -539,7 +542,7 @@ def accelerator() -> ModuleType | None:
             module = None
         if module is not None:
             # Records live in memory the accelerator owns (np.ndarray over its buffer); check numpy allows that.
-            probe = np.dtype(list(_RECORD_FIELDS))
+            probe = np.dtype(list(RECORD_FIELDS))
             try:
                 collector = module.Collector(64, 1, 0, 0, record_layout(probe), [])
                 store = module.reorder(collector.rows(), np.full(1, -1))

@@ -23,32 +23,11 @@
 #define CREAD_BIG_ENDIAN 1 /* the file and the record rows are little-endian: use the pure paths */
 #endif
 
-/* The slot layout of mmaplog/layout.py (formats 1.x and 2.x: the same fields). */
-#define SLOT_HEADER 48
-#define SLOT_TRAILER 8
-#define FLAG_FIRST 0x01
-#define FLAG_LAST 0x02
-#define FLAG_FIELDS 0x04
-#define FLAG_TRUNCATED 0x08
-#define FLAG_INLINE_LOGGER 0x10
-#define FLAG_EXCEPTION 0x20
-#define KNOWN_FLAGS 0x3F
+#include "_layout.h"
+
 #define EXTRAS (FLAG_FIELDS | FLAG_INLINE_LOGGER | FLAG_EXCEPTION)
 #define WHOLE (FLAG_FIRST | FLAG_LAST)
-#define LOGGER_IDS 65536
-
-/* Field offsets inside a slot header. */
-#define OFF_POS 0
-#define OFF_SEQ 8
-#define OFF_TIME 16
-#define OFF_THREAD 24
-#define OFF_REC_LEN 32
-#define OFF_MSG_LEN 36
-#define OFF_LENGTH 40
-#define OFF_PART 42
-#define OFF_LOGGER 44
-#define OFF_LEVEL 46
-#define OFF_FLAGS 47
+#define LOGGER_IDS 65536 /* logger ids are u16 */
 
 static uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -119,14 +98,14 @@ static int placed(Placement *p, uint64_t pos, uint64_t index)
     return 1;
 }
 
-/* The checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index`. */
+/* Twin: the checks of _codec.valid_slots, in one pass over one slot of `size` bytes at ring `index` (docs/MAP.md). */
 static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, uint64_t index, int legacy)
 {
     uint64_t pos = rd64(s + OFF_POS), seq = rd64(s + OFF_SEQ);
     uint32_t rec_len = rd32(s + OFF_REC_LEN), msg_len = rd32(s + OFF_MSG_LEN);
     uint16_t length = rd16(s + OFF_LENGTH), part = rd16(s + OFF_PART);
     unsigned flags = s[OFF_FLAGS];
-    size_t payload = size - SLOT_HEADER - SLOT_TRAILER;
+    size_t payload = size - SLOT_HEADER_SIZE - SLOT_TRAILER_SIZE;
     if (pos == 0 || rd32(s + size - 4) != (uint32_t)pos)
         return 0;
     if (!placed(where, pos, index))
@@ -143,7 +122,7 @@ static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, 
         return 0;
     if (!(flags & EXTRAS) && msg_len != rec_len)
         return 0;
-    return slot_check_ok(s, size - SLOT_TRAILER, SLOT_HEADER + (size_t)length, legacy, rd32(s + size - 8));
+    return slot_check_ok(s, size - SLOT_TRAILER_SIZE, SLOT_HEADER_SIZE + (size_t)length, legacy, rd32(s + size - SLOT_TRAILER_SIZE));
 }
 
 /* ------------------------------------------------------------ record layout */
@@ -227,13 +206,27 @@ typedef struct {
 #define KEEP_MAX ((size_t)256 << 20)
 #define KEEP_BLOCKS 2
 
-static struct {
+typedef struct {
     char *data;
     size_t size;
-} kept[KEEP_BLOCKS]; /* guarded by the GIL, like every entry point of this module */
+} KeptBlock;
 
-static char *rows_alloc(size_t bytes, size_t *mapped)
+/* Per-module state: the module's types and its kept blocks (guarded by the GIL of the interpreter
+ * that owns the module, like every entry point of this module). */
+typedef struct {
+    PyTypeObject *record_store_type;
+    PyTypeObject *collector_type;
+    KeptBlock kept[KEEP_BLOCKS];
+} cread_state;
+
+static inline cread_state *module_state(PyObject *module) { return (cread_state *)PyModule_GetState(module); }
+
+/* The state of the module that made `type` (one of this module's heap types, never subclassed). */
+static inline cread_state *type_state(PyTypeObject *type) { return (cread_state *)PyType_GetModuleState(type); }
+
+static char *rows_alloc(cread_state *st, size_t bytes, size_t *mapped)
 {
+    KeptBlock *kept = st->kept;
     *mapped = 0;
 #if defined(MAP_ANONYMOUS)
     if (bytes >= MAP_FROM) {
@@ -261,8 +254,9 @@ static char *rows_alloc(size_t bytes, size_t *mapped)
     return PyMem_Malloc(bytes ? bytes : 1);
 }
 
-static void rows_free(char *data, size_t mapped)
+static void rows_free(cread_state *st, char *data, size_t mapped)
 {
+    KeptBlock *kept = st->kept;
     if (data == NULL)
         return;
 #if defined(MAP_ANONYMOUS)
@@ -285,17 +279,52 @@ static void rows_free(char *data, size_t mapped)
     PyMem_Free(data);
 }
 
+static int store_traverse(RecordStore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    if (self->data != NULL) {
+        for (Py_ssize_t i = 0; i < self->count; i++) {
+            char *row = self->data + i * self->layout.itemsize;
+            for (int f = R_FIRST_OBJECT; f < R_N; f++)
+                Py_VISIT(get_object(row, self->layout.off[f]));
+        }
+    }
+    return 0;
+}
+
+/* Drop the objects the rows hold; the rows stay valid for an exported view (None in every object field). */
+static int store_clear(RecordStore *self)
+{
+    if (self->data != NULL) {
+        for (Py_ssize_t i = 0; i < self->count; i++) {
+            char *row = self->data + i * self->layout.itemsize;
+            for (int f = R_FIRST_OBJECT; f < R_N; f++) {
+                PyObject *old = get_object(row, self->layout.off[f]);
+                if (old != NULL && old != Py_None) {
+                    Py_INCREF(Py_None);
+                    set_object(row, self->layout.off[f], Py_None);
+                    Py_DECREF(old);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 static void store_dealloc(RecordStore *self)
 {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     if (self->data != NULL) {
         for (Py_ssize_t i = 0; i < self->count; i++) {
             char *row = self->data + i * self->layout.itemsize;
             for (int f = R_FIRST_OBJECT; f < R_N; f++)
                 Py_XDECREF(get_object(row, self->layout.off[f]));
         }
-        rows_free(self->data, self->mapped);
+        rows_free(type_state(type), self->data, self->mapped);
     }
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
 }
 
 static int store_getbuffer(RecordStore *self, Py_buffer *view, int flags)
@@ -306,33 +335,46 @@ static int store_getbuffer(RecordStore *self, Py_buffer *view, int flags)
     return rc;
 }
 
-static void store_releasebuffer(RecordStore *self, Py_buffer *view) { self->exports--; }
+static void store_releasebuffer(RecordStore *self, Py_buffer *Py_UNUSED(view)) { self->exports--; }
 
-static PyBufferProcs store_as_buffer = {(getbufferproc)store_getbuffer, (releasebufferproc)store_releasebuffer};
+#ifndef Py_TPFLAGS_IMMUTABLETYPE
+#define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
 
-static PyTypeObject RecordStoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mmaplog._cread.RecordStore",
-    .tp_basicsize = sizeof(RecordStore),
-    .tp_dealloc = (destructor)store_dealloc,
-    .tp_as_buffer = &store_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The memory of a record array (numpy.ndarray(buffer=store)); releases its objects when it goes away.",
+static PyType_Slot store_slots[] = {
+    {Py_tp_doc, "The memory of a record array (numpy.ndarray(buffer=store)); releases its objects when it goes away."},
+    {Py_tp_dealloc, store_dealloc},
+    {Py_tp_traverse, store_traverse},
+    {Py_tp_clear, store_clear},
+    {Py_bf_getbuffer, store_getbuffer},
+    {Py_bf_releasebuffer, store_releasebuffer},
+    {0, NULL},
 };
 
-static RecordStore *store_new(const Layout *layout, Py_ssize_t capacity)
+static PyType_Spec store_spec = {
+    .name = "mmaplog._cread.RecordStore",
+    .basicsize = sizeof(RecordStore),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = store_slots,
+};
+
+static RecordStore *store_new(cread_state *st, const Layout *layout, Py_ssize_t capacity)
 {
     if (capacity < 0 || (capacity && (size_t)capacity > (size_t)PY_SSIZE_T_MAX / (size_t)layout->itemsize)) {
         PyErr_NoMemory();
         return NULL;
     }
-    RecordStore *store = PyObject_New(RecordStore, &RecordStoreType);
+    RecordStore *store = PyObject_GC_New(RecordStore, st->record_store_type);
     if (store == NULL)
         return NULL;
     store->layout = *layout;
-    store->count = store->capacity = store->exports = 0;
+    store->count = 0;
+    store->capacity = 0;
+    store->exports = 0;
+    store->mapped = 0;
     /* Rows are written whole before they count; pages of rows never used are never touched. */
-    store->data = rows_alloc((size_t)capacity * (size_t)layout->itemsize, &store->mapped);
+    store->data = rows_alloc(st, (size_t)capacity * (size_t)layout->itemsize, &store->mapped);
+    PyObject_GC_Track(store);
     if (store->data == NULL) {
         Py_DECREF(store);
         PyErr_NoMemory();
@@ -359,14 +401,15 @@ static int store_reserve(RecordStore *store, Py_ssize_t need)
         }
         cap *= 2;
     }
+    cread_state *st = type_state(Py_TYPE(store));
     size_t mapped;
-    char *data = rows_alloc((size_t)cap * (size_t)store->layout.itemsize, &mapped);
+    char *data = rows_alloc(st, (size_t)cap * (size_t)store->layout.itemsize, &mapped);
     if (data == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     memcpy(data, store->data, (size_t)(store->count * store->layout.itemsize));
-    rows_free(store->data, store->mapped);
+    rows_free(st, store->data, store->mapped);
     store->data = data;
     store->mapped = mapped;
     store->capacity = cap;
@@ -374,6 +417,7 @@ static int store_reserve(RecordStore *store, Py_ssize_t need)
 }
 
 /* ---------------------------------------------------------------- Collector */
+/* Twin: _codec.assemble builds the same record rows in Python (docs/MAP.md). */
 
 /* What the Collector keeps beside each row, for ordering and for the Python side. */
 #define SIDE_SIZE 16
@@ -408,9 +452,9 @@ typedef struct {
     unsigned char seen[LOGGER_IDS / 8];
 } Collector;
 
-static unsigned char *side_alloc(Py_ssize_t capacity, size_t *mapped)
+static unsigned char *side_alloc(cread_state *st, Py_ssize_t capacity, size_t *mapped)
 {
-    return (unsigned char *)rows_alloc((size_t)capacity * SIDE_SIZE, mapped);
+    return (unsigned char *)rows_alloc(st, (size_t)capacity * SIDE_SIZE, mapped);
 }
 
 static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
@@ -425,7 +469,7 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "nKkkOO!|p", kwlist, &slot_size, &slot_count, &pid, &file, &spec,
                                      &PyList_Type, &names, &legacy))
         return -1;
-    if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1) {
+    if (slot_size < SLOT_HEADER_SIZE + SLOT_TRAILER_SIZE || slot_size > MAX_SLOT_SIZE || slot_size % 8 || slot_count < 1) {
         PyErr_SetString(PyExc_ValueError, "bad slot geometry");
         return -1;
     }
@@ -441,15 +485,16 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
         return -1;
     /* A row per slot when the memory is there (pages never used are never touched); else grow. */
     Py_ssize_t capacity = slot_count <= (uint64_t)(PY_SSIZE_T_MAX / 4096) ? (Py_ssize_t)slot_count : 0;
-    self->store = store_new(&layout, capacity);
+    cread_state *st = type_state(Py_TYPE(self));
+    self->store = store_new(st, &layout, capacity);
     if (self->store != NULL) {
-        self->side = side_alloc(capacity, &self->side_mapped);
+        self->side = side_alloc(st, capacity, &self->side_mapped);
         self->side_capacity = self->side != NULL ? capacity : 0;
     }
     if (self->store == NULL || self->side == NULL) {
         PyErr_Clear();
         Py_CLEAR(self->store);
-        self->store = store_new(&layout, 0);
+        self->store = store_new(st, &layout, 0);
         if (self->store == NULL)
             return -1;
     }
@@ -466,13 +511,30 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static int collector_traverse(Collector *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->store);
+    Py_VISIT(self->names);
+    return 0;
+}
+
+static int collector_clear(Collector *self)
+{
+    Py_CLEAR(self->store);
+    Py_CLEAR(self->names);
+    return 0;
+}
+
 static void collector_dealloc(Collector *self)
 {
-    Py_XDECREF(self->store);
-    Py_XDECREF(self->names);
-    rows_free((char *)self->side, self->side_mapped);
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    collector_clear(self);
+    rows_free(type_state(type), (char *)self->side, self->side_mapped);
     PyMem_Free(self->multi);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
 }
 
 /* Make room for `need` items of `item` bytes in *buf, doubling. */
@@ -523,14 +585,14 @@ static int reserve_rows(Collector *self, Py_ssize_t slots)
             cap *= 2;
         }
         size_t mapped;
-        unsigned char *side = side_alloc(cap, &mapped);
+        unsigned char *side = side_alloc(type_state(Py_TYPE(self)), cap, &mapped);
         if (side == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         if (self->side != NULL)
             memcpy(side, self->side, (size_t)self->rows * SIDE_SIZE);
-        rows_free((char *)self->side, self->side_mapped);
+        rows_free(type_state(Py_TYPE(self)), (char *)self->side, self->side_mapped);
         self->side = side;
         self->side_mapped = mapped;
         self->side_capacity = cap;
@@ -584,13 +646,13 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
             self->multi_count++;
             continue;
         }
-        const char *payload = (const char *)s + SLOT_HEADER;
+        const char *payload = (const char *)s + SLOT_HEADER_SIZE;
         Py_ssize_t length = rd16(s + OFF_LENGTH); /* <= the payload size: checked by slot_is_valid */
         PyObject *text = (flags & EXTRAS) ? PyBytes_FromStringAndSize(payload, length)
                                           : PyUnicode_DecodeUTF8(payload, length, "replace");
         if (text == NULL)
             goto fail;
-        uint16_t logger = rd16(s + OFF_LOGGER);
+        uint16_t logger = rd16(s + OFF_LOGGER_ID);
         PyObject *name = Py_None;
         if (flags & EXTRAS)
             self->extras++; /* the Python side splits its payload */
@@ -601,7 +663,7 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         Py_ssize_t r = self->rows++;
         char *row = store->data + r * store->layout.itemsize;
         memcpy(row + off[R_SEQ], s + OFF_SEQ, 8);
-        memcpy(row + off[R_TIME], s + OFF_TIME, 8);
+        memcpy(row + off[R_TIME], s + OFF_TIME_NS, 8);
         memcpy(row + off[R_THREAD], s + OFF_THREAD, 8);
         row[off[R_LEVEL]] = (char)s[OFF_LEVEL];
         row[off[R_FLAGS]] = (char)flags;
@@ -618,7 +680,7 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         unsigned char *side = self->side + r * SIDE_SIZE;
         memcpy(side + SIDE_POS, s + OFF_POS, 8);
         memcpy(side + SIDE_MSG_LEN, s + OFF_MSG_LEN, 4);
-        memcpy(side + SIDE_LOGGER, s + OFF_LOGGER, 2);
+        memcpy(side + SIDE_LOGGER, s + OFF_LOGGER_ID, 2);
         side[SIDE_FLAGS] = (unsigned char)flags;
         side[SIDE_FLAGS + 1] = 0;
         uint64_t seq = rd64(s + OFF_SEQ);
@@ -697,7 +759,7 @@ static PyObject *collector_set_loggers(Collector *self, PyObject *names)
 
 PyDoc_STRVAR(rows_doc, "rows()\n--\n\nThe RecordStore holding one row per one-slot record, in ring order.");
 
-static PyObject *collector_rows(Collector *self, PyObject *unused)
+static PyObject *collector_rows(Collector *self, PyObject *Py_UNUSED(unused))
 {
     if (collector_ready(self) < 0)
         return NULL;
@@ -707,14 +769,14 @@ static PyObject *collector_rows(Collector *self, PyObject *unused)
 
 PyDoc_STRVAR(multi_doc, "multi_slots()\n--\n\nThe slots of records longer than one slot, as bytes, in ring order.");
 
-static PyObject *collector_multi(Collector *self, PyObject *unused)
+static PyObject *collector_multi(Collector *self, PyObject *Py_UNUSED(unused))
 {
     return PyBytes_FromStringAndSize((const char *)self->multi, self->multi_count * self->slot_size);
 }
 
 PyDoc_STRVAR(loggers_doc, "logger_ids()\n--\n\nThe logger ids of the one-slot records, ascending.");
 
-static PyObject *collector_loggers(Collector *self, PyObject *unused)
+static PyObject *collector_loggers(Collector *self, PyObject *Py_UNUSED(unused))
 {
     PyObject *out = PyList_New(0);
     if (out == NULL)
@@ -733,14 +795,14 @@ static PyObject *collector_loggers(Collector *self, PyObject *unused)
     return out;
 }
 
-static PyObject *collector_get_empty(Collector *self, void *c) { return PyLong_FromSsize_t(self->empty); }
-static PyObject *collector_get_invalid(Collector *self, void *c) { return PyLong_FromSsize_t(self->invalid); }
-static PyObject *collector_get_count(Collector *self, void *c) { return PyLong_FromSsize_t(self->rows); }
+static PyObject *collector_get_empty(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->empty); }
+static PyObject *collector_get_invalid(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->invalid); }
+static PyObject *collector_get_count(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->rows); }
 
-static PyObject *collector_get_multi(Collector *self, void *c) { return PyLong_FromSsize_t(self->multi_count); }
-static PyObject *collector_get_in_order(Collector *self, void *c) { return PyBool_FromLong(self->in_order); }
-static PyObject *collector_get_extras(Collector *self, void *c) { return PyLong_FromSsize_t(self->extras); }
-static PyObject *collector_get_truncated(Collector *self, void *c) { return PyLong_FromSsize_t(self->truncated); }
+static PyObject *collector_get_multi(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->multi_count); }
+static PyObject *collector_get_in_order(Collector *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->in_order); }
+static PyObject *collector_get_extras(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->extras); }
+static PyObject *collector_get_truncated(Collector *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->truncated); }
 
 static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
 {
@@ -758,12 +820,8 @@ static int collector_getbuffer(Collector *self, Py_buffer *view, int flags)
     return rc;
 }
 
-static void collector_releasebuffer(Collector *self, Py_buffer *view) { self->exports--; }
+static void collector_releasebuffer(Collector *self, Py_buffer *Py_UNUSED(view)) { self->exports--; }
 
-static PyBufferProcs collector_as_buffer = {
-    (getbufferproc)collector_getbuffer,
-    (releasebufferproc)collector_releasebuffer,
-};
 
 static PyMethodDef collector_methods[] = {
     {"feed", (PyCFunction)collector_feed, METH_VARARGS, feed_doc},
@@ -793,18 +851,25 @@ PyDoc_STRVAR(collector_doc,
 "_codec.record_layout) in ring order; ``names`` lists logger names by id as known so far.  Its buffer holds a 16-byte side entry per\n"
 "row: the slot's pos (u64), msg_len (u32), logger_id (u16), flags (u8), a zero byte.");
 
-static PyTypeObject CollectorType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mmaplog._cread.Collector",
-    .tp_basicsize = sizeof(Collector),
-    .tp_dealloc = (destructor)collector_dealloc,
-    .tp_as_buffer = &collector_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = collector_doc,
-    .tp_methods = collector_methods,
-    .tp_getset = collector_getset,
-    .tp_init = (initproc)collector_init,
-    .tp_new = PyType_GenericNew,
+static PyType_Slot collector_slots[] = {
+    {Py_tp_doc, (void *)collector_doc},
+    {Py_tp_dealloc, collector_dealloc},
+    {Py_tp_traverse, collector_traverse},
+    {Py_tp_clear, collector_clear},
+    {Py_tp_methods, collector_methods},
+    {Py_tp_getset, collector_getset},
+    {Py_tp_init, collector_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_bf_getbuffer, collector_getbuffer},
+    {Py_bf_releasebuffer, collector_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec collector_spec = {
+    .name = "mmaplog._cread.Collector",
+    .basicsize = sizeof(Collector),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = collector_slots,
 };
 
 PyDoc_STRVAR(reorder_doc,
@@ -817,7 +882,8 @@ static PyObject *cread_reorder(PyObject *module, PyObject *args)
 {
     PyObject *store_obj;
     Py_buffer source;
-    if (!PyArg_ParseTuple(args, "O!y*", &RecordStoreType, &store_obj, &source))
+    cread_state *st = module_state(module);
+    if (!PyArg_ParseTuple(args, "O!y*", st->record_store_type, &store_obj, &source))
         return NULL;
     RecordStore *store = (RecordStore *)store_obj, *out = NULL;
     unsigned char *taken = NULL;
@@ -843,7 +909,7 @@ static PyObject *cread_reorder(PyObject *module, PyObject *args)
         }
         taken[s >> 3] |= (unsigned char)(1u << (s & 7));
     }
-    out = store_new(&store->layout, n);
+    out = store_new(st, &store->layout, n);
     if (out == NULL)
         goto done;
     out->count = n;
@@ -875,6 +941,7 @@ done:
 }
 
 /* --------------------------------------------------------------- JSON lines */
+/* Twin: JsonFormatter.block (mmaplog/cli/_output.py) writes the same lines in Python (docs/MAP.md). */
 
 typedef struct {
     PyObject *bytes; /* a bytearray used as the growing buffer */
@@ -1174,7 +1241,7 @@ PyDoc_STRVAR(json_doc,
 "row holds something the pure formatter must judge (a message or logger that is not a str,\n"
 "a file index past ``ends``).");
 
-static PyObject *cread_json_lines(PyObject *module, PyObject *args)
+static PyObject *cread_json_lines(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *rows, *spec, *levels, *ends, *fields_json;
     if (!PyArg_ParseTuple(args, "OOOOO", &rows, &spec, &levels, &ends, &fields_json))
@@ -1309,7 +1376,7 @@ PyDoc_STRVAR(valid_doc,
 "_codec.valid_slots at the ring index given by ``index`` (a buffer of uint64, one per slot);\n"
 "``legacy``: format 1.x slots (adler32) instead of 2.x (CRC-32).");
 
-static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
+static PyObject *cread_valid_mask(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view, index;
     Py_ssize_t slot_size;
@@ -1318,7 +1385,7 @@ static PyObject *cread_valid_mask(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nKy*|p", &view, &slot_size, &slot_count, &index, &legacy))
         return NULL;
     PyObject *out = NULL;
-    if (slot_size < SLOT_HEADER + SLOT_TRAILER || slot_size > 65536 || slot_size % 8 || slot_count < 1 ||
+    if (slot_size < SLOT_HEADER_SIZE + SLOT_TRAILER_SIZE || slot_size > MAX_SLOT_SIZE || slot_size % 8 || slot_count < 1 ||
         view.len % slot_size) {
         PyErr_SetString(PyExc_ValueError, "buffer does not hold whole slots of a valid size");
         goto done;
@@ -1352,38 +1419,84 @@ static PyMethodDef cread_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef cread_module = {
-    PyModuleDef_HEAD_INIT, "mmaplog._cread", "Reader-side accelerator (see mmaplog/_native.py).", -1, cread_methods,
-};
+static int cread_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    cread_state *st = module_state(module);
+    Py_VISIT(st->record_store_type);
+    Py_VISIT(st->collector_type);
+    return 0;
+}
 
-PyMODINIT_FUNC PyInit__cread(void)
+static int cread_clear(PyObject *module)
+{
+    cread_state *st = module_state(module);
+    Py_CLEAR(st->record_store_type);
+    Py_CLEAR(st->collector_type);
+    return 0;
+}
+
+/* The kept blocks go back to the kernel with the module (no store is left: each holds the module). */
+static void cread_free(void *module)
+{
+    cread_state *st = module_state((PyObject *)module);
+    cread_clear((PyObject *)module);
+#if defined(MAP_ANONYMOUS)
+    for (int i = 0; i < KEEP_BLOCKS; i++) {
+        if (st->kept[i].data != NULL)
+            munmap(st->kept[i].data, st->kept[i].size);
+        st->kept[i].data = NULL;
+    }
+#endif
+}
+
+static int cread_exec(PyObject *module)
 {
 #ifdef CREAD_BIG_ENDIAN
     PyErr_SetString(PyExc_ImportError, "mmaplog._cread reads little-endian data on little-endian machines only");
-    return NULL;
+    return -1;
 #else
-    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&RecordStoreType) < 0)
-        return NULL;
+    cread_state *st = module_state(module);
     mmaplog_crc32_init();
-    PyObject *m = PyModule_Create(&cread_module);
-    if (m == NULL)
-        return NULL;
-    Py_INCREF(&CollectorType);
-    if (PyModule_AddObject(m, "Collector", (PyObject *)&CollectorType) < 0) {
-        Py_DECREF(&CollectorType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "slot_header", SLOT_HEADER,
-                                     "slot_trailer", SLOT_TRAILER, "first", FLAG_FIRST, "last", FLAG_LAST, "fields",
-                                     FLAG_FIELDS, "inline_logger", FLAG_INLINE_LOGGER, "exception", FLAG_EXCEPTION,
-                                     "truncated", FLAG_TRUNCATED, "known_flags", KNOWN_FLAGS, "max_slot_size", 65536,
-                                     "slot_check", "crc32+adler32");
-    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
-        Py_XDECREF(layout);
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+    st->record_store_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &store_spec, NULL);
+    if (st->record_store_type == NULL)
+        return -1;
+    st->collector_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &collector_spec, NULL);
+    if (st->collector_type == NULL)
+        return -1;
+    if (PyModule_AddType(module, st->collector_type) < 0)
+        return -1;
+    PyObject *layout = Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "slot_header", SLOT_HEADER_SIZE,
+                                     "slot_trailer", SLOT_TRAILER_SIZE, "first", FLAG_FIRST, "last", FLAG_LAST,
+                                     "fields", FLAG_FIELDS, "inline_logger", FLAG_INLINE_LOGGER, "exception",
+                                     FLAG_EXCEPTION, "truncated", FLAG_TRUNCATED, "known_flags", KNOWN_FLAGS,
+                                     "max_slot_size", MAX_SLOT_SIZE, "slot_check", "crc32+adler32");
+    if (layout == NULL)
+        return -1;
+    int rc = PyModule_AddObject(module, "LAYOUT", layout);
+    if (rc < 0)
+        Py_DECREF(layout);
+    return rc;
 #endif
 }
+
+static PyModuleDef_Slot cread_slots[] = {
+    {Py_mod_exec, cread_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef cread_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mmaplog._cread",
+    .m_doc = "Reader-side accelerator (see mmaplog/_native.py).",
+    .m_size = sizeof(cread_state),
+    .m_methods = cread_methods,
+    .m_slots = cread_slots,
+    .m_traverse = cread_traverse,
+    .m_clear = cread_clear,
+    .m_free = cread_free,
+};
+
+PyMODINIT_FUNC PyInit__cread(void) { return PyModuleDef_Init(&cread_module); }

@@ -23,11 +23,9 @@
 #endif
 
 /* Slot layout (mmaplog/layout.py, docs/FORMAT.md): a 48-byte header, the payload, an 8-byte trailer. */
-#define SLOT_HEADER_SIZE 48
-#define SLOT_TRAILER_SIZE 8
-#define FLAG_WHOLE 0x03 /* FLAG_FIRST | FLAG_LAST */
-/* The format this module writes: the writer refuses a build for another one. */
-#define FORMAT_MAJOR 2
+#include "_layout.h"
+#define FLAG_WHOLE (FLAG_FIRST | FLAG_LAST)
+/* FORMAT_MAJOR (_layout.h) is the format this module writes: the writer refuses a build for another one. */
 
 #include "_checksum.h"
 
@@ -39,6 +37,7 @@ static inline int64_t wall_clock_ns(void)
 }
 
 /* ------------------------------------------------------------------------------------------ Appender */
+/* Twin: RingWriter._append (mmaplog/writer.py) is the Python form of Appender.append (docs/MAP.md). */
 
 typedef struct {
     PyObject_HEAD
@@ -58,6 +57,31 @@ typedef struct {
     unsigned long long count, limit;
     Py_ssize_t base, size, payload;
 } Appender;
+
+/* LogRecord's slots, in the order of its constructor's parameters, then the cached message (None). */
+#define RECORD_SLOTS 9
+enum { R_LOGGER, R_LEVEL, R_MSG, R_ARGS, R_FIELDS, R_TIME_NS, R_THREAD, R_EXCEPTION, R_MESSAGE };
+static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
+    "logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message",
+};
+
+/* Per-module state: the module's types, the names it looks up, and the record class of use_record_type(). */
+typedef struct {
+    PyTypeObject *appender_type;
+    PyTypeObject *emitter_type;
+    PyObject *record_names[RECORD_SLOTS]; /* interned RECORD_SLOT_NAMES */
+    PyObject *str_message, *str_append;   /* interned "message", "_append" */
+    /* write()'s keywords (interned) and defaults (20 and ""). */
+    PyObject *str_kw_level, *str_kw_logger, *str_kw_fields, *str_kw_time_ns, *str_kw_thread, *str_kw_exception;
+    PyObject *default_level, *empty_name;
+    PyObject *record_type;                       /* mmaplog.LogRecord, once use_record_type() was called */
+    Py_ssize_t record_type_offsets[RECORD_SLOTS]; /* where its slots live; [0] == 0: read by attribute */
+} cwrite_state;
+
+static inline cwrite_state *module_state(PyObject *module) { return (cwrite_state *)PyModule_GetState(module); }
+
+/* The state of the module that made `type` (Appender or Emitter: heap types that cannot be subclassed). */
+static inline cwrite_state *type_state(PyTypeObject *type) { return (cwrite_state *)PyType_GetModuleState(type); }
 
 /* An Appender made with __new__ only has no callbacks: every method refuses to run (never a crash). */
 static int appender_ready(Appender *self)
@@ -85,6 +109,7 @@ static void appender_release_view(Appender *self)
 
 static int appender_traverse(Appender *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->positions);
     Py_VISIT(self->seqs);
     Py_VISIT(self->names);
@@ -112,9 +137,11 @@ static int appender_clear(Appender *self)
 
 static void appender_dealloc(Appender *self)
 {
+    PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     appender_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
 }
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
@@ -390,17 +417,17 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     unsigned char header[SLOT_HEADER_SIZE];
     uint32_t rec_len = (uint32_t)n;
     uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
-    memcpy(header + 0, &pos, 8);
-    memcpy(header + 8, &seq, 8);
-    memcpy(header + 16, &stamp, 8);
-    memcpy(header + 24, &ident, 8);
-    memcpy(header + 32, &rec_len, 4);
-    memcpy(header + 36, &rec_len, 4);
-    memcpy(header + 40, &length, 2);
-    memcpy(header + 42, &part, 2);
-    memcpy(header + 44, &lid16, 2);
-    header[46] = (unsigned char)level;
-    header[47] = FLAG_WHOLE;
+    memcpy(header + OFF_POS, &pos, 8);
+    memcpy(header + OFF_SEQ, &seq, 8);
+    memcpy(header + OFF_TIME_NS, &stamp, 8);
+    memcpy(header + OFF_THREAD, &ident, 8);
+    memcpy(header + OFF_REC_LEN, &rec_len, 4);
+    memcpy(header + OFF_MSG_LEN, &rec_len, 4);
+    memcpy(header + OFF_LENGTH, &length, 2);
+    memcpy(header + OFF_PART, &part, 2);
+    memcpy(header + OFF_LOGGER_ID, &lid16, 2);
+    header[OFF_LEVEL] = (unsigned char)level;
+    header[OFF_FLAGS] = FLAG_WHOLE;
 
     Py_ssize_t offset = self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
     store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
@@ -456,9 +483,6 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
 static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
                               Py_ssize_t cap);
 
-static PyObject *default_level, *empty_name; /* write()'s defaults: 20 and "" */
-static PyObject *str_kw_level, *str_kw_logger, *str_kw_fields, *str_kw_time_ns, *str_kw_thread, *str_kw_exception;
-
 static int keyword_is(PyObject *name, PyObject *interned, const char *text)
 {
     return name == interned || PyUnicode_CompareWithASCIIString(name, text) == 0;
@@ -472,7 +496,8 @@ PyDoc_STRVAR(appender_write_doc,
 static PyObject *appender_write(Appender *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *level = default_level, *logger = empty_name, *stamp_obj = Py_None, *ident_obj = Py_None;
+    cwrite_state *st = type_state(Py_TYPE(self));
+    PyObject *level = st->default_level, *logger = st->empty_name, *stamp_obj = Py_None, *ident_obj = Py_None;
     if (!appender_ready(self))
         return NULL;
     if (nargs != 1 || self->slow_write == Py_None)
@@ -480,16 +505,16 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
-        if (keyword_is(name, str_kw_level, "level"))
+        if (keyword_is(name, st->str_kw_level, "level"))
             level = value;
-        else if (keyword_is(name, str_kw_logger, "logger"))
+        else if (keyword_is(name, st->str_kw_logger, "logger"))
             logger = value;
-        else if (keyword_is(name, str_kw_time_ns, "time_ns"))
+        else if (keyword_is(name, st->str_kw_time_ns, "time_ns"))
             stamp_obj = value;
-        else if (keyword_is(name, str_kw_thread, "thread"))
+        else if (keyword_is(name, st->str_kw_thread, "thread"))
             ident_obj = value;
         else if (value != Py_None ||
-                 !(keyword_is(name, str_kw_fields, "fields") || keyword_is(name, str_kw_exception, "exception")))
+                 !(keyword_is(name, st->str_kw_fields, "fields") || keyword_is(name, st->str_kw_exception, "exception")))
             goto python;
     }
     if (stamp_obj == Py_None && ident_obj == Py_None) {
@@ -530,29 +555,17 @@ python:
 #define FMT_UNHANDLED (-2)
 #define SLOT_PAYLOAD_STACK 4096
 
-static PyObject *str_level, *str_logger, *str_fields, *str_exception, *str_time_ns, *str_thread, *str_message,
-    *str_cached_message, *str_msg, *str_args;
-
-/* LogRecord's slots, in the order of its constructor's parameters, then the cached message (None). */
-#define RECORD_SLOTS 9
-enum { R_LOGGER, R_LEVEL, R_MSG, R_ARGS, R_FIELDS, R_TIME_NS, R_THREAD, R_EXCEPTION, R_MESSAGE };
-static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
-    "logger", "level", "msg", "args", "fields", "time_ns", "thread", "exception", "_message",
-};
-static PyObject *record_type;                       /* mmaplog.LogRecord, once use_record_type() was called */
-static Py_ssize_t record_type_offsets[RECORD_SLOTS]; /* where its slots live; [0] == 0: read by attribute */
-
 /* A new reference to slot ``i`` of ``record``: read in place for a LogRecord, by attribute otherwise. */
-static PyObject *record_get(PyObject *record, int i, PyObject *name)
+static PyObject *record_get(const cwrite_state *st, PyObject *record, int i)
 {
-    if (Py_TYPE(record) == (PyTypeObject *)record_type && record_type_offsets[0]) {
-        PyObject *value = *(PyObject **)((char *)record + record_type_offsets[i]);
+    if (Py_TYPE(record) == (PyTypeObject *)st->record_type && st->record_type_offsets[0]) {
+        PyObject *value = *(PyObject **)((char *)record + st->record_type_offsets[i]);
         if (value != NULL) {
             Py_INCREF(value);
             return value;
         }
     }
-    return PyObject_GetAttr(record, name);
+    return PyObject_GetAttr(record, st->record_names[i]);
 }
 
 /* One record of write_batch in C: 1 written (or counted as lost), 0 for the Python path, -1 on an error.
@@ -567,11 +580,10 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
     int handled = 0;
     PyObject *level_obj = NULL, *logger = NULL, *fields = NULL, *exception = NULL, *stamp_obj = NULL,
              *ident_obj = NULL, *text = NULL, *msg = NULL, *args = NULL;
-    if (!(level_obj = record_get(record, R_LEVEL, str_level)) || !(logger = record_get(record, R_LOGGER, str_logger)) ||
-        !(fields = record_get(record, R_FIELDS, str_fields)) ||
-        !(exception = record_get(record, R_EXCEPTION, str_exception)) ||
-        !(stamp_obj = record_get(record, R_TIME_NS, str_time_ns)) ||
-        !(ident_obj = record_get(record, R_THREAD, str_thread)))
+    const cwrite_state *st = type_state(Py_TYPE(self));
+    if (!(level_obj = record_get(st, record, R_LEVEL)) || !(logger = record_get(st, record, R_LOGGER)) ||
+        !(fields = record_get(st, record, R_FIELDS)) || !(exception = record_get(st, record, R_EXCEPTION)) ||
+        !(stamp_obj = record_get(st, record, R_TIME_NS)) || !(ident_obj = record_get(st, record, R_THREAD)))
         goto python;
     if (fields != Py_None || exception != Py_None || !PyLong_CheckExact(stamp_obj) || !PyLong_CheckExact(ident_obj) ||
         !PyLong_CheckExact(level_obj) || !PyUnicode_CheckExact(logger))
@@ -591,10 +603,10 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
     char buffer[SLOT_PAYLOAD_STACK];
     /* A LogRecord not rendered yet: format msg % args straight into UTF-8, as the level methods do
      * (exact str, int and float arguments only: no Python code runs). */
-    text = record_get(record, R_MESSAGE, str_cached_message);
+    text = record_get(st, record, R_MESSAGE);
     if (text == NULL)
         PyErr_Clear();
-    if (text == Py_None && (msg = record_get(record, R_MSG, str_msg)) && (args = record_get(record, R_ARGS, str_args)) &&
+    if (text == Py_None && (msg = record_get(st, record, R_MSG)) && (args = record_get(st, record, R_ARGS)) &&
         PyUnicode_CheckExact(msg) && PyTuple_CheckExact(args)) {
         Py_ssize_t fmt_len;
         const char *fmt = PyUnicode_AsUTF8AndSize(msg, &fmt_len);
@@ -611,7 +623,7 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
     PyErr_Clear();
     if (n < 0) { /* anything else: the record's own rendering (may run any Python code) */
         Py_CLEAR(text);
-        text = PyObject_GetAttr(record, str_message);
+        text = PyObject_GetAttr(record, st->str_message);
         if (text == NULL || !PyUnicode_CheckExact(text) || !(data = PyUnicode_AsUTF8AndSize(text, &n)))
             goto python;
     }
@@ -698,21 +710,30 @@ static PyMethodDef appender_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject AppenderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mmaplog._cwrite.Appender",
-    .tp_basicsize = sizeof(Appender),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Appender(seqs, slow, full, failed): one-slot records straight into a mapped ring."),
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)appender_init,
-    .tp_dealloc = (destructor)appender_dealloc,
-    .tp_traverse = (traverseproc)appender_traverse,
-    .tp_clear = (inquiry)appender_clear,
-    .tp_methods = appender_methods,
+#ifndef Py_TPFLAGS_IMMUTABLETYPE
+#define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
+
+static PyType_Slot appender_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR("Appender(seqs, slow, full, failed): one-slot records straight into a mapped ring.")},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, appender_init},
+    {Py_tp_dealloc, appender_dealloc},
+    {Py_tp_traverse, appender_traverse},
+    {Py_tp_clear, appender_clear},
+    {Py_tp_methods, appender_methods},
+    {0, NULL},
+};
+
+static PyType_Spec appender_spec = {
+    .name = "mmaplog._cwrite.Appender",
+    .basicsize = sizeof(Appender),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = appender_slots,
 };
 
 /* ------------------------------------------------------------------------------------------ Emitters */
+/* Twin: emit_ring and emit_one in mmaplog/logger.py (_emitter) are the Python forms of ring_emit and record_emit. */
 
 /* The state behind one level method; the method itself is a builtin function bound to it. */
 typedef struct {
@@ -722,12 +743,12 @@ typedef struct {
     PyObject *name;     /* the logger's name (str) */
     PyObject *fallback; /* the pure-Python level method, for keyword arguments and anything unusual */
     PyObject *record;   /* record emitters: the record class (filled in place when it is use_record_type()'s) */
+    cwrite_state *state; /* its module's (the emitter holds its type, the type its module) */
 } Emitter;
-
-static PyObject *str_append; /* interned "_append" */
 
 static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->target);
     Py_VISIT(self->level);
     Py_VISIT(self->name);
@@ -748,20 +769,26 @@ static int emitter_clear(Emitter *self)
 
 static void emitter_dealloc(Emitter *self)
 {
+    PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     emitter_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
 }
 
-static PyTypeObject EmitterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "mmaplog._cwrite.Emitter",
-    .tp_basicsize = sizeof(Emitter),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("The state behind one accelerated level method."),
-    .tp_dealloc = (destructor)emitter_dealloc,
-    .tp_traverse = (traverseproc)emitter_traverse,
-    .tp_clear = (inquiry)emitter_clear,
+static PyType_Slot emitter_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR("The state behind one accelerated level method.")},
+    {Py_tp_dealloc, emitter_dealloc},
+    {Py_tp_traverse, emitter_traverse},
+    {Py_tp_clear, emitter_clear},
+    {0, NULL},
+};
+
+static PyType_Spec emitter_spec = {
+    .name = "mmaplog._cwrite.Emitter",
+    .basicsize = sizeof(Emitter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = emitter_slots,
 };
 
 /* msg % args for args[1:], or NULL with no exception set when the fallback must render it. */
@@ -886,11 +913,11 @@ static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *con
 }
 
 /* The ring handler's current append, when it is an Appender's: writes need no Python call at all. */
-static Appender *direct_appender(PyObject *append)
+static Appender *direct_appender(const cwrite_state *st, PyObject *append)
 {
     if (PyCFunction_Check(append)) {
         PyObject *owner = PyCFunction_GET_SELF(append);
-        if (owner != NULL && Py_TYPE(owner) == &AppenderType)
+        if (owner != NULL && Py_TYPE(owner) == st->appender_type)
             return (Appender *)owner;
     }
     return NULL;
@@ -901,10 +928,10 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || nargs < 1 || !PyUnicode_CheckExact(args[0]))
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
-    PyObject *append = PyObject_GetAttr(self->target, str_append);
+    PyObject *append = PyObject_GetAttr(self->target, self->state->str_append);
     if (append == NULL)
         return NULL;
-    Appender *appender = direct_appender(append);
+    Appender *appender = direct_appender(self->state, append);
     if (appender != NULL) {
         long level;
         long lid = fast_ids(appender, self->level, self->name, &level);
@@ -913,8 +940,14 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
         if (fmt != NULL) {
             char text[SLOT_PAYLOAD_STACK];
             Py_ssize_t cap = appender->payload < SLOT_PAYLOAD_STACK ? appender->payload : SLOT_PAYLOAD_STACK;
-            Py_ssize_t n = nargs == 1 ? (fmt_len <= cap ? (memcpy(text, fmt, (size_t)fmt_len), fmt_len) : FMT_UNHANDLED)
-                                      : format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
+            Py_ssize_t n = FMT_UNHANDLED;
+            if (nargs > 1) {
+                n = format_utf8(fmt, fmt_len, args + 1, nargs - 1, text, cap);
+            }
+            else if (fmt_len <= cap) {
+                memcpy(text, fmt, (size_t)fmt_len);
+                n = fmt_len;
+            }
             if (n >= 0) {
                 PyObject *res = append_bytes(appender, text, n, level, lid, self->level, self->name, wall_clock_ns(),
                                              (unsigned long long)PyThread_get_thread_ident());
@@ -937,7 +970,7 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
     PyObject *text = format_message(args[0], args, nargs);
     if (text == NULL)
         return PyErr_Occurred() ? NULL : PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
-    append = PyObject_GetAttr(self->target, str_append);
+    append = PyObject_GetAttr(self->target, self->state->str_append);
     if (append == NULL) {
         Py_DECREF(text);
         return NULL;
@@ -969,14 +1002,15 @@ static PyObject *record_emit(Emitter *self, PyObject *const *args, size_t nargsf
     PyObject *record = NULL;
     if (stamp != NULL && ident != NULL) {
         PyObject *fields[RECORD_SLOTS] = {self->name, self->level, args[0], rest, Py_None, stamp, ident, Py_None, Py_None};
-        if (self->record == record_type && record_type_offsets[0]) {
+        const cwrite_state *st = self->state;
+        if (self->record == st->record_type && st->record_type_offsets[0]) {
             /* What LogRecord.__init__ does, without its frame: fill the slots of a fresh instance. */
             PyTypeObject *type = (PyTypeObject *)self->record;
             record = type->tp_alloc(type, 0);
             if (record != NULL) {
                 for (int i = 0; i < RECORD_SLOTS; i++) {
                     Py_INCREF(fields[i]);
-                    *(PyObject **)((char *)record + record_type_offsets[i]) = fields[i];
+                    *(PyObject **)((char *)record + st->record_type_offsets[i]) = fields[i];
                 }
             }
         }
@@ -1006,12 +1040,13 @@ static PyMethodDef record_emit_def = {
     "Log one record at this method's level through the logger's handler (msg, *args, exc_info=None, **fields).",
 };
 
-static PyObject *make_emitter(PyMethodDef *def, PyObject *target, PyObject *level, PyObject *name, PyObject *fallback,
-                              PyObject *record)
+static PyObject *make_emitter(cwrite_state *st, PyMethodDef *def, PyObject *target, PyObject *level, PyObject *name,
+                              PyObject *fallback, PyObject *record)
 {
-    Emitter *state = PyObject_GC_New(Emitter, &EmitterType);
+    Emitter *state = PyObject_GC_New(Emitter, st->emitter_type);
     if (state == NULL)
         return NULL;
+    state->state = st;
     Py_INCREF(target);
     state->target = target;
     Py_INCREF(level);
@@ -1038,7 +1073,7 @@ static PyObject *ring_emitter(PyObject *module, PyObject *args)
     PyObject *handler, *level, *name, *fallback;
     if (!PyArg_ParseTuple(args, "OO!UO:ring_emitter", &handler, &PyLong_Type, &level, &name, &fallback))
         return NULL;
-    return make_emitter(&ring_emit_def, handler, level, name, fallback, NULL);
+    return make_emitter(module_state(module), &ring_emit_def, handler, level, name, fallback, NULL);
 }
 
 PyDoc_STRVAR(record_emitter_doc,
@@ -1082,9 +1117,10 @@ static PyObject *use_record_type(PyObject *module, PyObject *cls)
 {
     Py_ssize_t offsets[RECORD_SLOTS];
     record_offsets(cls, offsets);
+    cwrite_state *st = module_state(module);
     Py_INCREF(cls);
-    Py_XSETREF(record_type, cls);
-    memcpy(record_type_offsets, offsets, sizeof(offsets));
+    Py_XSETREF(st->record_type, cls);
+    memcpy(st->record_type_offsets, offsets, sizeof(offsets));
     return PyBool_FromLong(offsets[0] != 0);
 }
 
@@ -1093,12 +1129,12 @@ static PyObject *record_emitter(PyObject *module, PyObject *args)
     PyObject *handle, *level, *name, *fallback, *record;
     if (!PyArg_ParseTuple(args, "OO!UOO:record_emitter", &handle, &PyLong_Type, &level, &name, &fallback, &record))
         return NULL;
-    return make_emitter(&record_emit_def, handle, level, name, fallback, record);
+    return make_emitter(module_state(module), &record_emit_def, handle, level, name, fallback, record);
 }
 
 PyDoc_STRVAR(disabled_doc, "disabled(*args, **kwargs)\n--\n\nStands in for a level method while the level is disabled.");
 
-static PyObject *disabled(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *disabled(PyObject *Py_UNUSED(module), PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs), PyObject *Py_UNUSED(kwnames))
 {
     Py_RETURN_NONE;
 }
@@ -1111,41 +1147,90 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef cwrite_module = {
-    PyModuleDef_HEAD_INIT, "mmaplog._cwrite", "Writer-side accelerator (see mmaplog/_native.py).", -1, module_methods,
+static int cwrite_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    cwrite_state *st = module_state(module);
+    Py_VISIT(st->appender_type);
+    Py_VISIT(st->emitter_type);
+    Py_VISIT(st->record_type);
+    return 0;
+}
+
+static int cwrite_clear(PyObject *module)
+{
+    cwrite_state *st = module_state(module);
+    Py_CLEAR(st->appender_type);
+    Py_CLEAR(st->emitter_type);
+    Py_CLEAR(st->record_type);
+    for (int i = 0; i < RECORD_SLOTS; i++)
+        Py_CLEAR(st->record_names[i]);
+    Py_CLEAR(st->str_message);
+    Py_CLEAR(st->str_append);
+    Py_CLEAR(st->str_kw_level);
+    Py_CLEAR(st->str_kw_logger);
+    Py_CLEAR(st->str_kw_fields);
+    Py_CLEAR(st->str_kw_time_ns);
+    Py_CLEAR(st->str_kw_thread);
+    Py_CLEAR(st->str_kw_exception);
+    Py_CLEAR(st->default_level);
+    Py_CLEAR(st->empty_name);
+    return 0;
+}
+
+static void cwrite_free(void *module) { cwrite_clear((PyObject *)module); }
+
+static int cwrite_exec(PyObject *module)
+{
+    cwrite_state *st = module_state(module);
+    for (int i = 0; i < RECORD_SLOTS; i++) {
+        st->record_names[i] = PyUnicode_InternFromString(RECORD_SLOT_NAMES[i]);
+        if (st->record_names[i] == NULL)
+            return -1;
+    }
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&st->str_message, "message"}, {&st->str_append, "_append"},
+        {&st->str_kw_level, "level"}, {&st->str_kw_logger, "logger"}, {&st->str_kw_fields, "fields"},
+        {&st->str_kw_time_ns, "time_ns"}, {&st->str_kw_thread, "thread"}, {&st->str_kw_exception, "exception"},
+        {&st->empty_name, ""},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    st->default_level = PyLong_FromLong(20);
+    if (st->default_level == NULL)
+        return -1;
+    mmaplog_crc32_init();
+    st->appender_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &appender_spec, NULL);
+    if (st->appender_type == NULL)
+        return -1;
+    st->emitter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &emitter_spec, NULL);
+    if (st->emitter_type == NULL)
+        return -1;
+    if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", FORMAT_MAJOR) < 0)
+        return -1;
+    return PyModule_AddType(module, st->appender_type);
+}
+
+static PyModuleDef_Slot cwrite_slots[] = {
+    {Py_mod_exec, cwrite_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__cwrite(void)
-{
-    if (PyType_Ready(&AppenderType) < 0 || PyType_Ready(&EmitterType) < 0)
-        return NULL;
-    struct { PyObject **slot; const char *text; } names[] = {
-        {&str_append, "_append"}, {&str_level, "level"}, {&str_logger, "logger"}, {&str_fields, "fields"},
-        {&str_exception, "exception"}, {&str_time_ns, "time_ns"}, {&str_thread, "thread"},
-        {&str_message, "message"}, {&str_cached_message, "_message"}, {&str_msg, "msg"}, {&str_args, "args"},
-        {&str_kw_level, "level"}, {&str_kw_logger, "logger"}, {&str_kw_fields, "fields"},
-        {&str_kw_time_ns, "time_ns"}, {&str_kw_thread, "thread"}, {&str_kw_exception, "exception"},
-        {&empty_name, ""},
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
-            return NULL;
-    default_level = PyLong_FromLong(20);
-    if (default_level == NULL)
-        return NULL;
-    mmaplog_crc32_init();
-    PyObject *module = PyModule_Create(&cwrite_module);
-    if (module == NULL)
-        return NULL;
-    if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", FORMAT_MAJOR) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    Py_INCREF(&AppenderType);
-    if (PyModule_AddObject(module, "Appender", (PyObject *)&AppenderType) < 0) {
-        Py_DECREF(&AppenderType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
-}
+static struct PyModuleDef cwrite_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mmaplog._cwrite",
+    .m_doc = "Writer-side accelerator (see mmaplog/_native.py).",
+    .m_size = sizeof(cwrite_state),
+    .m_methods = module_methods,
+    .m_slots = cwrite_slots,
+    .m_traverse = cwrite_traverse,
+    .m_clear = cwrite_clear,
+    .m_free = cwrite_free,
+};
+
+PyMODINIT_FUNC PyInit__cwrite(void) { return PyModuleDef_Init(&cwrite_module); }

@@ -31,16 +31,13 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from .handlers import _base, _format
-
-if TYPE_CHECKING:
-    from .handlers._base import Handler
-    from .logger import Logger
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 __all__ = [
+    "Closable",
+    "CriticalLogger",
+    "attached_handlers",
     "close_all",
     "flush_all",
     "install_sigterm_flush",
@@ -51,15 +48,30 @@ __all__ = [
     "uninstall_uncaught_hooks",
 ]
 
+
+class Closable(Protocol):
+    """What this module needs of a handler (:class:`mmaplog.Handler` has it): hooks sit below the handlers."""
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CriticalLogger(Protocol):
+    """What the uncaught-exception hooks need of a logger (:class:`mmaplog.Logger` has it)."""
+
+    def critical(self, msg: Any, /, *args: Any, exc_info: Any = None, **fields: Any) -> None: ...
+
+
 #: Seconds the SIGTERM handler waits for handlers to flush before letting the process end anyway.
 SIGTERM_FLUSH_TIMEOUT = 5.0
 
-_tracked: weakref.WeakKeyDictionary[Handler, int] = weakref.WeakKeyDictionary()
+_tracked: weakref.WeakKeyDictionary[Closable, int] = weakref.WeakKeyDictionary()
 _order = itertools.count()
 _lock = threading.Lock()
 _fork_hook_installed = False
 _child_hooks: list[Callable[[], None]] = []
-_attached: list[Callable[[], list[Handler]]] = []
+_attached: list[Callable[[], Iterable[Closable]]] = []
 
 #: Exit priority of the multiprocessing finalizer: above the library's own (queues' feeders use 10 and
 #: below), so handlers drain while everything they may write through still works.
@@ -108,7 +120,7 @@ def _renew_multiprocessing_hook(_: object) -> None:
     _hook_multiprocessing()
 
 
-def track(handler: Handler) -> None:
+def track(handler: Closable) -> None:
     """Have ``handler`` flushed and closed at interpreter exit and told about forks."""
     global _fork_hook_installed
     with _lock:
@@ -123,20 +135,24 @@ def track(handler: Handler) -> None:
 
 
 def on_fork_child(hook: Callable[[], None]) -> None:
-    """Run ``hook`` in the child after ``os.fork()`` (before any handler hook)."""
+    """Run ``hook`` in the child after ``os.fork()`` (in the order registered, before any handler hook).
+
+    Modules that keep process-wide locks or caches (handlers, loggers)
+    register here when imported, so this module needs to know none of them.
+    """
     _child_hooks.append(hook)
 
 
-def attached_handlers(source: Callable[[], list[Handler]]) -> None:
+def attached_handlers(source: Callable[[], Iterable[Closable]]) -> None:
     """Register a source of handlers attached to loggers; they are closed first at exit (outermost)."""
     _attached.append(source)
 
 
-def _closing_order() -> list[Handler]:
+def _closing_order() -> list[Closable]:
     """Handlers attached to loggers first, then the rest newest first (wrappers before what they wrap)."""
     with _lock:
         tracked = sorted(_tracked.items(), key=lambda item: -item[1])
-    order: list[Handler] = []
+    order: list[Closable] = []
     seen: set[int] = set()
     for source in _attached:
         try:
@@ -180,8 +196,6 @@ def _after_fork_in_child() -> None:
     global _lock, _mp_finalizer_pid
     _lock = threading.Lock()
     _mp_finalizer_pid = 0
-    _base._reported_lock = threading.RLock()
-    _format.after_fork_in_child()
     for hook in _child_hooks:
         try:
             hook()
@@ -202,7 +216,7 @@ def _after_fork_in_child() -> None:
 class _Hooks:
     """The hooks installed by :func:`install_uncaught_hooks` and the ones they chain to."""
 
-    logger: Logger | None = None
+    logger: CriticalLogger | None = None
     previous_sys: Callable[..., Any] | None = None
     previous_threading: Callable[..., Any] | None = None
 
@@ -233,7 +247,7 @@ def _threading_hook(args: threading.ExceptHookArgs) -> None:
     (_Hooks.previous_threading or threading.__excepthook__)(args)
 
 
-def install_uncaught_hooks(logger: Logger) -> None:
+def install_uncaught_hooks(logger: CriticalLogger) -> None:
     """Log uncaught exceptions (main and other threads) as CRITICAL on ``logger``, then run the previous hooks."""
     _Hooks.logger = logger
     if sys.excepthook is not _sys_hook:

@@ -20,7 +20,8 @@ same steps under a lock (:meth:`RecordQueue.put_locked`).
 When the queue is full, the overflow policy decides (see
 :class:`mmaplog.handlers.async_.Overflow`): the producer waits for room, the
 new record is dropped, or the oldest queued record is dropped.  Drops are
-counted exactly with an ``itertools.count`` (its ``next`` is atomic).
+counted exactly with a :class:`Tally` (a bump is one atomic ``next`` on an
+``itertools.count``).
 
 Flush and stop requests travel through the queue as :class:`Marker` items, so
 "everything enqueued before the request" is exactly "everything in front of
@@ -40,7 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["CLOSED", "RUNNING", "SYNC", "Marker", "RecordQueue"]
+__all__ = ["CLOSED", "RUNNING", "SYNC", "Marker", "RecordQueue", "Tally"]
 
 #: Free-threaded builds (no GIL) need a lock around the producer's check-and-append.
 _GIL: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -68,10 +69,37 @@ class Marker:
         self.stop = stop
 
 
-def _peek(counter: itertools.count[int]) -> int:
-    """The next value of an ``itertools.count`` without consuming it."""
-    text = repr(counter)
-    return int(text[text.index("(") + 1 : text.index(")")])
+class Tally:
+    """A count that producers bump without a lock and readers read exactly.
+
+    :meth:`add` is one ``next`` on an ``itertools.count``, a single C call the
+    GIL never splits.  Reading takes a value from the same count, under a lock,
+    and subtracts the values earlier reads took, so nothing depends on the
+    count's ``repr``.
+    """
+
+    __slots__ = ("_count", "_read_lock", "_reads")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._reads = 0
+        self._read_lock = threading.Lock()
+
+    def add(self) -> None:
+        """Count one."""
+        next(self._count)
+
+    @property
+    def value(self) -> int:
+        """How many :meth:`add` calls happened before this read."""
+        with self._read_lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+        return value
+
+    def after_fork_in_child(self) -> None:
+        """A new read lock (a reader of the parent may have held the old one at the fork)."""
+        self._read_lock = threading.Lock()
 
 
 class RecordQueue:
@@ -128,7 +156,7 @@ class RecordQueue:
         self._waiting = 0
         #: Threads waiting for room right now: a second call on one of them is re-entrant (a signal handler).
         self._blocked: set[int] = set()
-        self._drops = itertools.count()
+        self._drops = Tally()
         # Re-entrant: a signal handler may run on a thread that holds it (see :meth:`_put_full`).
         self._lock = threading.RLock()
         self._sync_lock = threading.RLock()
@@ -213,10 +241,10 @@ class RecordQueue:
 
     def _count_drop(self) -> None:
         if _GIL:
-            next(self._drops)
+            self._drops.add()
         else:
             with self._lock:
-                next(self._drops)
+                self._drops.add()
 
     def _drop_oldest(self, record: Any) -> None:
         lock = None if _GIL else self._lock
@@ -238,7 +266,7 @@ class RecordQueue:
             if markers:
                 items.extendleft(reversed(markers))
             if oldest is not None:
-                next(self._drops)
+                self._drops.add()
             items.append(record)
         finally:
             if lock is not None:
@@ -364,7 +392,7 @@ class RecordQueue:
     @property
     def dropped(self) -> int:
         """Records dropped by the overflow policy or because the queue was closed."""
-        return _peek(self._drops)
+        return self._drops.value
 
     @property
     def pending(self) -> int:
@@ -384,3 +412,4 @@ class RecordQueue:
         self._blocked = set()
         self._lock = threading.RLock()
         self._sync_lock = threading.RLock()
+        self._drops.after_fork_in_child()

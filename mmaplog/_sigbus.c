@@ -193,7 +193,7 @@ PyDoc_STRVAR(install_doc,
 "Make the guard the SIGBUS handler (again, if another one replaced it), chaining to the one before;\n"
 "raises OSError if sigaction fails.  Never removes itself.");
 
-static PyObject *guard_install(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *guard_install(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     lock_table();
     int rc = install_locked();
@@ -205,7 +205,7 @@ static PyObject *guard_install(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 PyDoc_STRVAR(address_doc, "address(buffer)\n--\n\nThe address of a buffer's first byte (a mapping's start).");
 
-static PyObject *guard_address(PyObject *module, PyObject *obj)
+static PyObject *guard_address(PyObject *Py_UNUSED(module), PyObject *obj)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
@@ -220,7 +220,7 @@ PyDoc_STRVAR(register_doc,
 "Watch [address, address + length), the shared mapping of file descriptor fd, and install the guard;\n"
 "returns the region's slot.  Raises OSError (ENOSPC) when every slot is taken.");
 
-static PyObject *guard_register(PyObject *module, PyObject *args)
+static PyObject *guard_register(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *addr_obj;
     Py_ssize_t length;
@@ -279,7 +279,7 @@ static int slot_arg(PyObject *obj, int *slot)
 PyDoc_STRVAR(unregister_doc,
 "unregister(slot)\n--\n\nStop watching a region (before it is unmapped); the handler stays installed.");
 
-static PyObject *guard_unregister(PyObject *module, PyObject *arg)
+static PyObject *guard_unregister(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     int slot;
     if (slot_arg(arg, &slot) < 0)
@@ -296,7 +296,7 @@ PyDoc_STRVAR(faults_doc,
 "How many pages of the region in ``slot`` the handler has replaced by anonymous memory so far\n"
 "(monotonic; compare with a value read before a store).  A negative slot (no guard) reads 0.");
 
-static PyObject *guard_faults(PyObject *module, PyObject *arg)
+static PyObject *guard_faults(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     long slot = PyLong_AsLong(arg);
     if (slot == -1 && PyErr_Occurred())
@@ -311,7 +311,7 @@ PyDoc_STRVAR(counter_doc,
 "A capsule (\"mmaplog._sigbus.counter\") holding the address of the region's fault counter, for C code\n"
 "that checks it after each store with one atomic load.  The counter lives as long as the process.");
 
-static PyObject *guard_counter(PyObject *module, PyObject *arg)
+static PyObject *guard_counter(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     int slot;
     if (slot_arg(arg, &slot) < 0)
@@ -325,7 +325,7 @@ PyDoc_STRVAR(remap_doc,
 "anonymous page the handler put there is replaced, and every pointer into the region stays valid.\n"
 "Bumps the region's counter too (a store made into a dropped page must be seen) and returns its value.");
 
-static PyObject *guard_remap(PyObject *module, PyObject *args)
+static PyObject *guard_remap(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *slot_obj;
     int fd, slot;
@@ -351,7 +351,7 @@ static PyObject *guard_remap(PyObject *module, PyObject *args)
 PyDoc_STRVAR(recent_doc,
 "recent()\n--\n\nThe total number of pages replaced in the process and the last faulting page addresses.");
 
-static PyObject *guard_recent(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *guard_recent(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     uint64_t total = __atomic_load_n(&fault_total, __ATOMIC_ACQUIRE);
     uint64_t shown = total < MAX_FAULT_ADDRESSES ? total : MAX_FAULT_ADDRESSES;

@@ -228,6 +228,7 @@ def legacy_check(version: tuple[int, int]) -> bool:
     return version[0] < 2
 
 
+# Twin: _checksum.h mmaplog_crc32_update is the C form of this check (zlib's CRC-32). See docs/MAP.md.
 def slot_check(body: bytes | memoryview) -> int:
     """The check word of a format 2.x slot: CRC-32 (zlib.crc32) of its header and the payload bytes it uses.
 

@@ -15,6 +15,7 @@ rebuilt whenever a level, a handler list or a handler's level changes.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,15 +23,15 @@ import traceback
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 from . import _lifecycle, _native
 from ._errors import ConfigError
+from ._levels import CRITICAL, DEBUG, ERROR, INFO, NOTSET, TRACE, WARNING, level_name, level_number
 from ._record import LogRecord, render_message
 from .handlers import _base
 from .handlers._base import Handler, report_once
 from .handlers.ring import RingHandler
-from .reader import level_name, level_number
 
 __all__ = [
     "CRITICAL",
@@ -46,15 +47,8 @@ __all__ = [
     "LoggerNameError",
     "LoggerTree",
     "get_logger",
+    "on_default_tree",
 ]
-
-NOTSET = 0
-TRACE = 5
-DEBUG = 10
-INFO = 20
-WARNING = 30
-ERROR = 40
-CRITICAL = 50
 
 #: What ``exc_info=`` accepts: True (the exception being handled), an exception, or a ``sys.exc_info()`` tuple.
 ExcInfo = Union[
@@ -121,6 +115,7 @@ if _cwrite is not None:
     _disabled = _cwrite.disabled  # the same, as a C function: cheaper than a call of an empty Python function
 
 
+# Twin: _cwrite.c ring_emit and record_emit are the C forms of emit_ring and emit_one below. See docs/MAP.md.
 def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[..., None]:
     """The level method of an enabled level: build one record, give it to each handler."""
     if len(handlers) == 1 and type(handlers[0]) is RingHandler and handlers[0].line_format is None:
@@ -531,6 +526,18 @@ class _Default:
 
     tree: LoggerTree | None = None
     lock = threading.Lock()
+    #: Steps run on the tree when it is made (see :func:`on_default_tree`).
+    setup: ClassVar[list[Callable[[LoggerTree], None]]] = []
+
+
+def on_default_tree(step: Callable[[LoggerTree], None]) -> None:
+    """Run ``step(tree)`` when the default tree is made: how configuration reaches it from above.
+
+    :mod:`mmaplog.config` registers the ``MMAPLOG_CONFIG`` step when it is
+    imported; the package's own :func:`mmaplog.get_logger` imports it first,
+    so the logger module never needs to know the configuration module.
+    """
+    _Default.setup.append(step)
 
 
 def default_tree() -> LoggerTree:
@@ -538,14 +545,14 @@ def default_tree() -> LoggerTree:
 
     Until :func:`mmaplog.configure` runs, the root sends WARNING and above to
     stderr, so problems are not silent; when the environment variable
-    ``MMAPLOG_CONFIG`` names a file, that file configures the tree instead.
+    ``MMAPLOG_CONFIG`` names a file, that file configures the tree instead
+    (the step :mod:`mmaplog.config` registers with :func:`on_default_tree`).
     """
     tree = _Default.tree
     if tree is not None:
         return tree
     with _Default.lock:
         if _Default.tree is None:
-            from .config import configure_from_environment
             from .handlers.console import ConsoleHandler
 
             tree = LoggerTree()
@@ -553,8 +560,13 @@ def default_tree() -> LoggerTree:
             tree.root.set_handlers(tree.startup_handlers)
             _Default.tree = tree
             _lifecycle.attached_handlers(tree.handlers)
+            if not _Default.setup and os.environ.get("MMAPLOG_CONFIG"):
+                # Only mmaplog.config reads that file; say so rather than ignore it silently.
+                report_once(_Default, "environment", "MMAPLOG_CONFIG is set but mmaplog.config was not imported, so "
+                            "the file is not read: use mmaplog.get_logger (or import mmaplog.config first)")
             try:
-                configure_from_environment(tree)
+                for step in list(_Default.setup):
+                    step(tree)
             except BaseException:
                 _Default.tree = None
                 raise

@@ -26,6 +26,7 @@ import numpy as np
 from . import _codec
 from . import layout as L
 from ._errors import FormatError
+from ._levels import LEVEL_NAMES, level_name, level_number
 from ._series import declared_size
 
 __all__ = [
@@ -53,46 +54,8 @@ Paths = Union[PathArg, Sequence[PathArg]]  # noqa: UP007 - PathArg holds a strin
 #: Holes shorter than this between two allocated extents are read rather than skipped (one read beats two).
 _EXTENT_MERGE = 1 << 20
 
-LEVEL_NAMES: dict[int, str] = {0: "NOTSET", 5: "TRACE", 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
-_LEVEL_NUMBERS = {name: number for number, name in LEVEL_NAMES.items()} | {"WARN": 30, "FATAL": 50}
-
-#: One row per record, as returned by :func:`read_array`.
-RECORD_DTYPE = np.dtype(
-    [
-        ("seq", "<u8"),
-        ("time_ns", "<i8"),
-        ("level", "u1"),
-        ("thread", "<u8"),
-        ("pid", "<u4"),
-        ("flags", "u1"),
-        ("file", "<u4"),
-        ("logger", "O"),
-        ("message", "O"),
-        ("fields", "O"),
-        ("exception", "O"),
-    ]
-)
-
-
-def level_name(level: int) -> str:
-    """The name of a numeric level ("INFO"), or "LEVEL<n>" for a custom number."""
-    return LEVEL_NAMES.get(level) or f"LEVEL{level}"
-
-
-def level_number(level: int | str) -> int:
-    """Turn a level name ("info", "WARNING") or number into its number; ValueError names the value."""
-    if isinstance(level, bool):
-        raise ValueError(f"unknown level {level!r}")
-    if isinstance(level, int):
-        if 0 <= level <= 255:
-            return level
-        raise ValueError(f"level {level} is out of range 0..255")
-    text = str(level).strip().upper()
-    if text in _LEVEL_NUMBERS:
-        return _LEVEL_NUMBERS[text]
-    if text.isdigit():
-        return level_number(int(text))
-    raise ValueError(f"unknown level {level!r} (expected one of {', '.join(n for n in _LEVEL_NUMBERS if n != 'NOTSET')})")
+#: One row per record, as returned by :func:`read_array` (the fields are the codec's, which the accelerator fills).
+RECORD_DTYPE = np.dtype(list(_codec.RECORD_FIELDS))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._levels import level_name
 from ._record import LogRecord
+from .config import get_logger
 from .handlers._base import Handler
-from .logger import Logger, get_logger
-from .reader import level_name
+from .logger import Logger
 
 __all__ = ["CapturedRecord", "CapturingHandler", "capture_logs"]
 

@@ -32,6 +32,7 @@ import numpy as np
 from . import _codec, _native, _series, _shortfile, _truncation
 from . import layout as L
 from ._errors import FormatError, MmaplogError
+from ._process import process_name as _process_name  # the owner is _process; the old name stays here
 from ._record import LogRecord
 from ._series import segment_path
 
@@ -608,6 +609,7 @@ class RingWriter:
         with self._claim_lock:
             return RingWriter.write(self, message, **kwargs)
 
+    # Twin: _cwrite.c Appender.append is the C form of this method (same bytes; tests run both). See docs/MAP.md.
     def _append(self, message: str, level: int, logger: str) -> int:
         """:meth:`write` without fields, traceback, time or thread, taking positional arguments.
 
@@ -1239,16 +1241,6 @@ def _peek(counter: itertools.count[int]) -> int:
     """The next value of an itertools.count without consuming it."""
     text = repr(counter)
     return int(text[text.index("(") + 1 : text.index(")")])
-
-
-def _process_name() -> str:
-    try:
-        with open("/proc/self/comm", "rb") as f:
-            comm = f.read().strip().decode("utf-8", "replace")
-    except OSError:
-        comm = ""
-    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return argv0 if argv0 and comm.startswith("python") else (comm or argv0 or "python")
 
 
 def _encode_text(value: Any) -> bytes:

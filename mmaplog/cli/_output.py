@@ -312,6 +312,7 @@ class JsonFormatter(Formatter):
         out.append("")
         return "\n".join(out)
 
+    # Twin: _cread.c json_lines writes the same bytes as JsonFormatter.block in C. See docs/MAP.md.
     def encoded(self, rows: np.ndarray, meta: Meta) -> bytes | bytearray:
         """The bytes of :meth:`block`, written by the C accelerator where it is built."""
         cread = _codec.accelerator()

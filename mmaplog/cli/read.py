@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from .._errors import FormatError
-from . import quiet_interrupts
+from ._interrupts import quiet_interrupts
 from ._when import parse_when
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ Colour is used only when standard output is a terminal and NO_COLOR is not set
 
 
 def _level(text: str) -> int:
-    from ..reader import level_number
+    from .._levels import level_number
 
     try:
         return level_number(text)

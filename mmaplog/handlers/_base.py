@@ -9,8 +9,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .. import _lifecycle
+from .._levels import level_number
 from .._record import LogRecord
-from ..reader import level_number
 from ._format import LineFormat
 
 __all__ = ["Handler", "report_once"]
@@ -19,6 +20,14 @@ _reported: set[tuple[int, str]] = set()
 _reported_lock = threading.RLock()  # re-entrant: report_once may run again in a signal handler
 #: Called with a handler whenever its ``level`` is set (the logger module keeps its caches right).
 level_listeners: list[Callable[[Handler], None]] = []
+
+
+def _after_fork_in_child() -> None:
+    global _reported_lock
+    _reported_lock = threading.RLock()
+
+
+_lifecycle.on_fork_child(_after_fork_in_child)
 
 
 @functools.cache

@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .. import _lifecycle
+from .._levels import level_name
+from .._process import process_name
 from .._record import LogRecord
-from ..reader import level_name
-from ..writer import _process_name
 
 __all__ = ["DEFAULT_FORMAT", "FORMAT_FIELDS", "LineFormat", "render_fields"]
 
@@ -64,13 +65,16 @@ class _Process:
     @classmethod
     def process_name(cls) -> str:
         if not cls.name:
-            cls.name = _process_name()
+            cls.name = process_name()
         return cls.name
 
 
 def after_fork_in_child() -> None:
     """Forget the parent's process id and name."""
     _Process.refresh()
+
+
+_lifecycle.on_fork_child(after_fork_in_child)
 
 
 class _Coloured(str):

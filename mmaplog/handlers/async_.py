@@ -31,7 +31,7 @@ from .._record import LogRecord
 from ._base import Handler, report_once
 
 if TYPE_CHECKING:
-    from ..config import HandlerOptions
+    from ._options import HandlerOptions
 
 __all__ = ["AsyncHandler", "Overflow", "OverflowPolicy"]
 
