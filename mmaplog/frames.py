@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import layout as L
+from ._json import json_value
 from .integrations import require
 from .reader import Paths, Scan, filter_mask, level_name, scan
 
@@ -73,8 +74,6 @@ def _scan(paths: Paths, segments: bool, min_level: int | str, logger: str | None
 
 def _json_fields(fields: np.ndarray) -> list[str | None]:
     """Each record's fields as compact JSON text (None for a record without fields)."""
-    from .cli._output import json_value
-
     return [json_value(f) if f else None for f in fields.tolist()]
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import json
-import math
 import re
 from collections.abc import Sequence
 from json.encoder import encode_basestring
@@ -23,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _codec
+from .._json import _JSON_RAW, _json_escape_char, json_string, json_value
 from ..reader import RECORD_DTYPE, level_name
 
 __all__ = [
@@ -45,8 +44,6 @@ Meta = Sequence[tuple[str, str]]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-#: What json's encoder leaves raw but a terminal might act on (DEL, C1) or UTF-8 cannot carry (lone surrogates).
-_JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
 
 _LEVEL_COLORS = {5: "2", 10: "2", 20: "32", 30: "33", 40: "31", 50: "1;31"}
 _DIM = "\x1b[2m"
@@ -63,39 +60,9 @@ def escape(text: str) -> str:
     return text if text.isprintable() else _CONTROL.sub(_escape_char, text)
 
 
-def _json_escape_char(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
-
-
-def json_string(text: str) -> str:
-    """``text`` as a JSON string literal; non-ASCII stays readable, controls and lone surrogates are escaped."""
-    encoded: str = encode_basestring(text)
-    return encoded if text.isprintable() else _JSON_RAW.sub(_json_escape_char, encoded)
-
-
 #: Every level number's JSON name, and the record layout, as the accelerator takes them.
 _JSON_LEVELS = tuple(json_string(level_name(v)).encode() for v in range(256))
 _RECORD_LAYOUT = _codec.record_layout(RECORD_DTYPE)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities turned into strings (JSON has no spelling for them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def json_value(value: Any) -> str:
-    """A value decoded from a record's fields as compact JSON text."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
-    return _JSON_RAW.sub(_json_escape_char, text)
 
 
 class Stamps(NamedTuple):
