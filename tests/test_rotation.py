@@ -420,7 +420,10 @@ def _kill_cycles(tmp_path: Path, pure: bool, step: str, rounds: int, seed: int) 
                 got += 1
         finally:
             child.kill()
-            out, err = child.communicate(timeout=60)
+            # Read through the text wrappers, not communicate(): its raw reads would miss the acknowledgements that
+            # readline() has already pulled into the wrapper's buffer. The child is dead, so both pipes end.
+            out, err = child.stdout.read(), child.stderr.read()
+            child.wait(timeout=60)
         acked.update(int(s) for s in out.split())
         assert child.returncode == -signal.SIGKILL, err
         assert "Traceback" not in err, err
