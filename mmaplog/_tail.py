@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
+from itertools import repeat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -518,28 +519,18 @@ class Tailer:
             patient=self._starved or not self._dead,
         )
         h = self.ring.header
-        seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
-        threads, flags = asm.thread.tolist(), asm.flags.tolist()
-        loggers, messages = list(asm.logger), list(asm.message)
-        fields, exceptions = list(asm.fields), list(asm.exception)
-        return [
-            Record(
-                seq=seqs[i],
-                time_ns=times[i],
-                level=levels[i],
-                logger=loggers[i],
-                thread=threads[i],
-                pid=h.pid,
-                message=messages[i],
-                fields=fields[i] or {},
-                exception=exceptions[i],
-                host=h.hostname,
-                process=h.process_name,
-                source=self.source,
-                flags=flags[i],
-            )
-            for i in np.argsort(asm.seq, kind="stable").tolist()
-        ]
+        order = None if _ascending(asm.seq) else np.argsort(asm.seq, kind="stable")
+
+        def column(values: np.ndarray) -> list[object]:
+            return (values if order is None else values[order]).tolist()  # type: ignore[no-any-return]
+
+        fields = [f if f else {} for f in column(asm.fields)]
+        rows = zip(
+            column(asm.seq), column(asm.time_ns), column(asm.level), column(asm.logger), column(asm.thread),
+            repeat(h.pid), column(asm.message), fields, column(asm.exception), repeat(h.hostname),
+            repeat(h.process_name), repeat(self.source), column(asm.flags),
+        )  # fmt: skip
+        return [_record(row) for row in rows]
 
     def _abandon_partials(
         self,
@@ -638,7 +629,7 @@ class Tailer:
 
     def _show(self, records: list[Record]) -> None:
         self.counts.records += len(records)
-        self.out.extend(Followed(self.series, record) for record in records)
+        self.out.extend(map(_tuple_new, repeat(Followed), zip(repeat(self.series), records)))
 
     def _count_missed(self, now: float, force: bool, final: bool = False) -> list[FollowEvent]:
         """Count the seqs that can no longer appear (:meth:`SeqTracker.due`) as missed; their events, in seq order."""
@@ -768,6 +759,23 @@ class Tailer:
 
     def close(self) -> None:
         self.ring.close()
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclass_fields(Record))
+_new = object.__new__
+_tuple_new = tuple.__new__
+
+
+def _record(row: tuple[object, ...]) -> Record:
+    """A :class:`Record` from its field values in declaration order, without the frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field, three times the cost): the same object."""
+    record: Record = _new(Record)
+    record.__dict__.update(zip(_RECORD_FIELDS, row))
+    return record
+
+
+def _ascending(seq: np.ndarray) -> bool:
+    return len(seq) < 2 or bool((seq[1:] > seq[:-1]).all())
 
 
 def _gapped(slots: np.ndarray) -> frozenset[int]:

@@ -268,8 +268,15 @@ class Follower(Iterator[Record]):
         self.stats = total
 
     def _hand_out(self, limit: int | None) -> list[Followed]:
-        count = len(self._ready) if limit is None else min(limit, len(self._ready))
-        out = [self._ready.popleft() for _ in range(count)]
+        ready = self._ready
+        count = len(ready) if limit is None else min(limit, len(ready))
+        if count == len(ready):
+            out = list(ready)
+            ready.clear()
+        else:
+            popleft = ready.popleft
+            out = [popleft() for _ in range(count)]
+        highest: dict[bytes, int] = {}
         for series, item in out:
             if isinstance(item, Record):
                 seq = item.seq
@@ -277,9 +284,13 @@ class Follower(Iterator[Record]):
                 seq = item.last_seq
             else:
                 continue
+            if seq > highest.get(series, 0):
+                highest[series] = seq
+        cursor = self._cursor
+        for series, seq in highest.items():
             key = series.hex()
-            if seq > self._cursor.get(key, 0):
-                self._cursor[key] = seq
+            if seq > cursor.get(key, 0):
+                cursor[key] = seq
         return out
 
     def __iter__(self) -> Follower:

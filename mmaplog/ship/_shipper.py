@@ -264,11 +264,16 @@ class Shipper:
             self.report(gap.describe())
 
     def _send(self) -> int:
-        sent = 0
-        while self._backlog and self.sink.can_send() and self._room():
-            self.sink.send(self._backlog.popleft())
-            sent += 1
-        return sent
+        """Hand the sink as many backlog items as its window and the cursor's window allow, in one batch."""
+        count = min(len(self._backlog), self.sink.room())
+        if self.cursor is not None:
+            count = min(count, self.window - self.sink.in_flight - self._unsaved)
+        if count <= 0:
+            return 0
+        backlog = self._backlog
+        batch = [backlog.popleft() for _ in range(count)]
+        self.sink.send_many(batch)
+        return count
 
     def _pump(self, timeout: float) -> None:
         try:

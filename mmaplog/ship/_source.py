@@ -19,6 +19,8 @@ from ..reader import Record
 
 __all__ = ["Gap", "Item", "RingSource"]
 
+_item_new = tuple.__new__
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -102,12 +104,16 @@ class RingSource:
     def poll(self, limit: int = 8192) -> list[Item]:
         """Read what is new and return up to ``limit`` items (records and gaps) in seq order per series."""
         out: list[Item] = []
+        append = out.append
+        last: dict[bytes, Record] = {}
         for series, entry in self._follower.take(limit):
             if isinstance(entry, Record):
-                self._origins[series] = (entry.source, entry.host, entry.process, entry.pid)
-                out.append(Item(series, entry.seq, record=entry))
+                last[series] = entry
+                append(_item_new(Item, (series, entry.seq, entry, None)))
             elif entry.kind == "missed":
-                out.append(Item(series, entry.last_seq, gap=self._gap(series, entry)))
+                append(Item(series, entry.last_seq, gap=self._gap(series, entry)))
+        for series, record in last.items():
+            self._origins[series] = (record.source, record.host, record.process, record.pid)
         return out
 
     def _gap(self, series: bytes, event: FollowEvent) -> Gap:
