@@ -44,6 +44,8 @@ _POLL_BYTES = 64 << 20
 _IDLE_BYTES = 16 << 10
 #: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
 _HOLD_MAX = 1 << 16
+#: Slots a sealed file is asked about per ``lseek`` pair when the follower looks for the end of a hole.
+_HOLE_SPAN = 1 << 24
 #: Skipped positions looked at again at most (per file followed).
 _REVISIT_MAX = 1024
 #: Causes of missing records, the one explaining most first.
@@ -114,6 +116,9 @@ class FollowStats:
     warnings: int = 0
     #: Seqs still in flight when following stopped: a live writer may yet commit them, so they are not missed.
     pending: int = 0
+    #: Ordered: records shown ahead of a seq still in flight, because too many were held back behind it
+    #: (the seq is shown when it arrives; the cursor stays below it until then).
+    overtaken: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for JSON or logging)."""
@@ -276,6 +281,11 @@ class Tailer:
             min_seq = oldest if min_seq is None else max(min_seq, oldest)
         later = pos[seq >= min_seq]
         first = int(later.min()) if len(later) else (int(pos.max()) + 1 if len(pos) else 1)
+        earlier = pos[seq < min_seq]
+        if len(later) and len(earlier):
+            # A slot between the last older record and the first wanted one is a hole now, but may be a
+            # wanted record in flight: start at it, so it is waited for like any hole, not passed by.
+            first = min(first, int(earlier.max()) + 1)
         self._open(ring, first, SeqTracker(min_seq))
 
     def _open(self, ring: RingFile, pos: int, tracker: SeqTracker) -> None:
@@ -405,6 +415,14 @@ class Tailer:
                 self._window = min(max_window, self._window * 2)
                 continue
             self._window = max(min_window, self._window // 2)
+            if sealed and not valid[stop] and not slots[stop : stop + 1].view(np.uint8).any():
+                # An empty slot in a sealed file: if it lies in a hole of a sparse file, no slot up to the
+                # next allocated extent was ever written.  Jump there (one lseek pair, not a read per slot).
+                end = self._hole_end(self.pos)
+                if end > self.pos:
+                    self.pos = end
+                    moved = True
+                    continue
             if valid[stop] and got[stop] > expected[stop]:
                 self._resync()
                 budget -= n  # a survey reads the whole ring: a writer faster than us cannot keep us here
@@ -436,6 +454,22 @@ class Tailer:
         # Cut short by the budget (not merely full of held-back records: those wait for time, not for reading).
         self._starved = self._starved or (given > 0 and room <= 0)
         return moved
+
+    def _hole_end(self, pos: int) -> int:
+        """The first position at or after ``pos`` whose slot is in an allocated extent of the (sealed) file.
+
+        ``pos`` itself when its slot is allocated (or the filesystem cannot tell
+        holes apart); one past the last slot when only holes follow.  The file is
+        asked about bounded spans, so a terabyte of hole costs a few lseek calls.
+        """
+        n = self.ring.header.slot_count
+        index = pos - 1
+        while index < n:
+            extents = self.ring.extents(index, min(_HOLE_SPAN, n - index))
+            if extents:
+                return max(pos, extents[0][0] + 1)
+            index += _HOLE_SPAN
+        return n + 1
 
     def _look_again(self) -> None:
         """Read the skipped positions again: a slot committed there since is consumed after all."""
@@ -615,7 +649,11 @@ class Tailer:
         bound = self.tracker.lowest_pending()
         if force or len(waiting) >= _HOLD_MAX // 2:
             # Closing, or so many held back behind a seq still in flight that waiting longer would stop the
-            # reading: show them (the seq stays pending and is shown when it arrives).
+            # reading: show them (the seq stays pending and is shown when it arrives).  Not silently: they are
+            # counted, and the follower's cursor stays below the pending seq (Follower.floor), so a consumer
+            # resuming from it reads the pending seq again rather than skip it.
+            if bound is not None and not force:
+                self.counts.overtaken += len(waiting) - bisect.bisect_right(waiting, bound, key=_seq_of)
             bound = None
         cut = len(waiting) if bound is None else bisect.bisect_right(waiting, bound, key=_seq_of)
         shown, self._waiting = waiting[:cut], waiting[cut:]
