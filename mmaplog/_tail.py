@@ -620,6 +620,11 @@ class Tailer:
         else:
             self._holdback = []
         accepted = []
+        tracker = self.tracker
+        if ready and ready[0].seq == tracker.max_seq + 1 and ready[-1].seq == tracker.max_seq + len(ready):
+            # The steady state: the next seqs in a row (sorted, so consecutive), nothing skipped: accept them whole.
+            tracker.max_seq = ready[-1].seq
+            accepted, ready = ready, []
         for record in ready:
             show, recounted = self.tracker.accept(record.seq, now, self._cause)
             if recounted is not None and self.ordered:

@@ -333,10 +333,11 @@ class RecordBatchFormatter:
         pris, tails, heads, seconds = self._pri, self._tails, self._heads, self._seconds
         out: list[bytes] = []
         append = out.append
-        last_sec = -1
-        last_head: tuple[str, str, int] | None = None
+        last_sec = last_level = last_pid = last_thread = -1
+        last_host = last_process = last_logger = last_series = None
+        last_truncated = False
         stamp: bytes | None = b""
-        head = b""
+        head = tail = pri = b""
         for (seq, time_ns, level, logger, thread, host, process, pid, message, fields, exception, flags), series_id in zip(
             map(_RECORD_PARTS, records), series
         ):
@@ -344,32 +345,30 @@ class RecordBatchFormatter:
             if sec != last_sec:
                 stamp = seconds[sec] if sec in seconds else self._second(sec)
                 last_sec = sec
-            head_key = (host, process, pid)
-            if head_key != last_head:
-                head = heads.get(head_key) or self._head(host, process, pid)
-                last_head = head_key
+            if level != last_level:
+                pri = pris.get(level) or self._pri_of(level)
+                last_level = level
+            # The parts that repeat are compared by identity first (a batch shares its strings), then looked up.
+            if host is not last_host or process is not last_process or pid != last_pid:
+                head = heads.get((host, process, pid)) or self._head(host, process, pid)
+                last_host, last_process, last_pid = host, process, pid
             truncated = flags & _FLAG_TRUNCATED != 0
-            tail = tails.get((logger, thread, series_id, truncated)) or self._tail(logger, thread, series_id, truncated)
+            if logger is not last_logger or thread != last_thread or series_id is not last_series or truncated != last_truncated:
+                tail = tails.get((logger, thread, series_id, truncated)) or self._tail(logger, thread, series_id, truncated)
+                last_logger, last_thread, last_series, last_truncated = logger, thread, series_id, truncated
             text = message if exception is None else f"{message}\n{exception}"
-            if fields:
-                body = fmt._element(fields_id, fields).encode("utf-8", "replace")
-                if text:
-                    body += b" " + text.encode("utf-8", "replace")
-            elif text:
-                body = b" " + text.encode("utf-8", "replace")
-            else:
-                body = b""
-            pri = pris.get(level) or self._pri_of(level)
+            sd = fmt._element(fields_id, fields).encode("utf-8", "replace") if fields else b""
             if stamp is None:
-                data = b"%s-%s%d%s%s" % (pri, head, seq, tail, body)
+                data = b"%s-%s%d%s%s" % (pri, head, seq, tail, sd)
             else:
-                data = b"%s%s.%06dZ%s%d%s%s" % (pri, stamp, ns // 1000, head, seq, tail, body)
+                data = b"%s%s.%06dZ%s%d%s%s" % (pri, stamp, ns // 1000, head, seq, tail, sd)
+            if text:
+                data += b" " + text.encode("utf-8", "replace")
             if len(data) > max_size:
                 meta: dict[str, Any] = {"seq": seq, "logger": logger, "thread": thread, "series": series_id}
                 if truncated:
                     meta["truncated"] = 1
-                data = fmt.format(time_ns=time_ns, level=level, message=message,
-                                  host=host, process=process, pid=pid, meta=meta, fields=fields,
-                                  exception=exception)  # fmt: skip
+                data = fmt.format(time_ns=time_ns, level=level, message=message, host=host, process=process,
+                                  pid=pid, meta=meta, fields=fields, exception=exception)  # fmt: skip
             append(data)
         return out
