@@ -66,7 +66,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@pytest.mark.parametrize("side", ["mmaplog-ship relp", "rsyslog imfile"])
+@pytest.mark.parametrize("side", ["mmaplog-ship relp", "mmaplog-ship relp window 4096", "rsyslog imfile"])
 def test_ship_throughput(benchmark: pytest.FixtureRequest, tmp_path: Path, scale: Scale, side: str) -> None:
     """Records per second from disk into rsyslog's output file: mmaplog-ship over RELP, or imfile from a text log."""
     count = _count(200_000, scale)
@@ -92,9 +92,10 @@ def test_ship_throughput(benchmark: pytest.FixtureRequest, tmp_path: Path, scale
             loads.append(os.getloadavg()[0])
             daemon_cpu, child_cpu = _cpu_of(daemon.proc.pid), _children_cpu()
             started = time.perf_counter()
-            if side == "mmaplog-ship relp":
+            if side.startswith("mmaplog-ship"):
+                window = side.rsplit(" ", 1)[1] if "window" in side else "1024"
                 done = subprocess.run([*SHIP, str(ring), "--to", daemon.relp_url, "--once", "--no-cursor", "-q",
-                                       "--window", "1024"], capture_output=True, text=True, timeout=600)  # fmt: skip
+                                       "--window", window], capture_output=True, text=True, timeout=600)  # fmt: skip
                 assert done.returncode == 0, done.stderr
             else:
                 os.replace(staged, text)
@@ -113,13 +114,13 @@ def test_ship_throughput(benchmark: pytest.FixtureRequest, tmp_path: Path, scale
     info["records_per_second_median"] = statistics.median(rates)
     info["rsyslog_cpu_seconds"] = min(rsyslog_cpu)
     info["load_average"] = loads
-    if side == "mmaplog-ship relp":
+    if side.startswith("mmaplog-ship"):
         info["shipper_cpu_seconds"] = min(shipper_cpu)
         info["records_per_shipper_cpu_second"] = count / max(1e-9, min(shipper_cpu))
     print(
         f"{side}: best {max(rates):,.0f} records/s, median {statistics.median(rates):,.0f} ({count} records, "
         f"{len(rates)} rounds); rsyslogd CPU {min(rsyslog_cpu):.2f} s"
         + (f", shipper CPU {min(shipper_cpu):.2f} s ({count / max(1e-9, min(shipper_cpu)):,.0f} records per CPU s)"
-           if side == "mmaplog-ship relp" else "")
+           if side.startswith("mmaplog-ship") else "")
         + f"; load average {min(loads):.1f}..{max(loads):.1f}"
     )
