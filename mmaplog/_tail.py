@@ -621,8 +621,9 @@ class Tailer:
             self._holdback = []
         accepted = []
         tracker = self.tracker
-        if ready and ready[0].seq == tracker.max_seq + 1 and ready[-1].seq == tracker.max_seq + len(ready):
-            # The steady state: the next seqs in a row (sorted, so consecutive), nothing skipped: accept them whole.
+        first = tracker.max_seq + 1
+        if ready and ready[0].seq == first and [r.seq for r in ready] == list(range(first, first + len(ready))):
+            # The steady state: exactly the next seqs in a row, nothing skipped or repeated: accept them whole.
             tracker.max_seq = ready[-1].seq
             accepted, ready = ready, []
         for record in ready:

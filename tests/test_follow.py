@@ -625,3 +625,32 @@ def test_sparse_sealed_segment_is_read_by_extents(tmp_path: Path, ordered: bool)
         assert time.monotonic() - started < 60, "the hole was read slot by slot"
         assert got == seqs
         assert follower.stats.missed == 0 and follower.stats.invalid == 0
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_release_of_a_batch_with_a_repeat_and_a_gap_keeps_the_gap_pending(tmp_path: Path, ordered: bool) -> None:
+    """White-box: records 1, 2, 2, 4 in one batch (as many as the seqs 1..4 would be) are not taken for the run
+    1..4: seq 2 is shown once and seq 3 stays pending, so it is shown when it arrives."""
+    from mmaplog._tail import Start, Tailer
+
+    path = tmp_path / "app.mmlog"
+    with RingWriter(path, size=64 * 256) as writer:
+        writer.write("first")
+        tailer = Tailer(path, Start("end"), {}, grace=1.0, ordered=ordered)
+        try:
+            base = tailer.tracker.max_seq
+
+            def record(seq: int) -> Record:
+                return Record(seq=seq, time_ns=seq, level=20, logger="", thread=0, pid=0, message=f"m{seq}")
+
+            tailer._release([record(base + k) for k in (1, 2, 2, 4)], now=0.0)
+            shown = [e.item.seq for e in tailer.out if isinstance(e.item, Record)]
+            assert shown == ([base + 1, base + 2] if ordered else [base + 1, base + 2, base + 4])
+            assert tailer.tracker.pending_count() == 1
+            tailer.out = []
+            tailer._release([record(base + 3)], now=0.0)
+            shown = [e.item.seq for e in tailer.out if isinstance(e.item, Record)]
+            assert shown == ([base + 3, base + 4] if ordered else [base + 3])
+            assert tailer.tracker.pending_count() == 0
+        finally:
+            tailer.close()

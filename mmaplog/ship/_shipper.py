@@ -291,9 +291,16 @@ class Shipper:
         self.backoff.reset()
         self.stats.shipped += sum(1 for item in items if item.record is not None)
         if self.cursor is not None:
+            # Per series, the furthest item delivered (and where it came from): one advance each, same result
+            # as one per item, since the cursor only moves forward.
+            furthest: dict[bytes, Item] = {}
             for item in items:
+                seen = furthest.get(item.series)
+                if seen is None or item.seq > seen.seq:
+                    furthest[item.series] = item
+            for series, item in furthest.items():
                 path = item.record.source if item.record is not None else (item.gap.path if item.gap else "")
-                self.cursor.advance(item.series, item.seq, path)
+                self.cursor.advance(series, item.seq, path)
             self._unsaved += len(items)
 
     def _requeue(self) -> None:
