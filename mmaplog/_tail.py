@@ -415,14 +415,6 @@ class Tailer:
                 self._window = min(max_window, self._window * 2)
                 continue
             self._window = max(min_window, self._window // 2)
-            if sealed and not valid[stop] and not slots[stop : stop + 1].view(np.uint8).any():
-                # An empty slot in a sealed file: if it lies in a hole of a sparse file, no slot up to the
-                # next allocated extent was ever written.  Jump there (one lseek pair, not a read per slot).
-                end = self._hole_end(self.pos)
-                if end > self.pos:
-                    self.pos = end
-                    moved = True
-                    continue
             if valid[stop] and got[stop] > expected[stop]:
                 self._resync()
                 budget -= n  # a survey reads the whole ring: a writer faster than us cannot keep us here
@@ -442,6 +434,15 @@ class Tailer:
                 self._holes.setdefault(self.pos + offset, [now, 1])
             since, polls = self._holes[self.pos]
             if self._dead or (polls >= 2 and now - since >= self.grace):
+                if sealed and not valid[stop] and not slots[stop : stop + 1].view(np.uint8).any():
+                    # An empty slot of a sealed file, waited for like any hole: if it lies in a hole of a sparse
+                    # file, no slot up to the next allocated extent was ever written.  Jump there (an lseek pair
+                    # per span, not a window read per slot).
+                    end = self._hole_end(self.pos)
+                    if end > self.pos + 1:
+                        self.pos = end
+                        moved = True
+                        continue
                 self._skip_hole()
                 budget -= 1
                 room -= 1
