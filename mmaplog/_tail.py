@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
+from itertools import repeat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -43,6 +44,8 @@ _POLL_BYTES = 64 << 20
 _IDLE_BYTES = 16 << 10
 #: Records an ordered tailer holds back behind a missing seq at most; it reads no further until the seq is resolved.
 _HOLD_MAX = 1 << 16
+#: Slots a sealed file is asked about per ``lseek`` pair when the follower looks for the end of a hole.
+_HOLE_SPAN = 1 << 24
 #: Skipped positions looked at again at most (per file followed).
 _REVISIT_MAX = 1024
 #: Causes of missing records, the one explaining most first.
@@ -113,6 +116,9 @@ class FollowStats:
     warnings: int = 0
     #: Seqs still in flight when following stopped: a live writer may yet commit them, so they are not missed.
     pending: int = 0
+    #: Ordered: records shown ahead of a seq still in flight, because too many were held back behind it
+    #: (the seq is shown when it arrives; the cursor stays below it until then).
+    overtaken: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for JSON or logging)."""
@@ -275,6 +281,11 @@ class Tailer:
             min_seq = oldest if min_seq is None else max(min_seq, oldest)
         later = pos[seq >= min_seq]
         first = int(later.min()) if len(later) else (int(pos.max()) + 1 if len(pos) else 1)
+        earlier = pos[seq < min_seq]
+        if len(later) and len(earlier):
+            # A slot between the last older record and the first wanted one is a hole now, but may be a
+            # wanted record in flight: start at it, so it is waited for like any hole, not passed by.
+            first = min(first, int(earlier.max()) + 1)
         self._open(ring, first, SeqTracker(min_seq))
 
     def _open(self, ring: RingFile, pos: int, tracker: SeqTracker) -> None:
@@ -423,6 +434,15 @@ class Tailer:
                 self._holes.setdefault(self.pos + offset, [now, 1])
             since, polls = self._holes[self.pos]
             if self._dead or (polls >= 2 and now - since >= self.grace):
+                if sealed and not valid[stop] and not slots[stop : stop + 1].view(np.uint8).any():
+                    # An empty slot of a sealed file, waited for like any hole: if it lies in a hole of a sparse
+                    # file, no slot up to the next allocated extent was ever written.  Jump there (an lseek pair
+                    # per span, not a window read per slot).
+                    end = self._hole_end(self.pos)
+                    if end > self.pos + 1:
+                        self.pos = end
+                        moved = True
+                        continue
                 self._skip_hole()
                 budget -= 1
                 room -= 1
@@ -435,6 +455,22 @@ class Tailer:
         # Cut short by the budget (not merely full of held-back records: those wait for time, not for reading).
         self._starved = self._starved or (given > 0 and room <= 0)
         return moved
+
+    def _hole_end(self, pos: int) -> int:
+        """The first position at or after ``pos`` whose slot is in an allocated extent of the (sealed) file.
+
+        ``pos`` itself when its slot is allocated (or the filesystem cannot tell
+        holes apart); one past the last slot when only holes follow.  The file is
+        asked about bounded spans, so a terabyte of hole costs a few lseek calls.
+        """
+        n = self.ring.header.slot_count
+        index = pos - 1
+        while index < n:
+            extents = self.ring.extents(index, min(_HOLE_SPAN, n - index))
+            if extents:
+                return max(pos, extents[0][0] + 1)
+            index += _HOLE_SPAN
+        return n + 1
 
     def _look_again(self) -> None:
         """Read the skipped positions again: a slot committed there since is consumed after all."""
@@ -518,28 +554,18 @@ class Tailer:
             patient=self._starved or not self._dead,
         )
         h = self.ring.header
-        seqs, times, levels = asm.seq.tolist(), asm.time_ns.tolist(), asm.level.tolist()
-        threads, flags = asm.thread.tolist(), asm.flags.tolist()
-        loggers, messages = list(asm.logger), list(asm.message)
-        fields, exceptions = list(asm.fields), list(asm.exception)
-        return [
-            Record(
-                seq=seqs[i],
-                time_ns=times[i],
-                level=levels[i],
-                logger=loggers[i],
-                thread=threads[i],
-                pid=h.pid,
-                message=messages[i],
-                fields=fields[i] or {},
-                exception=exceptions[i],
-                host=h.hostname,
-                process=h.process_name,
-                source=self.source,
-                flags=flags[i],
-            )
-            for i in np.argsort(asm.seq, kind="stable").tolist()
-        ]
+        order = None if _ascending(asm.seq) else np.argsort(asm.seq, kind="stable")
+
+        def column(values: np.ndarray) -> list[object]:
+            return (values if order is None else values[order]).tolist()  # type: ignore[no-any-return]
+
+        fields = [f if f else {} for f in column(asm.fields)]
+        rows = zip(
+            column(asm.seq), column(asm.time_ns), column(asm.level), column(asm.logger), column(asm.thread),
+            repeat(h.pid), column(asm.message), fields, column(asm.exception), repeat(h.hostname),
+            repeat(h.process_name), repeat(self.source), column(asm.flags),
+        )  # fmt: skip
+        return [_record(row) for row in rows]
 
     def _abandon_partials(
         self,
@@ -595,6 +621,12 @@ class Tailer:
         else:
             self._holdback = []
         accepted = []
+        tracker = self.tracker
+        first = tracker.max_seq + 1
+        if ready and ready[0].seq == first and [r.seq for r in ready] == list(range(first, first + len(ready))):
+            # The steady state: exactly the next seqs in a row, nothing skipped or repeated: accept them whole.
+            tracker.max_seq = ready[-1].seq
+            accepted, ready = ready, []
         for record in ready:
             show, recounted = self.tracker.accept(record.seq, now, self._cause)
             if recounted is not None and self.ordered:
@@ -624,7 +656,11 @@ class Tailer:
         bound = self.tracker.lowest_pending()
         if force or len(waiting) >= _HOLD_MAX // 2:
             # Closing, or so many held back behind a seq still in flight that waiting longer would stop the
-            # reading: show them (the seq stays pending and is shown when it arrives).
+            # reading: show them (the seq stays pending and is shown when it arrives).  Not silently: they are
+            # counted, and the follower's cursor stays below the pending seq (Follower.floor), so a consumer
+            # resuming from it reads the pending seq again rather than skip it.
+            if bound is not None and not force:
+                self.counts.overtaken += len(waiting) - bisect.bisect_right(waiting, bound, key=_seq_of)
             bound = None
         cut = len(waiting) if bound is None else bisect.bisect_right(waiting, bound, key=_seq_of)
         shown, self._waiting = waiting[:cut], waiting[cut:]
@@ -638,7 +674,7 @@ class Tailer:
 
     def _show(self, records: list[Record]) -> None:
         self.counts.records += len(records)
-        self.out.extend(Followed(self.series, record) for record in records)
+        self.out.extend(map(_tuple_new, repeat(Followed), zip(repeat(self.series), records)))
 
     def _count_missed(self, now: float, force: bool, final: bool = False) -> list[FollowEvent]:
         """Count the seqs that can no longer appear (:meth:`SeqTracker.due`) as missed; their events, in seq order."""
@@ -768,6 +804,23 @@ class Tailer:
 
     def close(self) -> None:
         self.ring.close()
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclass_fields(Record))
+_new = object.__new__
+_tuple_new = tuple.__new__
+
+
+def _record(row: tuple[object, ...]) -> Record:
+    """A :class:`Record` from its field values in declaration order, without the frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field, three times the cost): the same object."""
+    record: Record = _new(Record)
+    record.__dict__.update(zip(_RECORD_FIELDS, row))
+    return record
+
+
+def _ascending(seq: np.ndarray) -> bool:
+    return len(seq) < 2 or bool((seq[1:] > seq[:-1]).all())
 
 
 def _gapped(slots: np.ndarray) -> frozenset[int]:

@@ -25,7 +25,8 @@ seqs still in flight are counted in :attr:`FollowStats.pending`, not missed.
 With ``ordered=True`` each series (one writer and its segments) comes out
 strictly in seq order: a record that committed late is waited for and the
 records after it wait with it (up to half of 65,536 held back; past that they
-go ahead and the late one follows when it comes); a seq given up on is a
+go ahead, counted in :attr:`FollowStats.overtaken`, and the late one follows
+when it comes, the cursor staying below it until then); a seq given up on is a
 ``missed`` event in its place.  :attr:`Follower.cursor` then never skips a
 record: everything up to it was shown or reported missed.  This is what a
 shipper needs (``mmaplog-ship`` is built on it); :meth:`Follower.take` also
@@ -120,6 +121,8 @@ class Follower(Iterator[Record]):
         self._queue: deque[Item] = deque()
         self._ready: deque[Followed] = deque()
         self._cursor: dict[str, int] = {}
+        #: Per series (hex id), the highest seq handed out; the cursor is this, or the floor below it.
+        self._top: dict[str, int] = {}
         self._closed = False
         self._progressed = False
         self._turn = 0
@@ -172,7 +175,9 @@ class Follower(Iterator[Record]):
         """Per series (hex id), the highest seq yielded so far: pass it as ``after=`` to resume there.
 
         With ``ordered``, seqs reported missed count as yielded: every seq up to
-        the cursor was shown or reported, so resuming there skips nothing.
+        the cursor was shown or reported, so resuming there skips nothing (after
+        records went ahead of a seq still in flight, the cursor stays below that
+        seq until it is shown: see :meth:`floor`).
         """
         return dict(self._cursor)
 
@@ -268,8 +273,15 @@ class Follower(Iterator[Record]):
         self.stats = total
 
     def _hand_out(self, limit: int | None) -> list[Followed]:
-        count = len(self._ready) if limit is None else min(limit, len(self._ready))
-        out = [self._ready.popleft() for _ in range(count)]
+        ready = self._ready
+        count = len(ready) if limit is None else min(limit, len(ready))
+        if count == len(ready):
+            out = list(ready)
+            ready.clear()
+        else:
+            popleft = ready.popleft
+            out = [popleft() for _ in range(count)]
+        highest: dict[bytes, int] = {}
         for series, item in out:
             if isinstance(item, Record):
                 seq = item.seq
@@ -277,10 +289,56 @@ class Follower(Iterator[Record]):
                 seq = item.last_seq
             else:
                 continue
+            if seq > highest.get(series, 0):
+                highest[series] = seq
+        cursor, top = self._cursor, self._top
+        overtook = self.ordered and self.overtook
+        for series, seq in highest.items():
             key = series.hex()
-            if seq > self._cursor.get(key, 0):
-                self._cursor[key] = seq
+            if seq > top.get(key, 0):
+                top[key] = seq
+            value = top[key]
+            floor = self.floor(series) if overtook else None
+            if floor is not None:
+                value = min(value, floor)
+            if value > cursor.get(key, 0):
+                cursor[key] = value
         return out
+
+    @property
+    def overtook(self) -> bool:
+        """True once records went ahead of a seq still in flight (:attr:`FollowStats.overtaken`)."""
+        return bool(self._retired.overtaken) or any(tailer.counts.overtaken for tailer in self._tailers)
+
+    def floor(self, series: bytes) -> int | None:
+        """Ordered: the highest seq up to which every seq of ``series`` was handed out or reported, when that
+        is below the highest handed out; None when it is not (the usual case).
+
+        It is below only after records went ahead of a seq still in flight
+        (:attr:`FollowStats.overtaken`): until that seq is handed out, a consumer
+        that saves a position must save this one, or a restart would skip it.
+        """
+        if not self.ordered or not self.overtook:
+            return None
+        bound: int | None = None
+        for tailer in self._tailers:
+            if tailer.series == series:
+                low = tailer.tracker.lowest_pending()
+                if low is not None:
+                    bound = low - 1
+        for entry_series, item in self._ready:
+            if entry_series != series:
+                continue
+            if isinstance(item, Record):
+                first = item.seq
+            elif item.kind == "missed":
+                first = item.first_seq
+            else:
+                continue
+            if bound is None or first - 1 < bound:
+                bound = first - 1
+        top = self._top.get(series.hex(), 0)
+        return bound if bound is not None and bound < top else None
 
     def __iter__(self) -> Follower:
         return self

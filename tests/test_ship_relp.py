@@ -357,3 +357,69 @@ def test_large_burst_does_not_deadlock(server_factory) -> None:
     acked += _drain(client, count - len(acked))
     assert len(acked) == count
     assert len(server.received) == count
+
+
+# ---------------------------------------------------------------------- batches
+
+def test_send_many_frames_and_acknowledges_a_batch(server_factory) -> None:
+    """send_many queues a batch in one go: consecutive txnrs, the server gets every message intact, all acknowledged."""
+    server = server_factory()
+    client = RelpClient("127.0.0.1", server.port, window=64)
+    client.connect()
+    messages = [b"<14>1 - - - - - - batch %d" % i + b"\n\xc3\xa9" * (i % 3) for i in range(60)] + [b""]
+    assert client.room == 64
+    txnrs = client.send_many(messages)
+    assert txnrs == list(range(2, 63))
+    assert client.room == 64 - len(messages)
+    with pytest.raises(RelpError, match="room"):
+        client.send_many([b"x"] * 4)
+    assert _drain(client, len(messages)) == txnrs
+    assert server.received == messages
+    client.close()
+
+
+def test_send_many_wraps_txnr(server_factory) -> None:
+    """A batch that crosses txnr 999,999,999 continues at 1."""
+    server = server_factory()
+    client = RelpClient("127.0.0.1", server.port)
+    client.connect()
+    client._next_txnr = MAX_NUMBER - 1  # white-box, as in test_txnr_wraps_to_one
+    txnrs = client.send_many([b"a", b"b", b"c"])
+    assert txnrs == [MAX_NUMBER - 1, MAX_NUMBER, 1]
+    assert sorted(_drain(client, 3)) == sorted(txnrs)
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_acknowledgements_cut_anywhere_are_read_once(server_factory, cut: int) -> None:
+    """Acknowledgements arriving in pieces cut at any byte (mid-number, mid-text), mixed with a hint and
+    a response that is not a plain ``200 OK``, are each counted once, in order."""
+    client = RelpClient("127.0.0.1", 1, window=100)
+    # White-box: a session whose socket is never read; _receive is fed the bytes a server would send.
+    client._sock = socket.socket()
+    try:
+        client._pending.update(dict.fromkeys(range(5, 13), "syslog"))
+        wire = (
+            b"5 rsp 6 200 OK\n6 rsp 6 200 OK\n0 hint 3 abc\n7 rsp 6 200 OK\n"
+            b"8 rsp 8 200 OK\nx\n9 rsp 6 200 OK\n10 rsp 6 200 OK\n11 rsp 6 200 OK\n12 rsp 6 200 OK\n"
+        )
+        for start in range(0, len(wire), cut):
+            client._receive(wire[start : start + cut])
+        assert client.take_acknowledged() == list(range(5, 13))
+        assert not client._pending and client._parser.idle
+    finally:
+        client.abort()
+
+
+def test_refusal_inside_a_run_of_acknowledgements_is_an_error(server_factory) -> None:
+    """A refused message among plain acknowledgements still raises; the acknowledgements before it are kept."""
+    client = RelpClient("127.0.0.1", 1, window=100)
+    client._sock = socket.socket()
+    try:
+        client._pending.update(dict.fromkeys(range(2, 6), "syslog"))
+        with pytest.raises(RelpError, match="txnr 4"):
+            client._receive(b"2 rsp 6 200 OK\n3 rsp 6 200 OK\n4 rsp 8 500 nope\n5 rsp 6 200 OK\n")
+        assert client.take_acknowledged() == [2, 3]
+        with pytest.raises(RelpProtocolError, match="unknown txnr"):
+            client._receive(b"77 rsp 6 200 OK\n")
+    finally:
+        client.abort()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import mmaplog
-from mmaplog import RingWriter
+from mmaplog import RingWriter, _tail
 from mmaplog import layout as L
 from mmaplog.reader import RingFile
 from mmaplog.ship._source import Item, RingSource
@@ -254,3 +254,37 @@ def test_segments_rotated_away_unread_are_a_gap(tmp_path: Path) -> None:
     assert gap is not None
     assert (gap.first_seq, gap.last_seq, gap.cause) == (1, kept[0] - 1, "overwritten")
     assert seqs(items) == kept == list(range(kept[0], 101))
+
+
+def test_records_that_overtake_a_seq_in_flight_never_move_the_cursor_past_it(tmp_path: Path, monkeypatch) -> None:
+    """Past the hold bound, records go ahead of a seq still in flight: they are counted, and no item moves the
+    cursor past the late seq until it is handed out, so a restart from any cursor saved meanwhile still ships it."""
+    monkeypatch.setattr(_tail, "_HOLD_MAX", 64)  # white-box: the real bound is 65,536 held-back records
+    path = tmp_path / "a.mmlog"
+    clock = FakeClock()
+    with RingWriter(path, size=1024 * 256) as w:
+        w.write("one")
+        seq, pos = next(w._seqs), next(w._map.positions)  # claimed by a slow thread
+        for i in range(3, 201):
+            w.write(f"r{i}")
+        source = RingSource([path], grace=1.0, clock=clock)
+        before: list[Item] = []
+        for _ in range(100):
+            before += source.poll(limit=16)
+            clock.now += 0.6
+            if len(before) == 199:
+                break
+        # Everything but the late seq came out, ahead of it; none of it moves the cursor past seq 1.
+        assert sorted(seqs(before)) == [1, *range(3, 201)]
+        assert max(item.seq for item in before) == 1
+        assert source._follower.stats.overtaken > 0 and source.in_flight() == 1
+        series = before[0].series
+        # A restart from the cursor saved now ships the late record once it is committed.
+        restarted = RingSource([path], positions={series: max(item.seq for item in before)}, grace=1.0, clock=clock)
+        commit_slot(path, pos, seq, "two")
+        after = drain(source)
+        again = drain(restarted)
+    assert seqs(after) == [2]
+    assert after[-1].seq == 200  # handed out at last: the cursor may move to the highest seq shipped
+    assert 2 in seqs(again)
+    assert not source.waiting

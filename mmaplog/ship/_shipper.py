@@ -264,11 +264,16 @@ class Shipper:
             self.report(gap.describe())
 
     def _send(self) -> int:
-        sent = 0
-        while self._backlog and self.sink.can_send() and self._room():
-            self.sink.send(self._backlog.popleft())
-            sent += 1
-        return sent
+        """Hand the sink as many backlog items as its window and the cursor's window allow, in one batch."""
+        count = min(len(self._backlog), self.sink.room())
+        if self.cursor is not None:
+            count = min(count, self.window - self.sink.in_flight - self._unsaved)
+        if count <= 0:
+            return 0
+        backlog = self._backlog
+        batch = [backlog.popleft() for _ in range(count)]
+        self.sink.send_many(batch)
+        return count
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -286,9 +291,16 @@ class Shipper:
         self.backoff.reset()
         self.stats.shipped += sum(1 for item in items if item.record is not None)
         if self.cursor is not None:
+            # Per series, the furthest item delivered (and where it came from): one advance each, same result
+            # as one per item, since the cursor only moves forward.
+            furthest: dict[bytes, Item] = {}
             for item in items:
+                seen = furthest.get(item.series)
+                if seen is None or item.seq > seen.seq:
+                    furthest[item.series] = item
+            for series, item in furthest.items():
                 path = item.record.source if item.record is not None else (item.gap.path if item.gap else "")
-                self.cursor.advance(item.series, item.seq, path)
+                self.cursor.advance(series, item.seq, path)
             self._unsaved += len(items)
 
     def _requeue(self) -> None:

@@ -19,6 +19,8 @@ from ..reader import Record
 
 __all__ = ["Gap", "Item", "RingSource"]
 
+_item_new = tuple.__new__
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -91,6 +93,8 @@ class RingSource:
             start=Start("after", 0) if start == "oldest" else Start("end"),
             clock=clock,
         )
+        #: Per series, the highest seq handed out (kept once records went ahead of a seq in flight).
+        self._top: dict[bytes, int] = {}
         #: Per series, where its records come from (path, host, process, pid), for gap reports.
         self._origins: dict[bytes, tuple[str, str, str, int]] = {}
 
@@ -102,12 +106,37 @@ class RingSource:
     def poll(self, limit: int = 8192) -> list[Item]:
         """Read what is new and return up to ``limit`` items (records and gaps) in seq order per series."""
         out: list[Item] = []
-        for series, entry in self._follower.take(limit):
+        append = out.append
+        last: dict[bytes, Record] = {}
+        taken = self._follower.take(limit)
+        for series, entry in taken:
             if isinstance(entry, Record):
-                self._origins[series] = (entry.source, entry.host, entry.process, entry.pid)
-                out.append(Item(series, entry.seq, record=entry))
+                last[series] = entry
+                append(_item_new(Item, (series, entry.seq, entry, None)))
             elif entry.kind == "missed":
-                out.append(Item(series, entry.last_seq, gap=self._gap(series, entry)))
+                append(Item(series, entry.last_seq, gap=self._gap(series, entry)))
+        for series, record in last.items():
+            self._origins[series] = (record.source, record.host, record.process, record.pid)
+        if self._follower.overtook:
+            out = self._floored(out)
+        return out
+
+    def _floored(self, items: list[Item]) -> list[Item]:
+        """Records went ahead of a seq still in flight: each item moves the cursor only as far as is safe.
+
+        An item's ``seq`` becomes the highest seq handed out so far, but never
+        past the follower's floor (below the seq in flight), so a cursor saved
+        meanwhile makes a restart read the late record rather than skip it.
+        """
+        out = []
+        floors: dict[bytes, int | None] = {}
+        for item in items:
+            if item.series not in floors:
+                floors[item.series] = self._follower.floor(item.series)
+            top = max(self._top.get(item.series, 0), item.seq)
+            self._top[item.series] = top
+            floor = floors[item.series]
+            out.append(item._replace(seq=top if floor is None else min(top, floor)))
         return out
 
     def _gap(self, series: bytes, event: FollowEvent) -> Gap:

@@ -120,6 +120,11 @@ class FrameParser:
             del self._buf[: self._pos]
             self._pos = 0
 
+    @property
+    def idle(self) -> bool:
+        """True when no partial frame is buffered (the next bytes start a frame)."""
+        return not self._buf
+
     def _next(self) -> Frame | None:
         buf, pos = self._buf, self._pos
         if pos >= len(buf):
@@ -155,6 +160,9 @@ class FrameParser:
         return Frame(int(m.group(1)), m.group(2).decode("ascii"), data)
 
 
+#: One or more plain acknowledgements (``TXNR rsp 6 200 OK``), and the txnr in each.
+_ACK_RUN = re.compile(rb"(?:[0-9]{1,9} rsp 6 200 OK\n)+")
+_ACK_TXNR = re.compile(rb"([0-9]{1,9}) rsp 6 200 OK\n")
 #: TXNR SP COMMAND SP DATALEN, then SP (data follows) or LF (no data).
 _HEADER = re.compile(rb"([0-9]{1,9}) ([A-Za-z]{1,32}) ([0-9]{1,9})([ \n])")
 #: What the start of a header looks like while it is still arriving.
@@ -241,6 +249,13 @@ class RelpClient:
         return self._sock is not None and self._closing is None and len(self._pending) < self.window
 
     @property
+    def room(self) -> int:
+        """How many more messages the window takes now (0 when not connected or closing)."""
+        if self._sock is None or self._closing is not None:
+            return 0
+        return max(0, self.window - len(self._pending))
+
+    @property
     def unacknowledged(self) -> list[int]:
         """Txnrs of the messages sent in this session that the server has not acknowledged, in order."""
         return [txnr for txnr, command in self._pending.items() if command == "syslog"]
@@ -292,6 +307,37 @@ class RelpClient:
         if not self._pending:
             self._last_progress = time.monotonic()
         return self._queue("syslog", message)
+
+    def send_many(self, messages: list[bytes]) -> list[int]:
+        """Queue many syslog messages at once (at most :attr:`room`); returns their txnrs, in order.
+
+        The frames are built in one pass and appended to the output buffer in one
+        go, so the next :meth:`pump` writes them with as few ``send`` calls as the
+        socket allows.
+        """
+        if self._sock is None:
+            raise RelpConnectionLost("not connected")
+        if len(messages) > self.room:
+            raise RelpError(f"RELP window of {self.window} messages has room for {self.room}, not {len(messages)}")
+        if not messages:
+            return []
+        if not self._pending:
+            self._last_progress = time.monotonic()
+        first = self._next_txnr
+        if first + len(messages) - 1 <= MAX_NUMBER:
+            txnrs: list[int] | range = range(first, first + len(messages))
+        else:
+            txnrs = [(first - 1 + k) % MAX_NUMBER + 1 for k in range(len(messages))]
+        for message in messages:
+            if len(message) > MAX_NUMBER:
+                raise ValueError(f"RELP data of {len(message)} bytes is longer than {MAX_NUMBER}")
+        self._out += b"".join(
+            [b"%d syslog %d %s\n" % (txnr, len(m), m) if m else b"%d syslog 0\n" % txnr for txnr, m in zip(txnrs, messages)]
+        )
+        self._pending.update(dict.fromkeys(txnrs, "syslog"))
+        last = txnrs[-1]
+        self._next_txnr = 1 if last >= MAX_NUMBER else last + 1
+        return list(txnrs)
 
     def pump(self, timeout: float = 0.0, wake_fd: int | None = None) -> list[int]:
         """Write queued bytes and read responses, waiting up to ``timeout`` seconds for something to happen.
@@ -383,16 +429,37 @@ class RelpClient:
                     return
                 if not data:
                     raise RelpConnectionLost(f"{self.host}:{self.port} closed the connection")
-                for frame in self._parser.feed(data):
-                    txnr = self._response(frame)
-                    if txnr is not None:
-                        self._acked.append(txnr)
+                self._receive(data)
         except RelpError:
             self.abort()
             raise
         except OSError as exc:
             self.abort()
             raise RelpConnectionLost(f"connection to {self.host}:{self.port} failed: {exc.strerror or exc}") from None
+
+    def _receive(self, data: bytes) -> None:
+        """Handle received bytes.  A run of plain ``200 OK`` acknowledgements (the steady state) is read
+        with one regular expression; anything else, and a frame cut by the end of a read, goes through
+        the frame parser a line at a time until it is idle again."""
+        parser, pending, acked = self._parser, self._pending, self._acked
+        while data:
+            if parser.idle:
+                run = _ACK_RUN.match(data)
+                if run is not None:
+                    for number in _ACK_TXNR.findall(data, 0, run.end()):
+                        txnr = int(number)
+                        if pending.get(txnr) == "syslog":
+                            del pending[txnr]
+                            acked.append(txnr)
+                        elif (answered := self._response(Frame(txnr, "rsp", b"200 OK"))) is not None:
+                            acked.append(answered)
+                    data = data[run.end() :]
+                    continue
+            end = data.find(b"\n") + 1 or len(data)
+            for frame in parser.feed(data[:end]):
+                if (answered := self._response(frame)) is not None:
+                    acked.append(answered)
+            data = data[end:]
 
     def _response(self, frame: Frame) -> int | None:
         """Handle one frame from the server; return the txnr of an acknowledged message, if it was one."""

@@ -31,14 +31,21 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-from collections.abc import Mapping
-from typing import Any, Final
+import operator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ..layout import FLAG_TRUNCATED as _FLAG_TRUNCATED
+
+if TYPE_CHECKING:
+    from ..reader import Record
 
 __all__ = [
     "DEFAULT_ENTERPRISE_ID",
     "DEFAULT_MAX_SIZE",
     "FACILITIES",
     "TRUNCATION_MARKER",
+    "RecordBatchFormatter",
     "SyslogFormatter",
     "escape_param_value",
     "facility_number",
@@ -241,3 +248,127 @@ class SyslogFormatter:
         while 0 < end < len(body) and (body[end] & 0xC0) == 0x80:
             end -= 1
         return head + b" " + body[:end] + marker
+
+
+_RECORD_PARTS = operator.attrgetter(
+    "seq", "time_ns", "level", "logger", "thread", "host", "process", "pid", "message", "fields", "exception", "flags"
+)
+
+
+class RecordBatchFormatter:
+    """Formats many records at once, byte for byte as :meth:`SyslogFormatter.format` would.
+
+    The parts of a message that repeat from record to record are built once and
+    kept as bytes: ``<PRI>1 `` per level, the timestamp's date and time per
+    second, ``HOSTNAME APP-NAME PROCID MSGID [mmaplog@PEN seq="`` per file, and
+    ``" logger=".." thread=".." series=".."]`` per (logger, thread, series).  A
+    record is then one ``%`` of a few byte strings, its seq, its microseconds
+    and its encoded message.  Fields, exceptions and truncation flags take the
+    same cached path with their extra parts; a message that would exceed
+    ``max_size`` is handed to :meth:`SyslogFormatter.format`, which cuts it.
+    """
+
+    def __init__(self, formatter: SyslogFormatter) -> None:
+        self.formatter = formatter
+        self._pri: dict[int, bytes] = {}
+        self._seconds: dict[int, bytes | None] = {}
+        self._heads: dict[tuple[str, str, int], bytes] = {}
+        self._tails: dict[tuple[str, int, str, bool], bytes] = {}
+
+    def _pri_of(self, level: int) -> bytes:
+        pri = self._pri.get(level)
+        if pri is None:
+            pri = self._pri[level] = b"<%d>1 " % (self.formatter.facility * 8 + severity(level))
+        return pri
+
+    def _second(self, seconds: int) -> bytes | None:
+        """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch, None if out of range."""
+        text = self._seconds.get(seconds)
+        if text is None and seconds not in self._seconds:
+            if len(self._seconds) > 4096:
+                self._seconds.clear()
+            try:
+                moment = _EPOCH + _dt.timedelta(seconds=seconds)
+            except OverflowError:
+                text = None
+            else:
+                text = f"{moment:%Y-%m-%dT%H:%M:%S}".encode()
+            self._seconds[seconds] = text
+        return text
+
+    def _head(self, host: str, process: str, pid: int) -> bytes:
+        key = (host, process, pid)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) > 1024:
+                self._heads.clear()
+            fmt = self.formatter
+            head = self._heads[key] = f" {fmt._head(host, process, pid)} [{fmt.meta_id} seq=\"".encode("utf-8", "replace")
+        return head
+
+    def _tail(self, logger: str, thread: int, series: str, truncated: bool) -> bytes:
+        key = (logger, thread, series, truncated)
+        tail = self._tails.get(key)
+        if tail is None:
+            if len(self._tails) > 65536:
+                self._tails.clear()
+            text = (
+                f'" logger="{escape_param_value(logger)}" thread="{escape_param_value(thread)}" '
+                f'series="{escape_param_value(series)}"'
+            )
+            if truncated:
+                text += ' truncated="1"'
+            tail = self._tails[key] = (text + "]").encode("utf-8", "replace")
+        return tail
+
+    def format_records(self, records: Sequence[Record], series: Sequence[str]) -> list[bytes]:
+        """One message per record (``series[i]`` is the hex series id of ``records[i]``), as a list of bytes.
+
+        The same bytes as ``SyslogFormatter.format`` given ``meta={"seq", "logger",
+        "thread", "series"[, "truncated": 1]}``, the record's fields and exception.
+        """
+        fmt = self.formatter
+        fields_id = fmt.fields_id
+        max_size = fmt.max_size
+        pris, tails, heads, seconds = self._pri, self._tails, self._heads, self._seconds
+        out: list[bytes] = []
+        append = out.append
+        last_sec = last_level = last_pid = last_thread = -1
+        last_host = last_process = last_logger = last_series = None
+        last_truncated = False
+        stamp: bytes | None = b""
+        head = tail = pri = b""
+        for (seq, time_ns, level, logger, thread, host, process, pid, message, fields, exception, flags), series_id in zip(
+            map(_RECORD_PARTS, records), series
+        ):
+            sec, ns = divmod(time_ns, 1_000_000_000)
+            if sec != last_sec:
+                stamp = seconds[sec] if sec in seconds else self._second(sec)
+                last_sec = sec
+            if level != last_level:
+                pri = pris.get(level) or self._pri_of(level)
+                last_level = level
+            # The parts that repeat are compared by identity first (a batch shares its strings), then looked up.
+            if host is not last_host or process is not last_process or pid != last_pid:
+                head = heads.get((host, process, pid)) or self._head(host, process, pid)
+                last_host, last_process, last_pid = host, process, pid
+            truncated = flags & _FLAG_TRUNCATED != 0
+            if logger is not last_logger or thread != last_thread or series_id is not last_series or truncated != last_truncated:
+                tail = tails.get((logger, thread, series_id, truncated)) or self._tail(logger, thread, series_id, truncated)
+                last_logger, last_thread, last_series, last_truncated = logger, thread, series_id, truncated
+            text = message if exception is None else f"{message}\n{exception}"
+            sd = fmt._element(fields_id, fields).encode("utf-8", "replace") if fields else b""
+            if stamp is None:
+                data = b"%s-%s%d%s%s" % (pri, head, seq, tail, sd)
+            else:
+                data = b"%s%s.%06dZ%s%d%s%s" % (pri, stamp, ns // 1000, head, seq, tail, sd)
+            if text:
+                data += b" " + text.encode("utf-8", "replace")
+            if len(data) > max_size:
+                meta: dict[str, Any] = {"seq": seq, "logger": logger, "thread": thread, "series": series_id}
+                if truncated:
+                    meta["truncated"] = 1
+                data = fmt.format(time_ns=time_ns, level=level, message=message, host=host, process=process,
+                                  pid=pid, meta=meta, fields=fields, exception=exception)  # fmt: skip
+            append(data)
+        return out
