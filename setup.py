@@ -13,7 +13,10 @@ _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-fiel
 setup(
     ext_modules=[
         Extension("mmaplog._cwrite", ["mmaplog/_cwrite.c"], optional=True, extra_compile_args=_FLAGS,
-                  depends=["mmaplog/_checksum.h"]),
+                  depends=["mmaplog/_checksum.h", "mmaplog/_slot.h"]),
+        # The async handler's native queue and worker thread (writes slots without the GIL).
+        Extension("mmaplog._casync", ["mmaplog/_casync.c"], optional=True, extra_compile_args=_FLAGS,
+                  depends=["mmaplog/_checksum.h", "mmaplog/_slot.h"]),
         Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS,
                   depends=["mmaplog/_checksum.h"]),
         # The SIGBUS guard: used by both write paths (MMAPLOG_PURE_PYTHON=1 turns off only the two above).
