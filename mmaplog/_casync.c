@@ -25,6 +25,9 @@
  * order in the file is the order of the calls.
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
+#endif
 #include <Python.h>
 #include <pythread.h>
 #include <structmember.h>
@@ -51,6 +54,13 @@ enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 
 /* A producer waiting for room re-checks signals (and the queue) at least this often. */
 #define ROOM_RECHECK_NS 100000000LL
+/* Producers prefetch the entry this many ahead of the one they fill. */
+#define PREFETCH_AHEAD 4
+/* An idle worker naps this often (each IDLE_NAP_NS) before it sleeps until a producer wakes it. */
+#define IDLE_NAPS 20
+#define IDLE_NAP_NS 50000L
+/* A sleeping worker looks at the queue at least this often (a bound, never the normal wake-up). */
+#define IDLE_RECHECK_NS 100000000LL
 /* Under sustained pressure the drop count is still written at least this often. */
 #define DROP_REPORT_NS 1000000000LL
 
@@ -103,6 +113,7 @@ typedef struct Target {
     const uint64_t *faults;      /* the SIGBUS guard's counter of this mapping, or NULL */
     uint64_t seen;               /* its value once the last fault was dealt with (worker only after creation) */
     unsigned long long queued;   /* entries queued for it (producers, under the GIL) */
+    char apart[64];              /* producer's and worker's counters on different cache lines */
     unsigned long long written;  /* entries the worker finished (atomic) */
 } Target;
 
@@ -134,11 +145,18 @@ typedef struct {
     unsigned char *ring;
     size_t stride;
     unsigned long long capacity;
+    unsigned long long mask;       /* entries allocated - 1 (a power of two >= capacity) */
     Py_ssize_t payload;
+    /* Each side's index on a cache line of its own: the other side reads it only when it must. */
+    char apart1[64];
     unsigned long long head;       /* next entry to fill (producers; atomic) */
+    unsigned long long tail_seen;  /* the worker's tail as producers last read it (producers only) */
+    char apart2[64];
     unsigned long long tail;       /* next entry to write (worker; atomic) */
+    char apart3[64];
     int idle;                      /* the worker sleeps (atomic) */
     int stop;                      /* the worker ends once the queue is empty (atomic) */
+    int finished;                  /* the worker has ended (atomic) */
     int waiters;                   /* threads waiting for room or for a drain (under mu) */
     int state;
     int policy;
@@ -249,7 +267,7 @@ fail:
 
 static inline Entry *entry_at(Queue *self, unsigned long long i)
 {
-    return (Entry *)(self->ring + (size_t)(i % self->capacity) * self->stride);
+    return (Entry *)(self->ring + (size_t)(i & self->mask) * self->stride);
 }
 
 /* ---- the worker */
@@ -351,10 +369,13 @@ static void *worker_main(void *arg)
 {
     Queue *self = arg;
     cannot_wait = 1;
+    pthread_setname_np(pthread_self(), "mmaplog-async");
     int64_t next_flush = 0, pressure_since = 0;
+    int naps = 0;
     for (;;) {
         unsigned long long tail = self->tail, head = load_acq(&self->head);
         if (tail != head) {
+            naps = 0;
             unsigned long long end = head - tail > 64 ? tail + 64 : head;
             for (unsigned long long i = tail; i < end; i++)
                 write_entry(self, entry_at(self, i));
@@ -388,8 +409,20 @@ static void *worker_main(void *arg)
             worker_flush(self);
             continue;
         }
-        pthread_mutex_lock(&self->mu);
+        if (naps < IDLE_NAPS && !__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
+            /* A burst usually goes on: nap a little before announcing sleep, so producers need not wake us. */
+            struct timespec nap = {0, IDLE_NAP_NS};
+            naps++;
+            nanosleep(&nap, NULL);
+            continue;
+        }
+        naps = 0;
         __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
+        if (load_acq(&self->head) == self->tail) { /* the second look, after a producer's store became visible */
+            struct timespec nap = {0, IDLE_NAP_NS};
+            nanosleep(&nap, NULL);
+        }
+        pthread_mutex_lock(&self->mu);
         if (load_acq(&self->head) != self->tail) {
             __atomic_store_n(&self->idle, 0, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&self->mu);
@@ -401,18 +434,19 @@ static void *worker_main(void *arg)
         }
         if (self->waiters)
             pthread_cond_broadcast(&self->room); /* a drain waiting for an empty queue */
-        if (self->dirty) {
+        {
+            int64_t wait = IDLE_RECHECK_NS;
+            if (self->dirty && next_flush - monotonic_ns() < wait)
+                wait = next_flush - monotonic_ns();
             struct timespec ts;
-            deadline_in(&ts, next_flush - monotonic_ns());
+            deadline_in(&ts, wait > 0 ? wait : 0);
             pthread_cond_timedwait(&self->work, &self->mu, &ts);
         }
-        else
-            pthread_cond_wait(&self->work, &self->mu);
         __atomic_store_n(&self->idle, 0, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&self->mu);
     }
     pthread_mutex_lock(&self->mu);
-    __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&self->finished, 1, __ATOMIC_SEQ_CST);
     pthread_cond_broadcast(&self->room);
     pthread_mutex_unlock(&self->mu);
     return NULL;
@@ -420,10 +454,12 @@ static void *worker_main(void *arg)
 
 /* ---- the producer */
 
+/* No fence on the producer's side (a full fence per record would wait for the entry's stores): a producer
+ * that read ``idle`` just before the worker announced sleep leaves its entry for the worker's second look
+ * (after a nap, by when the store is visible) or, at worst, for the worker's next timed wake-up. */
 static inline void wake_worker(Queue *self)
 {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&self->idle, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&self->idle, __ATOMIC_RELAXED) && __atomic_exchange_n(&self->idle, 0, __ATOMIC_ACQ_REL)) {
         pthread_mutex_lock(&self->mu);
         pthread_cond_signal(&self->work);
         pthread_mutex_unlock(&self->mu);
@@ -448,7 +484,7 @@ static int wait_for_room(Queue *self)
         self->waiters++;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         full = self->head - load_acq(&self->tail) >= self->capacity && self->state == STATE_RUNNING &&
-               !__atomic_load_n(&self->idle, __ATOMIC_ACQUIRE);
+               !__atomic_load_n(&self->finished, __ATOMIC_ACQUIRE);
         if (full) {
             struct timespec ts;
             deadline_in(&ts, ROOM_RECHECK_NS);
@@ -462,12 +498,9 @@ static int wait_for_room(Queue *self)
             return 0;
         if (!full)
             return 1;
-        if (self->head - load_acq(&self->tail) >= self->capacity && __atomic_load_n(&self->idle, __ATOMIC_ACQUIRE)) {
-            /* an idle worker with a full queue has ended (stop): nobody will make room */
-            if (!self->started || __atomic_load_n(&self->stop, __ATOMIC_ACQUIRE))
-                return 0;
-            wake_worker(self);
-        }
+        if (!self->started || __atomic_load_n(&self->finished, __ATOMIC_ACQUIRE))
+            return 0; /* the worker has ended: nobody will make room */
+        wake_worker(self);
         /* Signal handlers of this thread run here; one that logs into this full queue drops its record. */
         cannot_wait = 1;
         int failed = PyErr_CheckSignals();
@@ -501,7 +534,7 @@ enum { Q_TAKEN = 1, Q_NOT_TAKEN = 0, Q_ERROR = -1, Q_UNFORMATTED = 2 };
  * Returns Q_TAKEN (queued, or dropped and counted by the policy), Q_NOT_TAKEN (the caller writes it another
  * way), Q_UNFORMATTED (a conversion this code does not do: render it and call again) or Q_ERROR. */
 static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logger, const char *text, Py_ssize_t len,
-                   PyObject *const *args, Py_ssize_t nargs, int64_t stamp, unsigned long long ident)
+                   PyObject *const *args, Py_ssize_t nargs, int64_t stamp, unsigned long long ident, long *lid_cache)
 {
     for (;;) {
         if (self->state != STATE_RUNNING || level < 0 || level > 255)
@@ -519,18 +552,24 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
             }
             continue; /* Python code ran: look again */
         }
-        PyObject *lid_obj = PyDict_GetItemWithError(self->names, logger);
-        if (lid_obj == NULL) { /* a name the file does not have yet: the writer's path registers it */
-            PyErr_Clear();
-            return Q_NOT_TAKEN;
-        }
-        long lid = PyLong_AsLong(lid_obj);
-        if (lid < 0 || lid > 0xFFFF) {
-            PyErr_Clear();
-            return Q_NOT_TAKEN;
+        /* A name keeps its id for the writer's life (the table only grows): a level method caches it. */
+        long lid = lid_cache != NULL ? *lid_cache : -1;
+        if (lid < 0) {
+            PyObject *lid_obj = PyDict_GetItemWithError(self->names, logger);
+            if (lid_obj == NULL) { /* a name the file does not have yet: the writer's path registers it */
+                PyErr_Clear();
+                return Q_NOT_TAKEN;
+            }
+            lid = PyLong_AsLong(lid_obj);
+            if (lid < 0 || lid > 0xFFFF) {
+                PyErr_Clear();
+                return Q_NOT_TAKEN;
+            }
+            if (lid_cache != NULL)
+                *lid_cache = lid;
         }
         unsigned long long head = self->head;
-        if (head - load_acq(&self->tail) >= self->capacity) {
+        if (head - self->tail_seen >= self->capacity && head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
             if (self->policy == POLICY_DROP_NEWEST) {
                 count_drop(self);
                 return Q_TAKEN;
@@ -543,6 +582,10 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
             continue; /* the GIL was released: look again */
         }
         Entry *e = entry_at(self, head);
+        /* The entries a lap ago are out of this core's cache (the worker read them): fetch ahead for writing. */
+        Entry *ahead = entry_at(self, head + PREFETCH_AHEAD);
+        __builtin_prefetch(ahead, 1, 3);
+        __builtin_prefetch((char *)ahead + 64, 1, 3);
         Py_ssize_t n;
         if (nargs < 0) {
             if (len > self->payload)
@@ -656,7 +699,7 @@ static PyObject *queue_put(Queue *self, PyObject *record)
         goto fallback;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
     taken = enqueue(self, level, level_obj, logger, text, len, nargs ? &PyTuple_GET_ITEM(args, 0) : NULL,
-                    nargs ? nargs : -1, (int64_t)stamp, ident);
+                    nargs ? nargs : -1, (int64_t)stamp, ident, NULL);
     if (taken == Q_TAKEN) {
         result = Py_None;
         Py_INCREF(result);
@@ -739,8 +782,7 @@ static int written_up_to(Queue *self, unsigned long long target)
 
 static int worker_ended(Queue *self, unsigned long long unused)
 {
-    return load_acq(&self->tail) == self->head && __atomic_load_n(&self->idle, __ATOMIC_ACQUIRE) &&
-           __atomic_load_n(&self->stop, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&self->finished, __ATOMIC_ACQUIRE);
 }
 
 static int64_t timeout_ns_of(PyObject *timeout)
@@ -766,6 +808,9 @@ static PyObject *queue_drain(Queue *self, PyObject *const *args, Py_ssize_t narg
     if (self->state == STATE_ABANDONED || cannot_wait || !self->started)
         Py_RETURN_FALSE;
     unsigned long long target = self->head;
+    pthread_mutex_lock(&self->mu);
+    pthread_cond_signal(&self->work);
+    pthread_mutex_unlock(&self->mu);
     int res = wait_until(self, written_up_to, target, timeout);
     if (res < 0)
         return NULL;
@@ -953,7 +998,11 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->stride = ((sizeof(Entry) + (size_t)payload + 63) / 64) * 64;
-    self->ring = PyMem_RawCalloc((size_t)capacity, self->stride);
+    unsigned long long slots = 1;
+    while (slots < capacity)
+        slots <<= 1;
+    self->mask = slots - 1;
+    self->ring = PyMem_RawCalloc((size_t)slots, self->stride);
     if (self->ring == NULL) {
         Py_DECREF(wdict);
         Py_DECREF(full);
@@ -1092,6 +1141,7 @@ typedef struct {
     PyObject *name;     /* the logger's name (str) */
     PyObject *fallback; /* the Python level method, for keyword arguments and anything unusual */
     long level_value;
+    long lid;           /* the logger's id in the writer's name table, once known (-1 before) */
 } Emitter;
 
 static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
@@ -1144,7 +1194,7 @@ static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObj
     int64_t stamp = wall_clock_ns();
     unsigned long long ident = (unsigned long long)PyThread_get_thread_ident();
     int taken = enqueue(queue, self->level_value, self->level, self->name, fmt, len, args + 1,
-                        nargs > 1 ? nargs - 1 : -1, stamp, ident);
+                        nargs > 1 ? nargs - 1 : -1, stamp, ident, &self->lid);
     if (taken == Q_TAKEN)
         Py_RETURN_NONE;
     if (taken == Q_ERROR)
@@ -1167,7 +1217,7 @@ static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObj
             return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
         }
         const char *data = PyUnicode_AsUTF8AndSize(text, &len);
-        taken = data ? enqueue(queue, self->level_value, self->level, self->name, data, len, NULL, -1, stamp, ident)
+        taken = data ? enqueue(queue, self->level_value, self->level, self->name, data, len, NULL, -1, stamp, ident, &self->lid)
                      : Q_NOT_TAKEN;
         PyErr_Clear();
         Py_DECREF(text);
@@ -1213,6 +1263,7 @@ static PyObject *make_emitter(Queue *self, PyObject *args)
     Py_INCREF(fallback);
     state->fallback = fallback;
     state->level_value = value;
+    state->lid = -1;
     PyObject_GC_Track(state);
     PyObject *method = PyCFunction_New(&emit_def, (PyObject *)state);
     Py_DECREF(state);
