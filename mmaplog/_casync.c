@@ -157,6 +157,8 @@ typedef struct {
     int idle;                      /* the worker sleeps (atomic) */
     int stop;                      /* the worker ends once the queue is empty (atomic) */
     int finished;                  /* the worker has ended (atomic) */
+    int paused;                    /* tests: the worker writes nothing while set (atomic) */
+    unsigned long long gil_takes;  /* times the worker took the GIL (atomic; tests and docs) */
     int waiters;                   /* threads waiting for room or for a drain (under mu) */
     int state;
     int policy;
@@ -275,7 +277,7 @@ static inline Entry *entry_at(Queue *self, unsigned long long i)
 static void wake_waiters(Queue *self)
 {
     pthread_mutex_lock(&self->mu);
-    if (self->waiters)
+    if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
         pthread_cond_broadcast(&self->room);
     pthread_mutex_unlock(&self->mu);
 }
@@ -284,6 +286,7 @@ static void wake_waiters(Queue *self)
 static void worker_fault(Queue *self, Target *t, Entry *e, unsigned long long pos)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
+    __atomic_fetch_add(&self->gil_takes, 1, __ATOMIC_RELAXED);
     for (int attempt = 0; attempt < 3; attempt++) {
         PyObject *res = PyObject_CallFunction(self->fault, "iO", 0, t->map);
         long long seen = res ? PyLong_AsLongLong(res) : -1;
@@ -330,6 +333,7 @@ static void write_entry(Queue *self, Entry *e)
 static void worker_flush(Queue *self)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
+    __atomic_fetch_add(&self->gil_takes, 1, __ATOMIC_RELAXED);
     PyObject *res = self->flusher ? PyObject_CallNoArgs(self->flusher) : NULL;
     Py_XDECREF(res);
     if (PyErr_Occurred())
@@ -353,6 +357,7 @@ static unsigned long long take_unreported(Queue *self)
 static void worker_report(Queue *self)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
+    __atomic_fetch_add(&self->gil_takes, 1, __ATOMIC_RELAXED);
     unsigned long long n = take_unreported(self);
     if (n) {
         PyObject *arg = PyLong_FromUnsignedLongLong(n);
@@ -374,6 +379,11 @@ static void *worker_main(void *arg)
     int naps = 0;
     for (;;) {
         unsigned long long tail = self->tail, head = load_acq(&self->head);
+        if (__atomic_load_n(&self->paused, __ATOMIC_ACQUIRE) && !__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
+            struct timespec nap = {0, IDLE_NAP_NS};
+            nanosleep(&nap, NULL);
+            continue;
+        }
         if (tail != head) {
             naps = 0;
             unsigned long long end = head - tail > 64 ? tail + 64 : head;
@@ -432,7 +442,7 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&self->mu);
             break;
         }
-        if (self->waiters)
+        if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
             pthread_cond_broadcast(&self->room); /* a drain waiting for an empty queue */
         {
             int64_t wait = IDLE_RECHECK_NS;
@@ -481,17 +491,18 @@ static int wait_for_room(Queue *self)
         int full = 1;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->mu);
-        self->waiters++;
+        __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        full = self->head - load_acq(&self->tail) >= self->capacity && self->state == STATE_RUNNING &&
+        /* stop() sets the state under the GIL, then wakes this wait: the state is looked at with the GIL. */
+        full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity &&
                !__atomic_load_n(&self->finished, __ATOMIC_ACQUIRE);
         if (full) {
             struct timespec ts;
             deadline_in(&ts, ROOM_RECHECK_NS);
             pthread_cond_timedwait(&self->room, &self->mu, &ts);
-            full = self->head - load_acq(&self->tail) >= self->capacity;
+            full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity;
         }
-        self->waiters--;
+        __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
         Py_END_ALLOW_THREADS
         if (self->state != STATE_RUNNING)
@@ -753,7 +764,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
         int ok;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->mu);
-        self->waiters++;
+        __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         ok = done(self, arg);
         if (!ok) {
@@ -763,7 +774,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
             pthread_cond_timedwait(&self->room, &self->mu, &ts);
             ok = done(self, arg);
         }
-        self->waiters--;
+        __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
         Py_END_ALLOW_THREADS
         if (ok)
@@ -885,6 +896,18 @@ static PyObject *queue_abandon(Queue *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(queue_pause_doc,
+"pause(on)\n--\n\nTests: while on, the worker writes nothing (a slowed drain); stop() ends a pause.");
+
+static PyObject *queue_pause(Queue *self, PyObject *on)
+{
+    int value = PyObject_IsTrue(on);
+    if (value < 0)
+        return NULL;
+    __atomic_store_n(&self->paused, value, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(queue_take_unreported_doc,
 "take_unreported()\n--\n\nDrops not yet written as a warning; each drop is returned once.");
 
@@ -918,7 +941,20 @@ static PyObject *queue_get_running(Queue *self, void *closure)
     return PyBool_FromLong(self->state == STATE_RUNNING);
 }
 
+static PyObject *queue_get_gil_takes(Queue *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->gil_takes, __ATOMIC_RELAXED));
+}
+
+static PyObject *queue_get_waiters(Queue *self, void *closure)
+{
+    return PyLong_FromLong(__atomic_load_n(&self->waiters, __ATOMIC_RELAXED));
+}
+
 static PyGetSetDef queue_getset[] = {
+    {"gil_takes", (getter)queue_get_gil_takes, NULL, "Times the worker took the GIL (a fault, a drop report, a flush).",
+     NULL},
+    {"waiters", (getter)queue_get_waiters, NULL, "Threads waiting for room or for a drain right now.", NULL},
     {"dropped", (getter)queue_get_dropped, NULL, "Records dropped by the overflow policy (exact).", NULL},
     {"pending", (getter)queue_get_pending, NULL, "Records queued and not yet written.", NULL},
     {"running", (getter)queue_get_running, NULL, "True while the queue takes records.", NULL},
@@ -945,6 +981,7 @@ static PyMethodDef queue_methods[] = {
     {"stop", (PyCFunction)(void (*)(void))queue_stop, METH_FASTCALL, queue_stop_doc},
     {"start", (PyCFunction)queue_start, METH_NOARGS, queue_start_doc},
     {"abandon", (PyCFunction)queue_abandon, METH_NOARGS, queue_abandon_doc},
+    {"pause", (PyCFunction)queue_pause, METH_O, queue_pause_doc},
     {"take_unreported", (PyCFunction)queue_take_unreported, METH_NOARGS, queue_take_unreported_doc},
     {"count_drop", (PyCFunction)queue_count_drop, METH_NOARGS, queue_count_drop_doc},
     {NULL, NULL, 0, NULL},
