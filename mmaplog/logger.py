@@ -162,7 +162,7 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
         # A handler with a level method of its own (the async handler's native queue) takes the call directly.
         native = getattr(handlers[0], "_level_method", None)
         if native is not None:
-            return native(level, name, method) or method  # type: ignore[no-any-return]
+            return native(level, name, method) or method
         return method
     handles = tuple(h.handle for h in handlers)
 

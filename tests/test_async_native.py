@@ -149,7 +149,7 @@ def test_native_and_python_workers_write_the_same_records(tmp_path_factory: pyte
         assert handler.native is native
         loggers: dict[str, mmaplog.Logger] = {}
 
-        def log_for(name: str) -> mmaplog.Logger:
+        def log_for(name: str, loggers: dict[str, mmaplog.Logger] = loggers, handler: AsyncHandler = handler) -> Any:
             if name not in loggers:
                 loggers[name] = mmaplog.Logger(name, handlers=[handler], level="DEBUG")
             return loggers[name]
@@ -322,7 +322,7 @@ def test_everything_queued_is_written_at_exit(tmp_path: Path) -> None:
         for i in range(20000):
             log.info("r %d", i)
     """, str(path))
-    out, err = child.communicate(timeout=WAIT * 2)
+    _, err = child.communicate(timeout=WAIT * 2)
     assert child.returncode == 0, err
     assert [r[2] for r in records(path)] == [f"r {i}" for i in range(20000)]
 
