@@ -205,7 +205,7 @@ def spin(n: int) -> float:
 def test_gil_freedom_while_draining(benchmark: Any, tmp_path: Path, scale: Scale) -> None:
     """A pure-Python loop's speed while the worker writes 1,000,000 queued records vs no logging (goal: >= 0.9)."""
     records = 1_000_000 if scale.full else 20_000
-    loop_n = 200_000 if scale.full else 20_000
+    loop_n = 100_000 if scale.full else 20_000
     handler = mmaplog.AsyncHandler(mmaplog.RingHandler(str(tmp_path / "gil.mmlog"), size=records * 256 + (1 << 20)),
                                    capacity=records, flush_interval=None)
     log = mmaplog.Logger("bench", handlers=[handler])
@@ -214,7 +214,7 @@ def test_gil_freedom_while_draining(benchmark: Any, tmp_path: Path, scale: Scale
     found: dict[str, float] = {}
 
     def run() -> None:
-        alone = min(spin(loop_n) for _ in range(3))
+        alone = [spin(loop_n) for _ in range(5)]
         native = handler._native
         if native is not None:
             native.pause(True)  # queue everything first, so the loop runs only against the drain
@@ -226,7 +226,8 @@ def test_gil_freedom_while_draining(benchmark: Any, tmp_path: Path, scale: Scale
         while handler.pending > records // 10 and len(draining) < 1000:
             draining.append(spin(loop_n))
         handler.flush()
-        found["loop_alone_s"] = alone
+        alone.extend(spin(loop_n) for _ in range(5))
+        found["loop_alone_s"] = min(alone)
         found["loop_while_draining_s"] = min(draining) if draining else float("nan")
         found["loops_during_drain"] = len(draining)
         found["worker_gil_takes"] = float(native.gil_takes) if native is not None else float("nan")

@@ -33,6 +33,7 @@
 #include <structmember.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -57,8 +58,8 @@ enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 /* Producers prefetch the entry this many ahead of the one they fill. */
 #define PREFETCH_AHEAD 4
 /* An idle worker naps this often (each IDLE_NAP_NS) before it sleeps until a producer wakes it. */
-#define IDLE_NAPS 20
-#define IDLE_NAP_NS 50000L
+#define IDLE_NAPS 10
+#define IDLE_NAP_NS 200000L
 /* A sleeping worker looks at the queue at least this often (a bound, never the normal wake-up). */
 #define IDLE_RECHECK_NS 100000000LL
 /* Under sustained pressure the drop count is still written at least this often. */
@@ -375,6 +376,11 @@ static void *worker_main(void *arg)
     Queue *self = arg;
     cannot_wait = 1;
     pthread_setname_np(pthread_self(), "mmaplog-async");
+#ifdef SCHED_BATCH
+    /* A batch thread never preempts on wake-up: the worker's naps must not push a producer off its core. */
+    struct sched_param batch = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+#endif
     int64_t next_flush = 0, pressure_since = 0;
     int naps = 0;
     for (;;) {
@@ -1040,6 +1046,12 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         slots <<= 1;
     self->mask = slots - 1;
     self->ring = PyMem_RawCalloc((size_t)slots, self->stride);
+    if (self->ring != NULL) {
+        /* Fault every page in now: a producer that touches a fresh page waits for the kernel (the tail latency). */
+        volatile unsigned char *page = self->ring;
+        for (size_t at = 0; at < (size_t)slots * self->stride; at += 4096)
+            page[at] = 0;
+    }
     if (self->ring == NULL) {
         Py_DECREF(wdict);
         Py_DECREF(full);
