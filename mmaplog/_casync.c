@@ -34,6 +34,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -55,6 +59,8 @@ enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 
 /* A producer waiting for room re-checks signals (and the queue) at least this often. */
 #define ROOM_RECHECK_NS 100000000LL
+/* The worker thread's nice value (relative weight against the process's Python threads). */
+#define WORKER_NICE 10
 /* Producers prefetch the entry this many ahead of the one they fill. */
 #define PREFETCH_AHEAD 4
 /* An idle worker naps this often (each IDLE_NAP_NS) before it sleeps until a producer wakes it. */
@@ -381,6 +387,12 @@ static void *worker_main(void *arg)
     struct sched_param batch = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
 #endif
+    {
+        /* A lower weight than the Python threads of its process: where CPUs are short, they go first. */
+        const char *nice_env = getenv("MMAPLOG_ASYNC_NICE");
+        int nice_value = nice_env != NULL ? atoi(nice_env) : WORKER_NICE;
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);
+    }
     int64_t next_flush = 0, pressure_since = 0;
     int naps = 0;
     for (;;) {
