@@ -52,6 +52,8 @@
 #define FORMAT_MAJOR 2
 
 #include "_checksum.h"
+/* %f and %.Nf in integer arithmetic where that is exact (see _slot.h): the async producer only. */
+#define MMAPLOG_FAST_FIXED
 #include "_slot.h"
 
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1 };

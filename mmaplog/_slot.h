@@ -78,6 +78,44 @@ static inline Py_ssize_t put_int(char *out, Py_ssize_t cap, Py_ssize_t at, PyObj
     return put_bytes(out, cap, at, digits + i, (Py_ssize_t)sizeof(digits) - i);
 }
 
+#ifdef MMAPLOG_FAST_FIXED
+#include <math.h>
+#define FMT_SLOW (-3)
+/* ``x`` with ``precision`` decimals in integer arithmetic, when that is exact: |x| * 10**precision below
+ * 2**40 and not within 0.0002 of a tie.  The product computed in doubles is then within 2**-13 of the true
+ * one, so the integer nearest to it is the correctly rounded value, which is what Python's %f prints
+ * (round-half-even on the exact binary value); the sign is kept for -0.0 and for negatives that round to 0,
+ * as Python does.  Returns the new length, or FMT_SLOW for PyOS_double_to_string. */
+static inline Py_ssize_t put_fixed_fast(char *out, Py_ssize_t cap, Py_ssize_t at, double x, int precision)
+{
+    static const double powers[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12};
+    if (precision < 0 || precision > 12 || !isfinite(x))
+        return FMT_SLOW;
+    double y = fabs(x) * powers[precision];
+    if (!(y < 1099511627776.0))
+        return FMT_SLOW;
+    double r = nearbyint(y);
+    if (!(fabs(y - r) <= 0.4998))
+        return FMT_SLOW;
+    unsigned long long v = (unsigned long long)r;
+    char digits[48];
+    int i = (int)sizeof(digits);
+    for (int k = 0; k < precision; k++) {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    if (precision > 0)
+        digits[--i] = '.';
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (signbit(x))
+        digits[--i] = '-';
+    return put_bytes(out, cap, at, digits + i, (Py_ssize_t)sizeof(digits) - i);
+}
+#endif
+
 static inline Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
                               Py_ssize_t cap)
 {
@@ -128,11 +166,21 @@ static inline Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObje
             at = put_int(out, cap, at, value);
         }
         else if (conv == 'f' && PyFloat_CheckExact(value)) {
-            char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'f', precision < 0 ? 6 : precision, 0, NULL);
-            if (text == NULL)
-                return -1;
-            at = put_bytes(out, cap, at, text, (Py_ssize_t)strlen(text));
-            PyMem_Free(text);
+#ifdef MMAPLOG_FAST_FIXED
+            Py_ssize_t fast = put_fixed_fast(out, cap, at, PyFloat_AS_DOUBLE(value), precision < 0 ? 6 : precision);
+            if (fast != FMT_SLOW) {
+                at = fast;
+            }
+            else
+#endif
+            {
+                char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'f', precision < 0 ? 6 : precision, 0,
+                                                   NULL);
+                if (text == NULL)
+                    return -1;
+                at = put_bytes(out, cap, at, text, (Py_ssize_t)strlen(text));
+                PyMem_Free(text);
+            }
         }
         else {
             return FMT_UNHANDLED;

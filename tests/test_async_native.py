@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -174,6 +176,33 @@ def test_floats_format_as_python_does(tmp_path: Path) -> None:
     handler.close()
     expected = [fmt % value for value in values for fmt in ("%f", "%.0f", "%.2f", "%.10f")]
     assert [r[2] for r in records(path)] == expected
+
+
+def test_fixed_point_floats_match_python_on_a_large_sample(tmp_path: Path) -> None:
+    """The producer's integer-arithmetic %.Nf against Python's own %, ties and near-ties included."""
+    rng = random.Random(14)
+    values: list[float] = []
+    for _ in range(6000):
+        p = rng.randrange(0, 8)
+        values.append(rng.randrange(-10**9, 10**9) / 10**p)  # decimals as typed: prices, measures
+        values.append((rng.randrange(-10**6, 10**6) + 0.5) / 10**p)  # exact ties and their neighbours
+        values.append(struct.unpack("<d", rng.randbytes(8))[0])  # any bit pattern
+        values.append(rng.uniform(-1e12, 1e12))
+        values.append(math.ldexp(rng.random(), rng.randrange(-60, 45)))
+    values += [0.125, 0.375, 2.5, 3.5, -2.5, 1.005, 1.015, 2.675, 1e-300, -1e-300, 1099511627775.5, 2.0**40]
+    path = tmp_path / "fx.mmlog"
+    handler = AsyncHandler(mmaplog.RingHandler(str(path), size="64MB"), capacity=1 << 16)
+    assert handler.native
+    log = mmaplog.Logger("app", handlers=[handler])
+    expected = []
+    for i, value in enumerate(values):
+        fmt = f"%.{i % 14}f" if i % 15 else "%f"
+        log.info(fmt, value)
+        expected.append(fmt % value)
+    handler.close()
+    got = [r[2] for r in records(path)]
+    mismatches = [(values[i], e, g) for i, (e, g) in enumerate(zip(expected, got, strict=True)) if e != g]
+    assert not mismatches[:10]
 
 
 def test_records_from_handle_keep_their_time_and_thread(tmp_path: Path) -> None:
