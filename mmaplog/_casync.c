@@ -885,6 +885,12 @@ static PyObject *queue_stop(Queue *self, PyObject *const *args, Py_ssize_t nargs
         Py_END_ALLOW_THREADS
         if (joined == 0) {
             self->started = 0;
+            /* Producers ran while this thread waited without the GIL: one may have queued an entry after the
+             * worker's last look.  The worker is gone and no producer runs now (the GIL is held, the state is
+             * STOPPED): write what is left here, in order. */
+            for (unsigned long long i = self->tail; i != self->head; i++)
+                write_entry(self, entry_at(self, i));
+            __atomic_store_n(&self->tail, self->head, __ATOMIC_RELEASE);
             prune_targets(self);
         }
     }
@@ -1161,6 +1167,9 @@ static void queue_dealloc(Queue *self)
         pthread_join(self->thread, NULL);
         Py_END_ALLOW_THREADS
         self->started = 0;
+        for (unsigned long long i = self->tail; i != self->head; i++) /* queued after the worker's last look */
+            write_entry(self, entry_at(self, i));
+        self->tail = self->head;
     }
     int own_sync = self->state != STATE_ABANDONED;
     while (self->targets != NULL) {
