@@ -295,36 +295,41 @@ def test_records_after_close_are_counted_as_dropped(tmp_path: Path) -> None:
     assert [r[2] for r in records(tmp_path / "x.mmlog")] == ["before"]
 
 
+def race_close(path: Path) -> tuple[int, int, list[Any]]:
+    """Four threads log while close() runs; returns (calls made, dropped, records in the ring)."""
+    handler = AsyncHandler(mmaplog.RingHandler(str(path), size="64MB"), capacity=1 << 12)
+    log = mmaplog.Logger("app", handlers=[handler])
+    warm(handler)
+    started = threading.Barrier(5)
+    stop = threading.Event()
+    counts = [0] * 4
+
+    def produce(slot: int) -> None:
+        started.wait()
+        while not stop.is_set():
+            log.info("t%d %d", slot, counts[slot])
+            counts[slot] += 1
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    assert wait_for(lambda: sum(counts) > 2000)
+    handler.close()
+    stop.set()
+    for thread in threads:
+        thread.join(WAIT)
+    return sum(counts), handler.dropped, list(mmaplog.read(str(path)))
+
+
 def test_close_racing_producers_loses_nothing_silently(tmp_path: Path) -> None:
     """Every call made while close() runs is either in the ring or counted as dropped."""
     for attempt in range(3):
-        path = tmp_path / f"race{attempt}.mmlog"
-        handler = AsyncHandler(mmaplog.RingHandler(str(path), size="64MB"), capacity=1 << 12)
-        log = mmaplog.Logger("app", handlers=[handler])
-        warm(handler)
-        started = threading.Barrier(5)
-        stop = threading.Event()
-        counts = [0] * 4
-
-        def produce(slot: int) -> None:
-            started.wait()
-            while not stop.is_set():
-                log.info("t%d %d", slot, counts[slot])
-                counts[slot] += 1
-
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        started.wait()
-        assert wait_for(lambda: sum(counts) > 2000)
-        handler.close()
-        stop.set()
-        for thread in threads:
-            thread.join(WAIT)
-        got = list(mmaplog.read(str(path)))  # the ring may have wrapped: the last seq counts what was written
+        calls, dropped, got = race_close(tmp_path / f"race{attempt}.mmlog")
+        # The ring may have wrapped: the last seq counts what was written.
         warnings = [r for r in got if r.logger == "mmaplog"]  # "dropped N records": calls that found it closing
-        assert sum(r.fields["dropped"] for r in warnings) <= handler.dropped
-        assert got[-1].seq - 1 - len(warnings) + handler.dropped == sum(counts)
+        assert sum(r.fields["dropped"] for r in warnings) <= dropped
+        assert got[-1].seq - 1 - len(warnings) + dropped == calls
 
 
 def test_flush_covers_every_record_logged_before_it(tmp_path: Path) -> None:
