@@ -28,6 +28,7 @@
 /* FORMAT_MAJOR (_layout.h) is the format this module writes: the writer refuses a build for another one. */
 
 #include "_checksum.h"
+#include "_slot.h"
 
 static inline int64_t wall_clock_ns(void)
 {
@@ -304,32 +305,11 @@ static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long
     return lid;
 }
 
-/* The commit word a slot carries while record `pos` is written into it: the echo of position
- * pos + (slot_count | 1), which is neither pos nor the slot's previous position pos - slot_count
- * (slot_count | 1 is odd and below 2**32, so neither it nor its double is 0 mod 2**32). */
-static inline uint32_t invalid_echo(unsigned long long pos, unsigned long long count)
-{
-    return (uint32_t)((pos + (count | 1)) & 0xFFFFFFFFu);
-}
-
-/* Copy and commit one slot at ``slot`` for record position ``pos``, seqlock-like for live readers: first a
- * trailer that matches neither the old nor the new body (check 0, commit echo of no position the slot holds
- * meanwhile), then the body, then the real trailer in one aligned 8-byte store.  The release fences keep each
- * step's stores visible before the next step's on weakly ordered CPUs (AArch64); a reader that reads the slot
- * twice and finds both copies equal has a whole slot.  The check is CRC-32 of the header and the message as
- * they now lie in the slot, contiguous and in cache; the padding is zero (docs/FORMAT.md). */
+/* The slot commit protocol lives in _slot.h (shared with the async worker in _casync.c). */
 static inline void store_slot(Appender *self, unsigned char *slot, const unsigned char *header, const char *data,
                               Py_ssize_t n, unsigned long long pos)
 {
-    uint64_t *word = (uint64_t *)(slot + self->size - SLOT_TRAILER_SIZE);
-    __atomic_store_n(word, (uint64_t)invalid_echo(pos, self->count) << 32, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(slot, header, SLOT_HEADER_SIZE);
-    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
-    memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)(self->payload - n));
-    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
+    mmaplog_store_slot(slot, self->size, self->payload, self->count, header, data, n, pos);
 }
 
 #define FAULT_ATTEMPTS 3
@@ -480,8 +460,6 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
     return call_slow(self, args[0], args[1], args[2]);
 }
 
-static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
-                              Py_ssize_t cap);
 
 static int keyword_is(PyObject *name, PyObject *interned, const char *text)
 {
@@ -810,106 +788,6 @@ static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t
     if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception))
         PyErr_Clear(); /* the fallback renders the failure visibly in the text */
     return text;
-}
-
-/* ---- msg % args straight into UTF-8, for the conversions logging calls use most.
- *
- * Handles %d %i %u (exact int within 64 bits), %s (exact str or int), %f and %.Nf (exact float, through
- * the interpreter's own PyOS_double_to_string) and %%; no flags, width or mapping keys.  Anything else
- * returns -2 and the caller uses PyUnicode_Format, so the text is always what ``msg % args`` gives.
- * Returns the length written into out[0..cap), -1 with an exception set (memory), or -2 (not handled).
- */
-static Py_ssize_t put_bytes(char *out, Py_ssize_t cap, Py_ssize_t at, const char *src, Py_ssize_t len)
-{
-    if (len > cap - at)
-        return FMT_UNHANDLED;
-    memcpy(out + at, src, (size_t)len);
-    return at + len;
-}
-
-static Py_ssize_t put_int(char *out, Py_ssize_t cap, Py_ssize_t at, PyObject *value)
-{
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return FMT_UNHANDLED;
-    }
-    char digits[24];
-    int i = (int)sizeof(digits);
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        digits[--i] = '-';
-    return put_bytes(out, cap, at, digits + i, (Py_ssize_t)sizeof(digits) - i);
-}
-
-static Py_ssize_t format_utf8(const char *fmt, Py_ssize_t fmt_len, PyObject *const *args, Py_ssize_t nargs, char *out,
-                              Py_ssize_t cap)
-{
-    Py_ssize_t at = 0, used = 0, i = 0;
-    while (i < fmt_len) {
-        const char *pct = memchr(fmt + i, '%', (size_t)(fmt_len - i));
-        Py_ssize_t stop = pct ? pct - fmt : fmt_len;
-        at = put_bytes(out, cap, at, fmt + i, stop - i);
-        if (at < 0)
-            return at;
-        if (pct == NULL)
-            break;
-        i = stop + 1;
-        if (i >= fmt_len)
-            return FMT_UNHANDLED; /* a lone '%' at the end: let the interpreter raise */
-        int precision = -1;
-        if (fmt[i] == '.') {
-            precision = 0;
-            i++;
-            while (i < fmt_len && fmt[i] >= '0' && fmt[i] <= '9' && precision < 100)
-                precision = precision * 10 + (fmt[i++] - '0');
-            if (i >= fmt_len || precision > 50)
-                return FMT_UNHANDLED;
-        }
-        char conv = fmt[i++];
-        if (conv == '%' && precision < 0) {
-            at = put_bytes(out, cap, at, "%", 1);
-            if (at < 0)
-                return at;
-            continue;
-        }
-        if (used >= nargs)
-            return FMT_UNHANDLED;
-        PyObject *value = args[used++];
-        if ((conv == 'd' || conv == 'i' || conv == 'u') && precision < 0 && PyLong_CheckExact(value)) {
-            at = put_int(out, cap, at, value);
-        }
-        else if (conv == 's' && precision < 0 && PyUnicode_CheckExact(value)) {
-            Py_ssize_t len;
-            const char *text = PyUnicode_AsUTF8AndSize(value, &len);
-            if (text == NULL) {
-                PyErr_Clear();
-                return FMT_UNHANDLED;
-            }
-            at = put_bytes(out, cap, at, text, len);
-        }
-        else if (conv == 's' && precision < 0 && PyLong_CheckExact(value)) {
-            at = put_int(out, cap, at, value);
-        }
-        else if (conv == 'f' && PyFloat_CheckExact(value)) {
-            char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'f', precision < 0 ? 6 : precision, 0, NULL);
-            if (text == NULL)
-                return -1;
-            at = put_bytes(out, cap, at, text, (Py_ssize_t)strlen(text));
-            PyMem_Free(text);
-        }
-        else {
-            return FMT_UNHANDLED;
-        }
-        if (at < 0)
-            return at;
-    }
-    return used == nargs ? at : FMT_UNHANDLED;
 }
 
 /* The ring handler's current append, when it is an Appender's: writes need no Python call at all. */

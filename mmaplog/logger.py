@@ -151,9 +151,14 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
                           exception_text(exc_info) if exc_info else None)
             )
 
+        method: Callable[..., None] = emit_one
         if _cwrite is not None:
-            return _cwrite.record_emitter(handle, level, name, emit_one, LogRecord)  # type: ignore[no-any-return]
-        return emit_one
+            method = _cwrite.record_emitter(handle, level, name, emit_one, LogRecord)
+        # A handler with a level method of its own (the async handler's native queue) takes the call directly.
+        native = getattr(handlers[0], "_level_method", None)
+        if native is not None:
+            return native(level, name, method) or method
+        return method
     handles = tuple(h.handle for h in handlers)
 
     def emit_many(msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:

@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import _lifecycle
+from .. import _lifecycle, _native, _truncation
+from .. import layout as L
 from .._errors import ConfigError
 from .._queue import _GIL, CLOSED, RUNNING, SYNC, Marker, RecordQueue
 from .._record import LogRecord
+from ..writer import RingWriter
 from ._base import Handler, report_once
+from .ring import RingHandler
 
 if TYPE_CHECKING:
     from ._options import HandlerOptions
@@ -78,6 +81,37 @@ _WARNING = 30
 _DROP_REPORT_INTERVAL = 1.0
 #: close() gives up on a worker that makes no progress for this long (seconds) and counts the rest as dropped.
 _STOP_STALL_TIMEOUT = 10.0
+
+#: The native queue and GIL-free worker (mmaplog/_casync.c), where built; None: Python workers only.
+_casync = _native.load("_casync")
+_NATIVE_POLICIES = ("block", "drop_newest")
+_UINT64_MAX = (1 << 64) - 1
+
+
+def _native_writer(handlers: tuple[Handler, ...], workers: int, policy: str) -> RingWriter | None:
+    """The writer the native queue can feed directly, or None when this configuration keeps the Python worker.
+
+    Native: one worker, policy "block" or "drop_newest", and a single plain
+    :class:`RingHandler` (no line format) over an open :class:`RingWriter`
+    using the C append.  Anything else keeps the Python worker.
+    """
+    if _casync is None or workers != 1 or policy not in _NATIVE_POLICIES or len(handlers) != 1:
+        return None
+    ring = handlers[0]
+    if type(ring) is not RingHandler or ring.line_format is not None:
+        return None
+    writer = ring.writer
+    if writer is None or type(writer) is not RingWriter or writer.closed or writer._fast is None:
+        return None
+    return writer
+
+
+def _describe(m: Any) -> tuple[Any, ...]:
+    """What the native queue needs of one of the writer's maps (called under the GIL when the writer moves on)."""
+    h = m.header
+    guard = m.guard
+    return (m.mm, m.positions, h.slot_count, h.data_offset, h.slot_size, min(m.limit, _UINT64_MAX),
+            _truncation.counter(guard), guard.seen if guard is not None else 0)
 
 
 class _Worker:
@@ -131,6 +165,7 @@ class AsyncHandler(Handler):
         drain_on_sigterm: bool = False,
     ) -> None:
         self._workers: list[_Worker] = []
+        self._native: Any = None
         super().__init__(level)
         if not handlers:
             raise ConfigError("AsyncHandler needs at least one handler to wrap")
@@ -163,9 +198,19 @@ class AsyncHandler(Handler):
             worker = _Worker(RecordQueue(share, policy.value, self.level, _no_sink))
             worker.queue.sink = functools.partial(self._process, worker)
             self._workers.append(worker)
-        self._bind_producer_side()
-        for index, worker in enumerate(self._workers):
-            self._start(worker, index)
+        writer = _native_writer(self._handlers, workers, policy.value)
+        if writer is not None:
+            self._native = _casync.Queue(  # type: ignore[union-attr]
+                writer, _describe, self._native_fallback, self._native_report, self._flush_native,
+                capacity, policy.value, self._flush_interval or 0.0, L.slot_payload_size(writer.slot_size),
+            )
+            self._native.level = self.level
+            self._native.start()
+            self.handle = self._native.put  # type: ignore[method-assign]
+        else:
+            self._bind_producer_side()
+            for index, worker in enumerate(self._workers):
+                self._start(worker, index)
         if drain_on_sigterm:
             try:
                 _lifecycle.install_sigterm_flush()
@@ -213,6 +258,8 @@ class AsyncHandler(Handler):
         self._level = value
         for worker in self._workers:
             worker.queue.level = value
+        if self._native is not None:
+            self._native.level = value
 
     @property
     def handlers(self) -> tuple[Handler, ...]:
@@ -247,12 +294,19 @@ class AsyncHandler(Handler):
     @property
     def dropped(self) -> int:
         """Records discarded by the overflow policy or because the handler was closed; exact."""
-        return sum(worker.queue.dropped for worker in self._workers)
+        native = self._native.dropped if self._native is not None else 0
+        return native + sum(worker.queue.dropped for worker in self._workers)
 
     @property
     def pending(self) -> int:
         """Records accepted and not yet handed to the inner handlers: what a SIGKILL now would lose."""
-        return sum(worker.queue.pending for worker in self._workers)
+        native = self._native.pending if self._native is not None else 0
+        return native + sum(worker.queue.pending for worker in self._workers)
+
+    @property
+    def native(self) -> bool:
+        """True while records go through the native queue and its GIL-free worker (see docs/ASYNC.md)."""
+        return self._native is not None and self._native.running
 
     @property
     def closed(self) -> bool:
@@ -281,6 +335,35 @@ class AsyncHandler(Handler):
         put = queue.put if _GIL else queue.put_locked
         self._local.put = put
         return put
+
+    def _level_method(self, level: int, name: str, fallback: Callable[..., None]) -> Callable[..., None] | None:
+        """A logger's level method that queues into the native queue without a LogRecord, or None (not native)."""
+        if not self.native:
+            return None
+        return self._native.emitter(level, name, fallback)  # type: ignore[no-any-return]
+
+    def _native_fallback(self, record: LogRecord) -> None:
+        """A record the native queue did not take: written here, in order (running), else the Python queue's."""
+        if self._native is not None and self._native.running:
+            if record.level >= self._level:
+                self._deliver([record])
+            return
+        queue = self._workers[0].queue
+        if _GIL:
+            queue.put(record)
+        else:
+            queue.put_locked(record)
+
+    def _native_report(self, count: int) -> None:
+        """The native worker (holding the GIL) found drops not yet written: write the warning record."""
+        self._deliver([self._drop_record(count)])
+
+    def _flush_native(self) -> None:
+        for inner in self._handlers:
+            try:
+                inner.flush()
+            except BaseException as exc:  # noqa: BLE001
+                self._failed(None, exc, 0)
 
     def emit(self, record: LogRecord) -> None:
         """Queue one record (the same as :meth:`handle`, whose level check it passed)."""
@@ -397,7 +480,12 @@ class AsyncHandler(Handler):
                 return
         worker.reported = dropped
         worker.pressure_since = None
-        record = LogRecord(
+        self._deliver([self._drop_record(new)])
+        worker.dirty = True
+
+    def _drop_record(self, new: int) -> LogRecord:
+        """The WARNING record that says ``new`` records were dropped."""
+        return LogRecord(
             SELF_LOGGER,
             _WARNING,
             "dropped %d record%s: the async queue was full (capacity %d, overflow %s)",
@@ -406,8 +494,6 @@ class AsyncHandler(Handler):
             time.time_ns(),
             threading.get_ident(),
         )
-        self._deliver([record])
-        worker.dirty = True
 
     def _failed(self, record: LogRecord | None, exc: BaseException, count: int) -> None:
         """An inner handler raised out of handle_batch/flush: count it, report the first of its kind."""
@@ -424,6 +510,15 @@ class AsyncHandler(Handler):
         """:meth:`flush` with a deadline: False if ``timeout`` seconds passed first (or if called from a worker)."""
         if self._closed:
             return True
+        native = self._native
+        if native is not None and native.running:
+            done = bool(native.drain(timeout))
+            if done:
+                new = native.take_unreported()
+                if new:
+                    self._native_report(new)
+                self._flush_native()
+            return done
         me = threading.get_ident()
         if any(worker.ident == me for worker in self._workers):
             return False  # an inner handler flushing its own async front: waiting would be waiting for itself
@@ -456,6 +551,18 @@ class AsyncHandler(Handler):
             if self._closed:
                 return
             self._closed = True
+        native = self._native
+        if native is not None and native.running:
+            stopped = native.stop(None)
+            if stopped:
+                new = native.take_unreported()
+                if new:
+                    self._native_report(new)
+                self._flush_native()
+            for worker in self._workers:
+                worker.queue.detach(CLOSED)  # records logged from now on are counted as dropped
+            self._close_inner(owned)
+            return
         me = threading.get_ident()
         stops = []
         for worker in self._workers:
@@ -474,6 +581,9 @@ class AsyncHandler(Handler):
             queue.detach(CLOSED)
         if not stalled:  # a hung inner handler would hang these too
             self._flush_inner(self._workers[0])
+        self._close_inner(owned)
+
+    def _close_inner(self, owned: Callable[[Handler], bool]) -> None:
         for inner in self._handlers:
             if not owned(inner):
                 continue
@@ -516,6 +626,11 @@ class AsyncHandler(Handler):
         """In a forked child: the parent's queue and threads are not ours; start afresh."""
         self._state_lock = threading.Lock()
         self._local = threading.local()
+        if self._native is not None:
+            # The native worker is the parent's thread: this process goes on with the Python worker.
+            self._native.abandon()
+            if not self._closed:
+                self._bind_producer_side()
         if self._closed:
             return
         for index, worker in enumerate(self._workers):
