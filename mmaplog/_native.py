@@ -65,6 +65,7 @@ ROLES = {
     "_cwrite": "write path: Logger and RingWriter",
     "_cread": "read path: read_array and mmaplog-read",
     "_cstdlib": "standard-library loggers: mmaplog.stdlib.accelerate()",
+    "_casync": "async handler: native queue and GIL-free worker in front of one RingHandler",
     "_sigbus": "truncation guard: SIGBUS handler in C (both write paths)",
 }
 #: Modules that MMAPLOG_PURE_PYTHON and free-threaded builds leave on (no pure-Python twin can be safe).

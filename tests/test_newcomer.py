@@ -134,7 +134,7 @@ def test_python_m_mmaplog_summarises_and_fails_when_a_path_is_pure() -> None:
 
 def test_accelerators_is_public_and_typed() -> None:
     status = mmaplog.accelerators()
-    assert {a.name for a in status} == {"_cwrite", "_cread", "_cstdlib", "_sigbus"}
+    assert {a.name for a in status} == {"_cwrite", "_cread", "_cstdlib", "_casync", "_sigbus"}
     assert all(isinstance(a, mmaplog.Accelerator) and a.reason for a in status)
     assert all(a.active == (NATIVE or a.name == "_sigbus") for a in status)  # MMAPLOG_PURE_PYTHON leaves the guard on
 
