@@ -381,6 +381,11 @@ class LifecycleBase(RuleBasedStateMachine):
         self._open()
 
     def teardown(self) -> None:
+        trace = os.environ.get("MMAPLOG_STATEFUL_TRACE")
+        failure = sys.exc_info()[1]
+        if trace and isinstance(failure, AssertionError):  # the failing lifecycle as it ran (a replay may not fail the same way)
+            with open(trace, "a") as out:
+                out.write("\n".join(["=" * 60, *self.history, f"FAILED: {type(failure).__name__}: {failure}", ""]))
         if self.child is not None:
             with contextlib.suppress(ChildCrashed):
                 self.child.kill()
@@ -744,10 +749,14 @@ class LifecycleBase(RuleBasedStateMachine):
         self.cuts += 1
         self._note(f"  truncate the live file to {min(choice, size)} bytes ({where})")
 
-    @precondition(lambda self: self.path.exists() and "move" not in SKIP)
+    # Preconditions depend only on the model, never on the file system: whether a rotating writer has made a
+    # new file yet is timing, and a precondition that changed between a run and its replay breaks shrinking.
+    @precondition(lambda self: "move" not in SKIP)
     @rule()
     def move_live(self) -> None:
         """Rename the live file away (its records stay readable there); a new file takes the path."""
+        if not self.path.exists():
+            return
         target = self.dir / "moved" / f"{NAME}.moved{len(self.moved)}"
         os.rename(self.path, target)
         moved = Moved(target, slots_at=self.lineage_acked.get(self.lineage, 0), cut=self.cut_pending)
@@ -757,10 +766,12 @@ class LifecycleBase(RuleBasedStateMachine):
         self.moved.append(moved)
         self._note(f"move the live file to {target.name} (writer {'open' if self.child else 'closed'})")
 
-    @precondition(lambda self: self.path.exists() and "delete" not in SKIP)
+    @precondition(lambda self: "delete" not in SKIP)
     @rule()
     def delete_live(self) -> None:
         """Delete the live file: its records are gone; a rotating writer starts a new file at the path."""
+        if not self.path.exists():
+            return
         self._excuse_live("in the live file when it was deleted")
         os.unlink(self.path)
         self.cut_pending = False
@@ -1016,7 +1027,7 @@ def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
     docs/RELIABILITY.md, "The lifecycle state machine", lists; the default suite once they are fixed)."""
     with _machine(pure, tmp_path) as machine:
         run_state_machine_as_test(
-            machine, settings=settings(max_examples=10, stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
+            machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")), stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
         )
 
 
