@@ -566,7 +566,10 @@ class RingWriter:
         valid = _codec.valid_slots(slots, header.slot_count)
         good = slots[valid]
         next_pos = int(good["pos"].max()) + 1 if len(good) else 1
-        next_seq = int(good["seq"].max()) + 1 if len(good) else header.first_seq
+        # After every seq of the series, not only after the file's highest: a record that took its seq before a
+        # rotation and its position after it starts the new file below seqs sealed in the segment, so the file's
+        # highest seq can be lower than the segment's.  A rotation sets first_seq past every seq taken before it.
+        next_seq = max(int(good["seq"].max()) + 1 if len(good) else 0, header.first_seq)
         del slots, good
         # A sealed file at the path: a rotation was cut short after step 2; the caller finishes it.
         sealed_pos, check = L.STATE_STRUCT.unpack(mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size])

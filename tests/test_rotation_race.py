@@ -153,3 +153,63 @@ def test_a_record_whose_file_is_rotated_away_between_its_parts_is_written(tmp_pa
     assert out["seq"] != 0, f"write returned 0 (dropped {out['dropped']})"
     assert out["dropped"] == 0
     assert out["found"] == [out["seq"]], out
+
+
+_SEQ_BEFORE_ROTATION = """
+    import json, os, sys, threading
+    import mmaplog
+    from mmaplog import RingWriter
+    from mmaplog.writer import _peek
+    path = sys.argv[1]
+    w = RingWriter(path, 256 * 16, slot_size=256, rotate=3)
+    w.write("first", logger="app")
+    parked, go = threading.Event(), threading.Event()
+    first = w._map
+    writer_thread = None
+
+    class Gate:
+        # The writing thread parks after taking its record's seq, before taking its first position.
+        def __init__(self, inner):
+            self.inner, self.parked = inner, False
+        def __iter__(self):
+            return self
+        def __next__(self):
+            if threading.current_thread() is writer_thread and not self.parked:
+                self.parked = True
+                parked.set()
+                go.wait()
+            return next(self.inner)
+
+    first.hot = first.hot[:8] + (Gate(first.positions),)
+    out = {}
+    writer_thread = threading.Thread(target=lambda: out.update(seq=w.write("L" * 300, logger="app")))
+    writer_thread.start()
+    assert parked.wait(60)
+    sent = {}
+    while _peek(first.positions) <= first.header.slot_count:  # later seqs fill the file to its last slot
+        seq = w.write(f"other {len(sent)}", logger="app")
+        sent[seq] = f"other {len(sent)}"
+    go.set()                     # its first position is past the end: it rotates, and is the new file's only record
+    writer_thread.join()
+    sent[out["seq"]] = "L" * 300
+    w.close()
+    again = RingWriter(path, 256 * 16, slot_size=256, rotate=3)
+    seq = again.write("after reopen", logger="app")
+    sent[seq] = "after reopen"
+    again.close()
+    shown = [(r.seq, r.message) for r in mmaplog.read(path)]
+    print(json.dumps({"sent": sorted(sent.items()), "shown": shown, "after": seq}))
+"""
+
+
+def test_a_reopened_writer_never_reuses_a_seq_of_the_sealed_segment(tmp_path: Path, kind: str) -> None:
+    """A record takes its seq, then later ones fill the file, then it takes a position past the end: it starts
+    the next file with a seq lower than the ones sealed in the segment.  A writer opening that file again must
+    go on after every seq of the series (the file's first_seq), not after the highest seq the file holds: a
+    reused seq made the reader drop one of two acknowledged records as a duplicate, with no loss counted."""
+    out = _run(_SEQ_BEFORE_ROTATION, kind, tmp_path / "app.mmlog")
+    shown = [tuple(x) for x in out["shown"]]  # type: ignore[union-attr]
+    sent = [tuple(x) for x in out["sent"]]  # type: ignore[union-attr]
+    assert [s for s, _ in shown] == sorted({s for s, _ in shown}), "a seq shown twice"
+    missing = [x for x in sent if x not in shown and x[0] >= shown[0][0]]  # the oldest may be pruned (rotate=3)
+    assert not missing, f"acknowledged records not read: {missing} (the reopened writer's seq: {out['after']})"
