@@ -83,6 +83,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -861,7 +862,7 @@ class LifecycleBase(RuleBasedStateMachine):
                 self._note(f"  (the cut file reads as damaged: {exc})")
                 rows = _records_of([p for p in paths if p != self.path and source == "path"], how)
             for seq, message, logger, level, fields, flags, time_ns in rows:
-                uid = self._check_record(seq, message, logger, level, fields, flags, source, time_ns)
+                uid = self._check_record(seq, message, logger, level, fields, flags, source, time_ns, taken=found)
                 assert uid is not None
                 if uid == -1:  # an unacknowledged record cut before its uid: whole, but not one we can name
                     continue
@@ -919,12 +920,12 @@ class LifecycleBase(RuleBasedStateMachine):
         return out
 
     def _check_record(self, seq: int, message: str, logger: str, level: int, fields: dict[str, Any], flags: int,
-                      source: str, time_ns: int, live: bool = False) -> int | None:
+                      source: str, time_ns: int, live: bool = False, taken: Collection[int] = ()) -> int | None:
         uid = parse_uid(message)
         if uid is None and flags & L.FLAG_TRUNCATED:
             # Cut before the uid's end: with the marker, or without it in a ring too small to hold it.
             head = message[: -len(TRUNCATION_MARKER)] if message.endswith(TRUNCATION_MARKER) else message
-            uid = self._by_seq(seq, head, time_ns)
+            uid = self._by_seq(seq, head, time_ns, logger, level, flags, taken)
             if uid is None and live and re.fullmatch(r"(u\d{0,7})?", head):
                 return None  # cut before its uid, and its seq not acknowledged yet: nothing to compare it with
             if uid is None and re.fullmatch(r"(u\d{0,7})?", head) and self._in_flight(head, logger, flags):
@@ -969,14 +970,21 @@ class LifecycleBase(RuleBasedStateMachine):
                 return True
         return False
 
-    def _by_seq(self, seq: int, head: str, time_ns: int) -> int | None:
+    def _by_seq(self, seq: int, head: str, time_ns: int, logger: str, level: int, flags: int,
+                taken: Collection[int] = ()) -> int | None:
         """A record cut so short that its uid is gone (a tiny ring): the one acknowledged with its seq, or the
         batch record whose time is that uid."""
         batch = self.records.get(time_ns)
         if batch is not None and batch.kind == 2 and batch.text.startswith(head):
             return batch.uid
-        candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)]
-        return candidates[-1] if candidates else None
+        # Seqs start again at 1 in every new series (a new file at the path, a moved or deleted one): the same seq
+        # can name records of several files.  Only a record the shown one can be is a candidate; one not read yet
+        # is preferred.
+        candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)
+                      and r.level == level and (logger == r.logger or (flags & L.FLAG_INLINE_LOGGER
+                                                                       and r.logger.startswith(logger)))]
+        fresh = [uid for uid in candidates if uid not in taken]
+        return (fresh or candidates or [None])[-1]
 
     def _check_disk(self) -> None:
         files = list(self.ring_dir.iterdir())
