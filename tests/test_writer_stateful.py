@@ -946,7 +946,7 @@ class LifecycleBase(RuleBasedStateMachine):
         if uid is None and flags & L.FLAG_TRUNCATED:
             # Cut before the uid's end: with the marker, or without it in a ring too small to hold it.
             head = message[: -len(TRUNCATION_MARKER)] if message.endswith(TRUNCATION_MARKER) else message
-            uid = self._by_seq(seq, head, time_ns, logger, level, flags, taken)
+            uid = self._by_seq(seq, head, time_ns, logger, level, flags, source, taken)
             if uid is None and live and re.fullmatch(r"(u\d{0,7})?", head):
                 return None  # cut before its uid, and its seq not acknowledged yet: nothing to compare it with
             if uid is None and re.fullmatch(r"(u\d{0,7})?", head) and self._in_flight(head, logger, flags):
@@ -991,7 +991,7 @@ class LifecycleBase(RuleBasedStateMachine):
                 return True
         return False
 
-    def _by_seq(self, seq: int, head: str, time_ns: int, logger: str, level: int, flags: int,
+    def _by_seq(self, seq: int, head: str, time_ns: int, logger: str, level: int, flags: int, source: str,
                 taken: Collection[int] = ()) -> int | None:
         """A record cut so short that its uid is gone (a tiny ring): the one acknowledged with its seq, or the
         batch record whose time is that uid."""
@@ -1000,10 +1000,12 @@ class LifecycleBase(RuleBasedStateMachine):
             return batch.uid
         # Seqs start again at 1 in every new series (a new file at the path, a moved or deleted one): the same seq
         # can name records of several files.  Only a record the shown one can be is a candidate; one not read yet
-        # is preferred.
+        # is preferred, and none written after the writer left the moved file being read.
+        moved = next((m for m in self.moved if m.path.name == source), None)
+        before = moved.closed_from if moved is not None and moved.closed_from is not None else len(self.steps) + 1
         candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)
-                      and r.level == level and (logger == r.logger or (flags & L.FLAG_INLINE_LOGGER
-                                                                       and r.logger.startswith(logger)))]
+                      and r.level == level and r.step < before
+                      and (logger == r.logger or (flags & L.FLAG_INLINE_LOGGER and r.logger.startswith(logger)))]
         fresh = [uid for uid in candidates if uid not in taken]
         return (fresh or candidates or [None])[-1]
 
