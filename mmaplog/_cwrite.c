@@ -335,7 +335,8 @@ static long long call_fault(Appender *self, int state)
  * then, if this appender still targets that mapping, the record is stored again, so that a write call that
  * returns a seq leaves a readable record.  A second fault (the disk cannot back the page) counts it as lost. */
 static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned char *header, const char *data,
-                             Py_ssize_t n, unsigned long long pos, unsigned long long seq)
+                             Py_ssize_t n, unsigned long long pos, unsigned long long seq, PyObject *level_obj,
+                             PyObject *logger, int64_t stamp, unsigned long long ident)
 {
     if (self->fault == Py_None)
         return PyLong_FromUnsignedLongLong(seq);
@@ -347,9 +348,15 @@ static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned c
         if (seen < 0)
             return PyLong_FromLong(0);
         if (generation != self->generation || self->view.obj == NULL || self->faults == NULL) {
-            /* Closed or rotated while the repair ran: the page the record went to is not the file's any more. */
-            call_fault(self, 2);
-            return PyLong_FromLong(0);
+            /* Closed or rotated while the repair ran: the writer keeps the record if the rotated file holds it,
+             * else writes it again in the current file (fault(3, None, record); 0 and counted when closed). */
+            PyObject *bytes = PyBytes_FromStringAndSize(data, n);
+            if (bytes == NULL)
+                return lost(self);
+            PyObject *res = PyObject_CallFunction(self->fault, "iO(KOOOLKK)", 3, Py_None, seq, bytes, level_obj,
+                                                  logger, (long long)stamp, ident, pos);
+            Py_DECREF(bytes);
+            return res ? res : lost(self);
         }
         self->seen = (uint64_t)seen;
         store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
@@ -413,7 +420,7 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
     /* The SIGBUS guard's check: one load.  A moved counter means the store may sit in an anonymous page. */
     if (self->faults != NULL && __atomic_load_n(self->faults, __ATOMIC_ACQUIRE) != self->seen)
-        return after_fault(self, offset, header, data, n, pos, seq);
+        return after_fault(self, offset, header, data, n, pos, seq, level_obj, logger, stamp, ident);
     return PyLong_FromUnsignedLongLong(seq);
 }
 

@@ -387,7 +387,7 @@ class RingWriter:
         except OSError:
             pass
 
-    def _fault(self, state: int, m: _Map | None = None) -> int:
+    def _fault(self, state: int, m: _Map | None = None, record: tuple[Any, ...] | None = None) -> int:
         """A store into ``m`` (default: the current map) may have gone to an anonymous page of the guard.
 
         ``state`` 0: the store's fault counter moved: repair the file and map it
@@ -397,10 +397,21 @@ class RingWriter:
         ``state`` 1: the store made again faulted too (a hole the disk cannot back):
         the file is mapped again so no anonymous page stays, the record is counted
         as lost.  ``state`` 2: the caller's map changed under the repair: counted as
-        lost.  Never raises.
+        lost.  ``state`` 3 (the C append): the map was rotated away while the
+        fault was dealt with; ``record`` is ``(seq, data, level, logger, stamp,
+        ident, pos)``: the record is kept if the rotated file holds it, else
+        written again in the current file (returns its seq, or 0 when lost).
+        With ``state`` 0 and a map ``m`` that is no longer the current one
+        (rotated away between the store and this call), returns -2 and counts
+        nothing: the caller keeps or writes the record again (see
+        :meth:`_store_again`).  Never raises.
         """
+        if state == 3 and record is not None:
+            return self._rewrite_moved(record)
         try:
             with self._lock:
+                if m is not None and m is not self._map and not self._closed and state == 0:
+                    return -2
                 m = self._map if m is None else m
                 region = m.guard
                 # Only the current map is repaired; a retired one keeps its anonymous pages (stores there counted).
@@ -430,9 +441,15 @@ class RingWriter:
         Returns ``seq``, or 0 when the record is lost (counted).  Another thread's
         fault can move the counter between the repair and this store, so it tries
         a few times; a page that faults every time (a full disk) is given up.
+        When ``m`` was rotated away meanwhile (another thread filled it, or found
+        it moved), it is not repaired: if its file holds every part the record is
+        kept there, otherwise -2 is returned and the caller writes the record
+        again, whole, in the current file (an open writer never refuses a record).
         """
         for _ in range(_FAULT_ATTEMPTS):
             seen = self._fault(0, m)
+            if seen == -2:
+                return seq if self._held(m, parts) else -2
             if seen < 0:
                 return 0
             try:
@@ -448,6 +465,48 @@ class RingWriter:
                 return seq
         self._fault(1, m)
         return 0
+
+    def _held(self, m: _Map, parts: list[tuple[int, bytes, int]]) -> bool:
+        """Whether the file of ``m`` (a map rotated away) holds every slot of ``parts`` as committed.
+
+        Read through the descriptor, not the map: a store that went to an anonymous
+        page of the guard shows in the map but is not in the file.
+        """
+        with self._lock:
+            if m.mm.closed:  # released: its descriptor may name another file now
+                return False
+            try:
+                for off, body, pos in parts:
+                    want = body + L.SLOT_TRAILER_STRUCT.pack(L.slot_check(body), pos & _MASK32)
+                    if os.pread(m.fd, len(want), off) != want:
+                        return False
+            except OSError:
+                return False
+        return True
+
+    def _rewrite_moved(self, record: tuple[Any, ...]) -> int:
+        """The C append's record went to a map rotated away while its fault was dealt with: keep it or write it again.
+
+        ``record`` is ``(seq, data, level, logger, stamp, ident, pos)``.  Never raises.
+        """
+        try:
+            seq, data, level, logger, stamp, ident, pos = record
+            with self._lock:
+                old = [m for m in self._retired if not m.mm.closed]
+            for m in old:
+                h = m.header
+                off = h.data_offset + (pos - 1) % h.slot_count * h.slot_size
+                body_len = h.slot_size - L.SLOT_TRAILER_SIZE
+                with self._lock:
+                    raw = b"" if m.mm.closed else os.pread(m.fd, h.slot_size, off)
+                if len(raw) == h.slot_size:
+                    rpos, rseq = struct.unpack_from("<QQ", raw)
+                    check, commit = L.SLOT_TRAILER_STRUCT.unpack_from(raw, body_len)
+                    if rpos == pos and rseq == seq and commit == pos & _MASK32 and check == L.slot_check(raw[:body_len]):
+                        return int(seq)
+            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
 
     def _new_header(self, segment: int, series_id: bytes, first_seq: int) -> L.FileHeader:
         slot_size, slot_count = self._requested
@@ -508,7 +567,10 @@ class RingWriter:
         valid = _codec.valid_slots(slots, header.slot_count)
         good = slots[valid]
         next_pos = int(good["pos"].max()) + 1 if len(good) else 1
-        next_seq = int(good["seq"].max()) + 1 if len(good) else header.first_seq
+        # After every seq of the series, not only after the file's highest: a record that took its seq before a
+        # rotation and its position after it starts the new file below seqs sealed in the segment, so the file's
+        # highest seq can be lower than the segment's.  A rotation sets first_seq past every seq taken before it.
+        next_seq = max(int(good["seq"].max()) + 1 if len(good) else 0, header.first_seq)
         del slots, good
         # A sealed file at the path: a rotation was cut short after step 2; the caller finishes it.
         sealed_pos, check = L.STATE_STRUCT.unpack(mm[L.STATE_OFFSET : L.STATE_OFFSET + L.STATE_STRUCT.size])
@@ -590,11 +652,20 @@ class RingWriter:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
                             before = _faults(m.slot)
-                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
-                            mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            try:
+                                _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
+                                mm[off : off + body_len] = body
+                                _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            except (ValueError, TypeError):  # a closed mmap: pack_into raises TypeError
+                                if not (mm.closed and m is not self._map):
+                                    raise
+                                # Rotated away twice (and unmapped) since the claim: write it in the current file.
+                                return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                             if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
-                                return self._store_again(m, [(off, body, pos)], seq)
+                                kept = self._store_again(m, [(off, body, pos)], seq)
+                                if kept == -2:  # its file was rotated away meanwhile: write it in the current one
+                                    return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                                return kept
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
@@ -635,11 +706,20 @@ class RingWriter:
                             off = base + (pos - 1) % count * size
                             body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
                             before = _faults(m.slot)
-                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
-                            mm[off : off + body_len] = body
-                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            try:
+                                _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
+                                mm[off : off + body_len] = body
+                                _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                            except (ValueError, TypeError):  # a closed mmap: pack_into raises TypeError
+                                if not (mm.closed and m is not self._map):
+                                    raise
+                                # Rotated away twice (and unmapped) since the claim: write it in the current file.
+                                return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                             if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
-                                return self._store_again(m, [(off, body, pos)], seq)
+                                kept = self._store_again(m, [(off, body, pos)], seq)
+                                if kept == -2:  # its file was rotated away meanwhile: write it in the current one
+                                    return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                                return kept
                             return seq
                         return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
@@ -777,7 +857,10 @@ class RingWriter:
             for i, check in enumerate(checks):
                 _trailer(mm, at + i * size, check, (first + i) & _MASK32)
             if _faults(m.slot) != before or before != m.seen:  # a slot went to the guard's anonymous page
-                return self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
+                kept = self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
+                if kept == -2:  # its file was rotated away meanwhile: write the run's records in the current one
+                    return sum(self._write_body_again(body) != 0 for body in bodies)
+                return kept
             return n
         except Exception as exc:  # noqa: BLE001
             for _ in range(n):
@@ -786,6 +869,12 @@ class RingWriter:
         finally:
             bodies.clear()
             checks.clear()
+
+    def _write_body_again(self, body: bytes) -> int:
+        """Write the one-slot record packed in ``body`` again, whole, in the current file (same seq)."""
+        _, seq, stamp, ident, _, _, n, _, lid, level, _ = struct.unpack_from(L.SLOT_HEADER_FORMAT, body)
+        logger = next((name for name, ident_ in self._names.items() if ident_ == lid), "")
+        return self._write_record(seq, bytes(body[_HEAD : _HEAD + n]), b"", 0, level, logger, stamp, ident)
 
     def _failed(self, exc: BaseException) -> int:
         self.dropped += 1
@@ -875,11 +964,19 @@ class RingWriter:
                 bits = part_flags | (L.FLAG_FIRST if part == 0 else 0) | (L.FLAG_LAST if part == parts - 1 else 0)
                 off = base + (pos - 1) % count * size
                 body = pack(pos, seq, stamp, ident, rec_len, msg_len, len(chunk), part, lid, level, bits, chunk)
-                _commit(mm, off, body_len, body, _HEAD + len(chunk), pos, count)
+                try:
+                    _commit(mm, off, body_len, body, _HEAD + len(chunk), pos, count)
+                except (ValueError, TypeError):  # a closed mmap: pack_into raises TypeError
+                    if not (mm.closed and m is not self._map):
+                        raise
+                    break  # the map was rotated away and unmapped between two parts: the record goes on anew
                 stored.append((off, body, pos))
             else:
                 if _faults(m.slot) != before or before != m.seen:  # a part went to the guard's anonymous page
-                    return self._store_again(m, stored, seq)
+                    kept = self._store_again(m, stored, seq)
+                    if kept == -2:  # its file was rotated away meanwhile: write the record again in the current one
+                        continue
+                    return kept
                 return seq
 
     def _logger_id(self, logger: str) -> int | None:

@@ -236,3 +236,29 @@ def test_the_reader_never_reads_past_a_short_files_end(tmp_path: Path) -> None:
     with pytest.raises(mmaplog.FormatError, match="refusing to extend"):
         RingWriter(path, SLOTS * SLOT, slot_size=SLOT)
     assert path.stat().st_size == len(raw)  # not a byte of disk taken
+
+
+@pytest.mark.parametrize("cut", [0, 1, L.HEADER_CHECK_OFFSET // 2])
+def test_a_named_segment_cut_to_nothing_is_one_formaterror_naming_it(tmp_path: Path, env: dict[str, str],
+                                                                     cut: int) -> None:
+    """A sealed segment cut to nothing (or into its header) by a truncation racing its rotation, named directly --
+    alone or in a list beside the live file -- is a FormatError of one line naming it from every reader entry
+    point (CLI: that line, exit 2), never another exception; the path with its segments implied skips and counts
+    it (found by the lifecycle state machine, which names every file of the series)."""
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, SLOTS * SLOT, slot_size=SLOT, rotate=3) as w:
+        for i in range(SLOTS + 2):
+            w.write(f"r{i}")
+    segment = segment_path(path, 0)
+    os.truncate(segment, cut)
+    for named in ([segment], [segment, path], str(segment)):
+        for read in (lambda p: list(mmaplog.read(p, segments=False)), lambda p: mmaplog.read_array(p, segments=False),
+                     lambda p: mmaplog.scan(p, segments=False)):
+            with pytest.raises(mmaplog.FormatError) as info:
+                read(named)
+            text = str(info.value)
+            assert "\n" not in text and segment.name in text, text
+    result = _cli(env, segment)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and segment.name in result.stderr
+    scan = mmaplog.scan(path)
+    assert [r.message for r in scan.iter_records()] == ["r16", "r17"] and scan.stats.unreadable == 1

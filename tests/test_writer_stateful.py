@@ -52,13 +52,20 @@ What the model requires, and what it excuses:
   deleted file before a rotating writer certainly noticed (or, with ``rotate=0``,
   for the rest of that writer's life);
 * records in flight when the child was killed may be missing; if shown they must
-  be right.
+  be right (one cut before its uid, in a tiny ring, cannot be told apart from the
+  other records in flight: it must be a whole prefix of one of them);
+* a sealed segment that a cut racing its rotation left cut to nothing or into its
+  header may be unreadable when named: one ``FormatError`` line naming it, and the
+  path read with its segments implied skips and counts it.
 
 ``MMAPLOG_STATEFUL_SKIP`` (comma-separated: ``truncate,move,delete,kill,fork,race,
 batch,reader,tiny``) turns rules off, to find out which transitions a failure needs
 (``tiny``: only rings whose largest record can hold a long inline logger name);
 ``MMAPLOG_STATEFUL_CUTS`` (``zero,header,names,data,page,slot,random``) limits where
-truncations cut.
+truncations cut.  ``MMAPLOG_STATEFUL_EXAMPLES`` sets the number of lifecycles of the
+short variant; ``MMAPLOG_STATEFUL_TRACE=FILE`` appends each failing lifecycle, step by
+step as it ran, to FILE (a replay of a timing-dependent failure may not fail the
+same way).
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,6 +342,7 @@ class LifecycleBase(RuleBasedStateMachine):
     """The model and the rules; :func:`_machine` makes a concrete class per write path and size."""
 
     pure = False
+    short = False  # the short variant of the default suite (leaves out the sequence of an open finding)
     zygote: Zygote  # set per test: writer processes of one write path
 
     def __init__(self) -> None:
@@ -356,6 +365,9 @@ class LifecycleBase(RuleBasedStateMachine):
         self.clean_open = False  # a writer opened (no kill since): no temporary file may exist
         self.cuts = 0
         self.cut_pending = False  # the live file was truncated and nothing was written since: it may read as damaged
+        #: Segments sealed in a step during which the live file was cut: a cut racing the rotation may have hit the
+        #: file after its last check, so named directly it may read as damaged (FormatError, one line naming it).
+        self.cut_segments: set[str] = set()
         self.next_uid = 1
         self.new_names = 0
         self.reads = 0
@@ -381,6 +393,14 @@ class LifecycleBase(RuleBasedStateMachine):
         self._open()
 
     def teardown(self) -> None:
+        trace = os.environ.get("MMAPLOG_STATEFUL_TRACE")
+        failure = sys.exc_info()[1]
+        if trace and isinstance(failure, AssertionError):  # the failing lifecycle as it ran (a replay may not fail the same way)
+            with open(trace, "a") as out:
+                out.write("\n".join(["=" * 60, *self.history, f"FAILED: {type(failure).__name__}: {failure}", ""]))
+        elif trace and failure is None:
+            with open(trace, "a") as out:
+                out.write(f"ok: {len(self.history)} steps\n")
         if self.child is not None:
             with contextlib.suppress(ChildCrashed):
                 self.child.kill()
@@ -414,6 +434,13 @@ class LifecycleBase(RuleBasedStateMachine):
     def _began(self, existed: bool) -> None:
         """A writer opened: a new file (lineage) when it created the path."""
         if not existed:
+            if self.rotate:
+                # A rotating writer that starts a new series at the path deletes the segments of an earlier one
+                # (docs/FORMAT.md, "Segments"): records of earlier files are gone unless they are in a moved file.
+                moved = self._moved_uids()
+                for rec in self.records.values():
+                    if rec.lineage <= self.lineage and rec.uid not in moved and not rec.excused:
+                        rec.excused = "in a segment of an earlier series, deleted when a new series started"
             self.lineage += 1
             self.lineage_acked[self.lineage] = 0
         self.writer = Writer()
@@ -511,6 +538,17 @@ class LifecycleBase(RuleBasedStateMachine):
             if rec.lineage == self.lineage and rec.uid not in sealed and not rec.excused:
                 rec.excused = why
 
+    def _moved_uids(self) -> set[int]:
+        """The uids of the records in the moved files."""
+        uids: set[int] = set()
+        for moved in self.moved:
+            try:
+                rows = _records_of([moved.path], "read")
+            except mmaplog.FormatError:
+                continue  # a moved file left cut: the at-rest check accounts for it
+            uids.update(uid for _, message, *_ in rows if (uid := parse_uid(message)) is not None)
+        return uids
+
     def _segments(self) -> list[Path]:
         return sorted(p for p in self.ring_dir.iterdir() if _SEGMENT.match(p.name))
 
@@ -553,7 +591,10 @@ class LifecycleBase(RuleBasedStateMachine):
                            frac: float) -> None:
         """Another process cuts the live file while the writer's threads write (copytruncate under load)."""
         self.cuts = 0
+        sealed_before = {p.name for p in self._segments()}
         self._write(plan, "none", kill_after=None, cut=(after, where, frac))
+        if self.cuts:
+            self.cut_segments |= {p.name for p in self._segments()} - sealed_before
         # A store after the cut is not certain (the acknowledgements after it may be of records stored before it).
         self.cut_pending = self.cut_pending or self.cuts > 0
         # Which records were stored before the cut is not known: every record of this file so far is excused.
@@ -744,10 +785,17 @@ class LifecycleBase(RuleBasedStateMachine):
         self.cuts += 1
         self._note(f"  truncate the live file to {min(choice, size)} bytes ({where})")
 
-    @precondition(lambda self: self.path.exists() and "move" not in SKIP)
+    # Preconditions depend only on the model, never on the file system: whether a rotating writer has made a
+    # new file yet is timing, and a precondition that changed between a run and its replay breaks shrinking.
+    # Open finding (docs/RELIABILITY.md section 7): a live file cut short and then moved while a flight-recorder
+    # writer is open can lose a record acknowledged after the move (not diagnosed yet).  The short variant in the
+    # default suite leaves that sequence out; the long variant (-m slow) keeps it.
+    @precondition(lambda self: "move" not in SKIP and not (self.short and self.cut_pending and self.child is not None))
     @rule()
     def move_live(self) -> None:
         """Rename the live file away (its records stay readable there); a new file takes the path."""
+        if not self.path.exists():
+            return
         target = self.dir / "moved" / f"{NAME}.moved{len(self.moved)}"
         os.rename(self.path, target)
         moved = Moved(target, slots_at=self.lineage_acked.get(self.lineage, 0), cut=self.cut_pending)
@@ -757,10 +805,12 @@ class LifecycleBase(RuleBasedStateMachine):
         self.moved.append(moved)
         self._note(f"move the live file to {target.name} (writer {'open' if self.child else 'closed'})")
 
-    @precondition(lambda self: self.path.exists() and "delete" not in SKIP)
+    @precondition(lambda self: "delete" not in SKIP)
     @rule()
     def delete_live(self) -> None:
         """Delete the live file: its records are gone; a rotating writer starts a new file at the path."""
+        if not self.path.exists():
+            return
         self._excuse_live("in the live file when it was deleted")
         os.unlink(self.path)
         self.cut_pending = False
@@ -816,9 +866,16 @@ class LifecycleBase(RuleBasedStateMachine):
         live = [*self._segments(), *([self.path] if self.path.exists() else [])]
         found: dict[int, tuple[str, int]] = {}
         sources = [("path", live)] + [(m.path.name, [m.path]) for m in self.moved]
-        for source, paths in sources:
+        for source, named in sources:
+            paths = named
             try:
-                rows = _records_of(paths, how)
+                try:
+                    rows = _records_of(paths, how)
+                except mmaplog.FormatError:
+                    if source != "path":
+                        raise
+                    paths = self._readable(named, how)  # without a segment a racing cut left unreadable
+                    rows = _records_of(paths, how)
             except mmaplog.FormatError as exc:
                 # A live file cut by someone else and not written since may read as damaged (its records were
                 # excused by the cut); the rest of the series must still read.  Anything else is a finding.
@@ -830,8 +887,10 @@ class LifecycleBase(RuleBasedStateMachine):
                 self._note(f"  (the cut file reads as damaged: {exc})")
                 rows = _records_of([p for p in paths if p != self.path and source == "path"], how)
             for seq, message, logger, level, fields, flags, time_ns in rows:
-                uid = self._check_record(seq, message, logger, level, fields, flags, source, time_ns)
+                uid = self._check_record(seq, message, logger, level, fields, flags, source, time_ns, taken=found)
                 assert uid is not None
+                if uid == -1:  # an unacknowledged record cut before its uid: whole, but not one we can name
+                    continue
                 if uid in found:
                     raise AssertionError(f"record u{uid:07d} read twice ({found[uid][0]} and {source})")
                 found[uid] = (source, seq)
@@ -853,15 +912,52 @@ class LifecycleBase(RuleBasedStateMachine):
                 raise AssertionError(f"{w.refused} writes returned 0 but dropped is {w.counters.get('dropped')}")
         self._check_disk()
 
+    def _readable(self, paths: list[Path], how: str) -> list[Path]:
+        """``paths`` without the sealed segments a cut racing their rotation left unreadable.
+
+        Named directly, a file cut to nothing or into its header raises FormatError, one line naming it
+        (docs/RELIABILITY.md section 3); reading the path with its segments implied skips and counts it.  Only a
+        segment sealed in a step that cut the live file may be so; its records were excused by the cut.
+        """
+        out = []
+        for p in paths:
+            if p == self.path:
+                out.append(p)
+                continue
+            try:
+                _records_of([p], how)
+            except mmaplog.FormatError as exc:
+                unreadable = exc
+            else:
+                out.append(p)
+                continue
+            text = str(unreadable)
+            if "\n" in text or p.name not in text:
+                raise AssertionError(f"{p.name}: FormatError is not one line naming the file: {text!r}")
+            if p.name not in self.cut_segments:
+                raise AssertionError(f"segment {p.name}, never cut, reads as damaged: {text}") from None
+            self._note(f"  (segment {p.name}, cut while it was rotated, reads as damaged: {text})")
+            if self.path.exists() and not self.cut_pending:
+                stats = mmaplog.scan(self.path).stats
+                if stats.unreadable < 1:
+                    raise AssertionError(f"reading {self.path} with its segments does not count {p.name} "
+                                         f"as unreadable: {stats}")
+        return out
+
     def _check_record(self, seq: int, message: str, logger: str, level: int, fields: dict[str, Any], flags: int,
-                      source: str, time_ns: int, live: bool = False) -> int | None:
+                      source: str, time_ns: int, live: bool = False, taken: Collection[int] = ()) -> int | None:
         uid = parse_uid(message)
         if uid is None and flags & L.FLAG_TRUNCATED:
             # Cut before the uid's end: with the marker, or without it in a ring too small to hold it.
             head = message[: -len(TRUNCATION_MARKER)] if message.endswith(TRUNCATION_MARKER) else message
-            uid = self._by_seq(seq, head, time_ns)
+            uid = self._by_seq(seq, head, time_ns, logger, level, flags, source, taken)
             if uid is None and live and re.fullmatch(r"(u\d{0,7})?", head):
                 return None  # cut before its uid, and its seq not acknowledged yet: nothing to compare it with
+            if uid is None and re.fullmatch(r"(u\d{0,7})?", head) and self._in_flight(head, logger, flags):
+                # Cut before its uid and never acknowledged (in flight when its writer was killed): its seq was
+                # never reported, so it cannot be told apart from the other records in flight; it is whole.
+                self._note(f"  ({source}: seq {seq} {message[:40]!r}, cut before its uid, was in flight at a kill)")
+                return -1
         if uid is None or uid not in self.records:
             raise AssertionError(f"{source} shows a record the test never wrote: seq {seq} {message[:60]!r}")
         rec = self.records[uid]
@@ -891,14 +987,31 @@ class LifecycleBase(RuleBasedStateMachine):
             raise AssertionError(f"{source}: u{uid:07d} has seq {seq}, write returned {rec.seq}")
         return uid
 
-    def _by_seq(self, seq: int, head: str, time_ns: int) -> int | None:
+    def _in_flight(self, head: str, logger: str, flags: int) -> bool:
+        """Whether a record of a killed writer, never acknowledged, can read as ``head`` under ``logger``."""
+        for r in self.records.values():
+            if r.state == "sent" and r.text.startswith(head) and (
+                    logger == r.logger or (flags & L.FLAG_INLINE_LOGGER and r.logger.startswith(logger))):
+                return True
+        return False
+
+    def _by_seq(self, seq: int, head: str, time_ns: int, logger: str, level: int, flags: int, source: str,
+                taken: Collection[int] = ()) -> int | None:
         """A record cut so short that its uid is gone (a tiny ring): the one acknowledged with its seq, or the
         batch record whose time is that uid."""
         batch = self.records.get(time_ns)
         if batch is not None and batch.kind == 2 and batch.text.startswith(head):
             return batch.uid
-        candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)]
-        return candidates[-1] if candidates else None
+        # Seqs start again at 1 in every new series (a new file at the path, a moved or deleted one): the same seq
+        # can name records of several files.  Only a record the shown one can be is a candidate; one not read yet
+        # is preferred, and none written after the writer left the moved file being read.
+        moved = next((m for m in self.moved if m.path.name == source), None)
+        before = moved.closed_from if moved is not None and moved.closed_from is not None else len(self.steps) + 1
+        candidates = [r.uid for r in self.records.values() if r.seq == seq and r.text.startswith(head)
+                      and r.level == level and r.step < before
+                      and (logger == r.logger or (flags & L.FLAG_INLINE_LOGGER and r.logger.startswith(logger)))]
+        fresh = [uid for uid in candidates if uid not in taken]
+        return (fresh or candidates or [None])[-1]
 
     def _check_disk(self) -> None:
         files = list(self.ring_dir.iterdir())
@@ -987,7 +1100,7 @@ class ConcurrentReader:
 
 
 @contextlib.contextmanager
-def _machine(pure: bool, tmp: Path) -> Any:
+def _machine(pure: bool, tmp: Path, short: bool = False) -> Any:
     """The state machine class for one write path, with its fork server running."""
     env = dict(os.environ)
     env.pop("MMAPLOG_PURE_PYTHON", None)
@@ -996,7 +1109,8 @@ def _machine(pure: bool, tmp: Path) -> Any:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     zygote = Zygote(env, tmp / "fork-server.log")
     try:
-        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote})
+        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote,
+                                                                              "short": short})
     finally:
         zygote.close()
 
@@ -1009,14 +1123,12 @@ _COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "print_
 _FAST_PHASES = tuple(Phase) if os.environ.get("MMAPLOG_STATEFUL_SHRINK") else (Phase.explicit, Phase.reuse, Phase.generate)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("pure", _PATHS)
 def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
-    """A few short random lifecycles per run (``-m slow`` while it still finds the open defects that
-    docs/RELIABILITY.md, "The lifecycle state machine", lists; the default suite once they are fixed)."""
-    with _machine(pure, tmp_path) as machine:
+    """A few short random lifecycles per run (``MMAPLOG_STATEFUL_EXAMPLES`` of them, 10 by default)."""
+    with _machine(pure, tmp_path, short=True) as machine:
         run_state_machine_as_test(
-            machine, settings=settings(max_examples=10, stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
+            machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")), stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
         )
 
 
