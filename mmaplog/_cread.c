@@ -385,6 +385,9 @@ static RecordStore *store_new(cread_state *st, const Layout *layout, Py_ssize_t 
 }
 
 /* Room for `need` rows (the new ones not yet written). */
+/* Rows a Collector reserves at most before it has seen a slot (1 << 20 rows of a few dozen bytes each). */
+#define COLLECTOR_FIRST_ROWS ((Py_ssize_t)1 << 20)
+
 static int store_reserve(RecordStore *store, Py_ssize_t need)
 {
     if (need <= store->capacity)
@@ -483,8 +486,10 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds)
     }
     if (parse_layout(spec, &layout) < 0)
         return -1;
-    /* A row per slot when the memory is there (pages never used are never touched); else grow. */
-    Py_ssize_t capacity = slot_count <= (uint64_t)(PY_SSIZE_T_MAX / 4096) ? (Py_ssize_t)slot_count : 0;
+    /* A row per slot up to a bound (pages never used are never touched); beyond it, and when the memory is not
+     * there, grow.  The bound keeps a header that declares billions of slots (a damaged or hostile file) from
+     * reserving memory in proportion to what it declares rather than to what it holds. */
+    Py_ssize_t capacity = slot_count <= (uint64_t)COLLECTOR_FIRST_ROWS ? (Py_ssize_t)slot_count : COLLECTOR_FIRST_ROWS;
     cread_state *st = type_state(Py_TYPE(self));
     self->store = store_new(st, &layout, capacity);
     if (self->store != NULL) {
