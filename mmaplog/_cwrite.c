@@ -512,8 +512,10 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
     int64_t stamp = wall_clock_ns();
     unsigned long long ident = (unsigned long long)PyThread_get_thread_ident();
     if (stamp_obj != Py_None) {
+        if (!PyLong_CheckExact(stamp_obj))
+            goto python;
         int overflow;
-        long long value = PyLong_CheckExact(stamp_obj) ? PyLong_AsLongLongAndOverflow(stamp_obj, &overflow) : (overflow = 1);
+        long long value = PyLong_AsLongLongAndOverflow(stamp_obj, &overflow);
         if (overflow || (value == -1 && PyErr_Occurred())) {
             PyErr_Clear();
             goto python;
@@ -597,11 +599,15 @@ static int append_record_fast(Appender *self, PyObject *record, long *written)
         const char *fmt = PyUnicode_AsUTF8AndSize(msg, &fmt_len);
         if (fmt == NULL)
             PyErr_Clear();
-        else if (PyTuple_GET_SIZE(args) == 0)
-            data = fmt, n = fmt_len <= SLOT_PAYLOAD_STACK ? fmt_len : FMT_UNHANDLED;
-        else
-            data = buffer, n = format_utf8(fmt, fmt_len, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args), buffer,
-                                           SLOT_PAYLOAD_STACK);
+        else if (PyTuple_GET_SIZE(args) == 0) {
+            data = fmt;
+            n = fmt_len <= SLOT_PAYLOAD_STACK ? fmt_len : FMT_UNHANDLED;
+        }
+        else {
+            data = buffer;
+            n = format_utf8(fmt, fmt_len, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args), buffer,
+                            SLOT_PAYLOAD_STACK);
+        }
         if (n == -1)
             goto error;
     }
