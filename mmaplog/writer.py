@@ -41,6 +41,8 @@ __all__ = ["DEFAULT_RING_SIZE", "BatchRecord", "RingWriter", "parse_size", "segm
 #: 16 MiB of slots: 65,536 records of up to 200 bytes with the default slot size.
 DEFAULT_RING_SIZE = 16 << 20
 _MASK32 = 0xFFFFFFFF
+#: Slots a batch's run commits at a time: the most a kill can leave between invalid and valid trailers.
+_RUN_CHUNK = 16
 _U64_MAX = (1 << 64) - 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _NEVER = 1 << 64
@@ -848,14 +850,18 @@ class RingWriter:
             # Steps 1-3 of the commit for the whole run.  Every store is a checked store into the map, never a
             # numpy view over it (numpy does not pin the mapping: a close() between two stores would leave the
             # view writing into unmapped memory); each holds the mapping for its own length only.
-            block = bytearray(bytes(gap).join(bodies)) + bytes(gap)
-            for i in range(n):
-                echo = L.invalid_echo(first + i, count)
-                _trailer(block, body_len + i * size, 0, echo)  # the copied block carries the invalid trailers too
-                _trailer(mm, at + i * size, 0, echo)
-            mm[off : off + n * size] = block
-            for i, check in enumerate(checks):
-                _trailer(mm, at + i * size, check, (first + i) & _MASK32)
+            # In chunks of _RUN_CHUNK slots: a kill stops at most one chunk between its invalid and its valid
+            # trailers, so a run as long as the ring never leaves the whole ring unreadable at once.
+            for start in range(0, n, _RUN_CHUNK):
+                stop = min(n, start + _RUN_CHUNK)
+                block = bytearray(bytes(gap).join(bodies[start:stop])) + bytes(gap)
+                for i in range(start, stop):
+                    echo = L.invalid_echo(first + i, count)
+                    _trailer(block, body_len + (i - start) * size, 0, echo)  # the copy carries the invalid trailers
+                    _trailer(mm, at + i * size, 0, echo)
+                mm[off + start * size : off + stop * size] = block
+                for i in range(start, stop):
+                    _trailer(mm, at + i * size, checks[i], (first + i) & _MASK32)
             if _faults(m.slot) != before or before != m.seen:  # a slot went to the guard's anonymous page
                 kept = self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
                 if kept == -2:  # its file was rotated away meanwhile: write the run's records in the current one

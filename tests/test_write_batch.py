@@ -126,6 +126,31 @@ def test_uncommitted_batch_reads_as_torn_never_as_records(tmp_path: Path, monkey
     w.close()
 
 
+def test_a_run_as_long_as_the_ring_never_leaves_it_all_uncommitted(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that overwrites the whole ring, stopped at its first commit, leaves at most one chunk unreadable: the
+    records the rest of the ring holds stay readable (a kill there once left a 64-slot ring empty)."""
+    path = tmp_path / "r.mmlog"
+    w = mmaplog.RingWriter(path, 64 * SLOT, slot_size=SLOT)
+    w._fast = None  # the Python batch path (the C path commits each slot at once)
+    w.write_batch([LogRecord("app", 20, "old %d", (i,), None, i, 1) for i in range(64)])
+    real_trailer = writer_module._trailer
+
+    def stop_at_commit(buf: Any, offset: int, check: int, echo: int) -> None:
+        if check:
+            raise RuntimeError("process stopped at the first commit")
+        real_trailer(buf, offset, check, echo)
+
+    monkeypatch.setattr(writer_module, "_trailer", stop_at_commit)
+    w.write_batch([LogRecord("app", 20, "new %d", (i,), None, i, 1) for i in range(64)])
+    monkeypatch.undo()
+    result = mmaplog.scan(path)
+    old = [r.message for r in result.iter_records()]
+    assert 0 < result.stats.invalid < 64
+    assert old == [f"old {i}" for i in range(result.stats.invalid, 64)]
+    w.close()
+
+
 def test_batch_and_single_writes_from_threads_lose_nothing(tmp_path: Path) -> None:
     """Batches from two threads and single writes from two more interleave without loss or duplicates."""
     path = tmp_path / "r.mmlog"
