@@ -38,10 +38,17 @@ def load(name: str) -> ModuleType | None:
         return None
     try:
         return importlib.import_module(f"mmaplog.{name}")
-    except ImportError:
-        if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0"):
+    except ImportError as exc:
+        if os.environ.get("MMAPLOG_REQUIRE_NATIVE", "") not in ("", "0") and not _refused_here(exc):
             raise
         return None
+
+
+def _refused_here(exc: ImportError) -> bool:
+    """True when the module is built but this interpreter refuses it: an isolated subinterpreter (own GIL) loads
+    only modules that declare per-interpreter support, which the async and stdlib accelerators do not (their
+    Python twins serve there)."""
+    return "does not support loading in subinterpreters" in str(exc)
 
 
 def guard() -> ModuleType | None:
@@ -105,7 +112,8 @@ def accelerators() -> tuple[Accelerator, ...]:
         try:
             module = importlib.import_module(f"mmaplog.{name}")
         except ImportError as exc:
-            status.append(Accelerator(name, role, False, f"not built ({exc})"))
+            why = "off in this subinterpreter (main interpreter only)" if _refused_here(exc) else f"not built ({exc})"
+            status.append(Accelerator(name, role, False, why))
             continue
         where = os.path.basename(getattr(module, "__file__", None) or name)
         status.append(Accelerator(name, role, True, f"built ({where})"))

@@ -148,6 +148,10 @@ emit = w.ring_emitter(Ring(), 20, "sub", lambda *args, **kwargs: got.append("fal
 emit("x=%d", 5)
 assert got == [("x=5", 20, "sub")], got
 g.install()
+import mmaplog._native as n
+off = {{a.name: a.reason for a in n.accelerators() if not a.active}}
+assert set(off) <= {{"_casync", "_cstdlib"}}, off  # built, but they serve the main interpreter only
+assert all("subinterpreter" in why for why in off.values()), off
 """
 
 
