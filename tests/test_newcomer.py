@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 import mmaplog
-from mmaplog import _native
-from mmaplog import RingWriter
+from mmaplog import RingWriter, _native
 from mmaplog.cli._output import short_thread
 
 ROOT = Path(__file__).resolve().parent.parent
