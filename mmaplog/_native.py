@@ -88,6 +88,16 @@ class Accelerator(NamedTuple):
     reason: str  #: why: ``built``, ``not built (...)``, ``disabled by MMAPLOG_PURE_PYTHON=1``, ...
 
 
+def _source_tree_hint() -> str:
+    """Where the package was imported from a source checkout without its builds (``python -m mmaplog`` run in the
+    clone after ``pip install .``, which built them into site-packages instead): say so, since the fix differs."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(os.path.join(os.path.dirname(here), "pyproject.toml")):
+        return ""
+    return (f"; this is the source tree at {here}: if mmaplog is also installed (pip install .), run from another "
+            f"directory, else build it in place (pip install -e .)")
+
+
 def accelerators() -> tuple[Accelerator, ...]:
     """Which C accelerators are in use in this interpreter, and why not where they are not.
 
@@ -113,7 +123,7 @@ def accelerators() -> tuple[Accelerator, ...]:
             module = importlib.import_module(f"mmaplog.{name}")
         except ImportError as exc:
             why = "off in this subinterpreter (main interpreter only)" if _refused_here(exc) else f"not built ({exc})"
-            status.append(Accelerator(name, role, False, why))
+            status.append(Accelerator(name, role, False, why + _source_tree_hint()))
             continue
         where = os.path.basename(getattr(module, "__file__", None) or name)
         status.append(Accelerator(name, role, True, f"built ({where})"))

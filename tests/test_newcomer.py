@@ -357,3 +357,30 @@ def test_text_line_shows_the_pid_when_processes_are_merged(tmp_path: Path) -> No
         assert f" app [{obj['pid']}/{short_thread(obj['thread'])}] {obj['message']}" in line
     alone = run_python("-m", "mmaplog.cli.read", str(here)).stdout
     assert f"[{os.getpid()}/" not in alone
+
+
+def test_python_m_mmaplog_in_a_clone_without_builds_says_why(tmp_path: Path) -> None:
+    """`python -m mmaplog` run inside a clone after `pip install .` imports the clone's sources, which have no
+    builds: the reason names the source tree and the two ways out, instead of only "not built"."""
+    clone = tmp_path / "clone"
+    shutil.copytree(Path(mmaplog.__file__).parent, clone / "mmaplog",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (clone / "pyproject.toml").write_text("[project]\nname = 'mmaplog'\n")
+    # -S: no site-packages, so neither an installed copy nor an editable install's finder supplies the builds
+    proc = run_python("-S", "-m", "mmaplog", cwd=clone, env=child_env(MMAPLOG_PURE_PYTHON=None, PYTHONPATH=None))
+    assert proc.returncode == 1, proc.stderr
+    assert f"at {clone / 'mmaplog'}" in proc.stdout and "not built" in proc.stdout
+    assert f"this is the source tree at {clone / 'mmaplog'}" in proc.stdout
+    assert "pip install -e ." in proc.stdout
+
+
+def test_python_m_mmaplog_into_a_closed_pipe_prints_no_traceback() -> None:
+    """`python -m mmaplog | head -1`: the reader's end is gone before the summary is written; no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mmaplog"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, env=child_env())
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
