@@ -604,10 +604,13 @@ _SIGNAL_LOGGER = """
     fired = [0]
     def on_alarm(signum, frame):
         fired[0] += 1
+        # One read of the counter: a nested alarm (handlers run between bytecodes, their own included) may move it
+        # between two reads, which would give a record whose message and fields disagree through no fault of ours.
+        k = fired[0]
         if use_logger:
-            log.warning("from handler %d", fired[0], n=fired[0])
+            log.warning("from handler %d", k, n=k)
         else:
-            w.write(f"from handler {fired[0]}", logger=f"sig{fired[0] % 500}", fields={"n": fired[0]})
+            w.write(f"from handler {k}", logger=f"sig{k % 500}", fields={"n": k})
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
     for i in range(int(sys.argv[4])):
