@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from .._errors import MmaplogError
-from ..cli._output import json_string, json_value
+from .._json import json_string, json_value
 from ..reader import Record, level_name
 from ._source import Gap, Item
 from .relp import RelpClient, RelpError
