@@ -1125,10 +1125,17 @@ _FAST_PHASES = tuple(Phase) if os.environ.get("MMAPLOG_STATEFUL_SHRINK") else (P
 
 @pytest.mark.parametrize("pure", _PATHS)
 def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
-    """A few short random lifecycles per run (``MMAPLOG_STATEFUL_EXAMPLES`` of them, 10 by default)."""
+    """A few short lifecycles per run (``MMAPLOG_STATEFUL_EXAMPLES`` of them, 10 by default).
+
+    The same lifecycles every run (derandomized, unless ``MMAPLOG_STATEFUL_RANDOM=1``), so the default suite
+    checks a fixed set and a new failure there is a regression; random exploration is the long variant's job
+    (``-m slow``), where an open finding may still show (docs/RELIABILITY.md §7)."""
+    fixed = not os.environ.get("MMAPLOG_STATEFUL_RANDOM")
     with _machine(pure, tmp_path, short=True) as machine:
         run_state_machine_as_test(
-            machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")), stateful_step_count=15, phases=_FAST_PHASES, **_COMMON)
+            machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")),
+                                       stateful_step_count=15, phases=_FAST_PHASES, derandomize=fixed,
+                                       database=None if fixed else settings.default.database, **_COMMON)
         )
 
 
