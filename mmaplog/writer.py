@@ -104,7 +104,8 @@ class _Map:
     remap bumps the counter, so a store it dropped is seen by its own thread.
     """
 
-    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot")
+    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot",
+                 "watch")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -116,6 +117,7 @@ class _Map:
         self.guard: _truncation.Region | None = None
         self.slot = -1  # the guard's region slot (-1: none; _faults(-1) reads 0)
         self.seen = 0  # the guard's counter once the last fault was dealt with (guard.seen, read without a lookup)
+        self.watch = -1  # the handle of the inotify watch on the file (-1: none)
         size = header.slot_size
         body = size - L.SLOT_TRAILER_SIZE
         pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack
@@ -201,8 +203,10 @@ class RingWriter:
     process truncating the file cannot kill this one; SIGBUS that is not a fault
     in a ring still reaches the application's handler or the default action
     (see ``docs/RELIABILITY.md``).  Records lost to such a fault are counted in
-    :attr:`dropped`.  Turn it off to leave the ring out of the guard, and then
-    never truncate a live ring.
+    :attr:`dropped`.  The guard also watches the live file with inotify (one
+    daemon thread per process, ``mmaplog-watch``, idle in ``read`` until a ring
+    file changes), so a cut that never faults is repaired at once.  Turn it off
+    to leave the ring out of the guard, and then never truncate a live ring.
     """
 
     def __init__(
@@ -356,13 +360,22 @@ class RingWriter:
             m.guard = _truncation.watch(m.mm, m.fd, m.header, m.path)
             m.slot = m.guard.slot if m.guard is not None else -1
             m.seen = m.guard.seen if m.guard is not None else 0
+            if m.guard is not None:
+                m.watch = _truncation.notice_changes(m.fd, self._file_changed)
         return m
 
     @staticmethod
     def _unguard(m: _Map) -> None:
         """Take ``m`` out of the SIGBUS guard (under the writer's lock, before it is unmapped)."""
+        _truncation.unnotice(m.watch)
+        m.watch = -1
         _truncation.forget(m.guard)
         m.slot = -1
+
+    def _file_changed(self) -> None:
+        """Another process changed the live file (inotify, in the watcher thread): was it cut short?"""
+        if not self._closed and os.getpid() == self._pid:
+            self._check_size(self._map)
 
     def _retire(self, old: _Map) -> None:
         """Keep the map rotated away mapped and guarded until the next rotation, then unmap it.
@@ -1159,7 +1172,9 @@ class RingWriter:
         file no longer covers.  Extending the file back keeps the first; the
         second survive only where the file system keeps that page's tail (tmpfs
         does, ext4 zeroes it), so they are read back from the map before and
-        after and counted in :attr:`cut_slots` when gone.
+        after and counted in :attr:`cut_slots` when gone.  Runs at the
+        writer's transitions and, through the guard's inotify watch, in the
+        watcher thread as soon as another process changes the file.
         """
         try:
             with self._lock:
@@ -1169,8 +1184,17 @@ class RingWriter:
                 have = os.fstat(m.fd).st_size
                 if have >= h.file_size:
                     return
+                # A store racing the extension could land before it and be zeroed with the page's tail, after the
+                # slots past the cut were taken: the bump makes every store in flight ask for the lock (held here)
+                # and store again; the remap afterwards bumps again and drops any page a fault made anonymous.
+                region = m.guard if m.guard is not None and m.guard.live and m is self._map else None
+                if region is not None:
+                    _truncation.bump(region)
                 saved = _shortfile.readable_valid(m.mm, h, have)
-                _series.restore_size(m.fd, h, dict(self._names))
+                _series.restore_size(m.fd, h, dict(self._names), m.mm)
+                if region is not None:
+                    _truncation.remap(region)
+                    m.seen = region.seen
                 after = set(_shortfile.readable_valid(m.mm, h, have))
                 kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
                 lost = _cut_loss(h, have, after | kept, _peek(m.positions))
