@@ -311,3 +311,38 @@ def test_a_named_segment_cut_to_nothing_is_one_formaterror_naming_it(tmp_path: P
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and segment.name in result.stderr
     scan = mmaplog.scan(path)
     assert [r.message for r in scan.iter_records()] == ["r16", "r17"] and scan.stats.unreadable == 1
+
+
+@pytest.mark.parametrize("second_cut", [0, 100, L.NAME_OFFSET + L.NAME_ENTRY_SIZE + 3])
+def test_a_cut_racing_the_repair_never_leaves_a_full_size_file_without_its_header(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_cut: int) -> None:
+    """Another process cuts the file again between the repair's size check and its extension (the inotify watch
+    runs the repair as soon as the first cut happens, so the two meet): the extension then leaves zeros where the
+    header or names were, at full size, which no later size check would notice.  The repair checks the header
+    and the names after extending and writes them again."""
+    from mmaplog import _series
+
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, SLOTS * SLOT, slot_size=SLOT, guard_truncation=False) as w:
+        w.write("one", logger="app.first")
+        w.write("two", logger="app.second")
+        header, names = w._map.header, dict(w._names)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.truncate(path, L.DATA_OFFSET + 3 * SLOT)
+            real_fallocate = os.posix_fallocate
+
+            def cut_then_fallocate(fd_: int, offset: int, length: int) -> None:
+                os.truncate(path, second_cut)  # the second cut lands after the repair looked at the size
+                real_fallocate(fd_, offset, length)
+
+            monkeypatch.setattr(os, "posix_fallocate", cut_then_fallocate)
+            _series.restore_size(fd, header, names)
+            monkeypatch.undo()
+        finally:
+            os.close(fd)
+        assert os.path.getsize(path) == FILE_SIZE
+        w.write("three", logger="app.second")
+    records = mmaplog.read(path)
+    assert [(r.logger, r.message) for r in records][-1] == ("app.second", "three")
+    assert all(r.logger in ("app.first", "app.second") for r in records)
