@@ -342,7 +342,6 @@ class LifecycleBase(RuleBasedStateMachine):
     """The model and the rules; :func:`_machine` makes a concrete class per write path and size."""
 
     pure = False
-    short = False  # the short variant of the default suite (leaves out the sequence of an open finding)
     zygote: Zygote  # set per test: writer processes of one write path
 
     def __init__(self) -> None:
@@ -1097,7 +1096,7 @@ class ConcurrentReader:
 
 
 @contextlib.contextmanager
-def _machine(pure: bool, tmp: Path, short: bool = False) -> Any:
+def _machine(pure: bool, tmp: Path) -> Any:
     """The state machine class for one write path, with its fork server running."""
     env = dict(os.environ)
     env.pop("MMAPLOG_PURE_PYTHON", None)
@@ -1106,8 +1105,7 @@ def _machine(pure: bool, tmp: Path, short: bool = False) -> Any:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     zygote = Zygote(env, tmp / "fork-server.log")
     try:
-        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote,
-                                                                              "short": short})
+        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote})
     finally:
         zygote.close()
 
@@ -1126,9 +1124,9 @@ def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
 
     The same lifecycles every run (derandomized, unless ``MMAPLOG_STATEFUL_RANDOM=1``), so the default suite
     checks a fixed set and a new failure there is a regression; random exploration is the long variant's job
-    (``-m slow``), where an open finding may still show (docs/RELIABILITY.md §7)."""
+    (``-m slow``, docs/RELIABILITY.md §7)."""
     fixed = not os.environ.get("MMAPLOG_STATEFUL_RANDOM")
-    with _machine(pure, tmp_path, short=True) as machine:
+    with _machine(pure, tmp_path) as machine:
         run_state_machine_as_test(
             machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")),
                                        stateful_step_count=15, phases=_FAST_PHASES, derandomize=fixed,
