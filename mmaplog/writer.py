@@ -1199,9 +1199,9 @@ class RingWriter:
                 kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
                 lost = _cut_loss(h, have, after | kept, _peek(m.positions))
                 self.cut_slots += lost
-                self._report_once("cut", f"{self.path}: the ring file was truncated to {have} bytes by another "
-                                         f"process; extended it back to {h.file_size} bytes and went on writing; "
-                                         f"{lost} used slots lost, {len(kept)} stored past the cut put back")
+                _report(f"{self.path}: the ring file was truncated to {have} bytes by another "
+                        f"process; extended it back to {h.file_size} bytes and went on writing; "
+                        f"{lost} used slots lost, {len(kept)} stored past the cut put back")
         except Exception as exc:  # noqa: BLE001 - a check must never fail a write
             self._report_once("cutcheck", f"{self.path}: cannot repair the truncated ring file "
                                           f"({type(exc).__name__}: {exc})")
