@@ -476,13 +476,15 @@ class RingWriter:
                     _trailer(mm, off + len(body), L.slot_check(body), pos & _MASK32)
             except Exception as exc:  # noqa: BLE001 - the map was closed meanwhile
                 return self._failed(exc)
-            if _faults(m.slot) == seen:
+            # The counter is the region's: other threads' faults and repairs move it too.  If it moved, the file
+            # itself says whether this store landed (read through the descriptor, not the map).
+            if _faults(m.slot) == seen or self._held(m, parts):
                 return seq
         self._fault(1, m)
         return 0
 
     def _held(self, m: _Map, parts: list[tuple[int, bytes, int]]) -> bool:
-        """Whether the file of ``m`` (a map rotated away) holds every slot of ``parts`` as committed.
+        """Whether the file of ``m`` holds every slot of ``parts`` as committed (``m`` may be rotated away).
 
         Read through the descriptor, not the map: a store that went to an anonymous
         page of the guard shows in the map but is not in the file.
