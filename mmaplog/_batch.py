@@ -101,6 +101,8 @@ class BatchMixin(RepairMixin):
                         _, pack, count, _, _, _, payload, limit, positions = m.hot
                         last = end = 0
                         continue
+                    # Twin: writer.RingWriter._put's one-slot header, packed per record here (a call per record would
+                    # cost more than its checksum); the commit is _commit_run's, a run at a time.
                     try:
                         body = pack(pos, seq, r.time_ns, r.thread, n, n, n, 0, lid, r.level, _WHOLE, data)
                     except struct.error:  # a level outside 0..255 is clamped, as write() does

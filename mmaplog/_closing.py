@@ -9,6 +9,7 @@ import warnings
 import weakref
 
 from . import _truncation
+from ._ringmap import RingMap as _Map
 from ._rotation import RotationMixin
 
 __all__ = ["ClosingMixin", "register_atexit"]
@@ -67,18 +68,7 @@ class ClosingMixin(RotationMixin):
                 if os.getpid() == self._pid:
                     m.mm.flush()
             finally:
-                m.hot = (None,) * 9  # type: ignore[assignment]
-                if self._fast is not None:
-                    self._fast.release()
-                self._unguard(m)
-                try:
-                    m.mm.close()
-                except Exception:  # noqa: BLE001 - a view still exported: the map goes with the object
-                    pass
-                os.close(m.fd)
-                for old in self._retired:
-                    self._release(old)
-                self._retired = []
+                self._let_go(m)
         _open_writers.discard(self)
 
     def _abandon_after_fork(self) -> None:
@@ -93,23 +83,18 @@ class ClosingMixin(RotationMixin):
         if self._closed:
             return
         self._closed = True
-        m = self._map
+        self._let_go(self._map)
+        _open_writers.discard(self)
+
+    def _let_go(self, m: _Map) -> None:
+        """Stop every write into ``m`` (the current map), then unmap it and every retired one and close their files."""
         m.hot = (None,) * 9  # type: ignore[assignment]
         if self._fast is not None:
             self._fast.release()
-        self._unguard(m)
-        try:
-            m.mm.close()
-        except Exception:  # noqa: BLE001 - a child must go on even if its copy cannot be unmapped
-            pass
-        try:
-            os.close(m.fd)
-        except OSError:
-            pass
+        self._release(m)
         for old in self._retired:
             self._release(old)
         self._retired = []
-        _open_writers.discard(self)
 
     def __del__(self) -> None:
         # A writer dropped without close(): release its file and lock as a file object would (its records

@@ -89,20 +89,10 @@ class WriterBase:
             self._reported.add(key)
             _report(message)
 
-    def _write_record(
-        self,
-        seq: int,
-        data: bytes,
-        extra: bytes,
-        flags: int,
-        level: int,
-        logger: str,
-        time_ns: int | None,
-        thread: int | None,
-    ) -> int:
-        """Write record ``seq`` (already claimed) into as many slots as it needs (the writer's own)."""
+    def _write_record(self, *args: Any, **kwargs: Any) -> int:
+        """Write a record already claimed into as many slots as it needs (``RingWriter``'s own)."""
         raise NotImplementedError
 
-    def _write_py(self, message: str, **kwargs: Any) -> int:
-        """The Python ``write`` (the writer's own)."""
+    def _write_py(self, *args: Any, **kwargs: Any) -> int:
+        """The Python ``write`` (``RingWriter``'s own)."""
         raise NotImplementedError

@@ -247,33 +247,9 @@ class RingWriter(BatchMixin, ClosingMixin):
                     except Exception:  # noqa: BLE001 - not a str, or lone surrogates: the slow path renders it
                         return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
                     m = self._map
-                    mm, pack, count, base, size, body_len, payload, limit, positions = m.hot
-                    n = len(data)
-                    if n <= payload:
-                        stamp = _time_ns() if time_ns is None else time_ns
-                        ident = _get_ident() if thread is None else thread
-                        seq = next(self._seqs)
-                        pos = next(positions)
-                        if pos <= limit:
-                            off = base + (pos - 1) % count * size
-                            body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
-                            before = _faults(m.slot)
-                            try:
-                                _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
-                                mm[off : off + body_len] = body
-                                _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
-                            except (ValueError, TypeError):  # a closed mmap: pack_into raises TypeError
-                                if not (mm.closed and m is not self._map):
-                                    raise
-                                # Rotated away twice (and unmapped) since the claim: write it in the current file.
-                                return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
-                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
-                                kept = self._store_again(m, [(off, body, pos)], seq)
-                                if kept == -2:  # its file was rotated away meanwhile: write it in the current one
-                                    return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
-                                return kept
-                            return seq
-                        return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                    if len(data) <= m.hot[6]:  # the payload of one slot
+                        return self._put(m, data, lid, level, logger, _time_ns() if time_ns is None else time_ns,
+                                         _get_ident() if thread is None else thread)
             return self._write_slow(message, level, logger, fields, time_ns, thread, exception)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
@@ -292,8 +268,8 @@ class RingWriter(BatchMixin, ClosingMixin):
 
         The loggers' hot path (``level`` must be 0..255: the caller checked it).
         Keyword arguments cost a Python call more than the record's checksum
-        does.  The fast path is :meth:`write`'s, kept in step with it; anything
-        else goes through :meth:`write`.  Never raises.
+        does.  Anything but a record that fills one slot goes through :meth:`write`.
+        Never raises.
         """
         try:
             lid = self._names.get(logger)
@@ -305,34 +281,79 @@ class RingWriter(BatchMixin, ClosingMixin):
                 if n <= payload:
                     stamp = _time_ns()
                     ident = _get_ident()
-                    seq = next(self._seqs)
-                    pos = next(positions)
+                    # Twin: _put, inlined here (measured: the call costs 3-4% of this path); the rare branches are
+                    # _put_again's.  Keep the two in step.
                     try:
-                        if pos <= limit:
-                            off = base + (pos - 1) % count * size
-                            body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
-                            before = _faults(m.slot)
-                            try:
-                                _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # see _commit
-                                mm[off : off + body_len] = body
-                                _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
-                            except (ValueError, TypeError):  # a closed mmap: pack_into raises TypeError
-                                if not (mm.closed and m is not self._map):
-                                    raise
-                                # Rotated away twice (and unmapped) since the claim: write it in the current file.
-                                return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
-                            if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
-                                kept = self._store_again(m, [(off, body, pos)], seq)
-                                if kept == -2:  # its file was rotated away meanwhile: write it in the current one
-                                    return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
-                                return kept
-                            return seq
-                        return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                        seq = next(self._seqs)
+                        pos = next(positions)
+                        if pos > limit:  # the file is full: this record starts the next one
+                            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+                        off = base + (pos - 1) % count * size
+                        body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+                        before = _faults(m.slot)
+                        try:
+                            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # layout.invalid_echo
+                            mm[off : off + body_len] = body
+                            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+                        except (ValueError, TypeError) as exc:  # a closed mmap: pack_into raises TypeError
+                            return self._put_again(m, exc, seq, data, level, logger, stamp, ident)
+                        if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
+                            return self._put_again(m, (off, body, pos), seq, data, level, logger, stamp, ident)
+                        return seq
                     except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
                         return self._failed(exc)
         except Exception:  # noqa: BLE001 - not text, lone surrogates, a closed writer: write() decides
             pass
         return self.write(message, level=level, logger=logger)
+
+    def _put(self, m: _Map, data: bytes, lid: int, level: int, logger: str, stamp: int, ident: int) -> int:
+        """Claim, encode and commit record ``data`` that fills one slot of ``m`` (the caller checked it fits).
+
+        The one owner of the one-slot record in Python: :meth:`write` takes it,
+        :meth:`_append` inlines it (a declared twin), :meth:`write_batch` packs the
+        same header and commits in runs.  The commit is :func:`mmaplog._encode.commit`'s protocol,
+        inlined: a call costs more here than the record's checksum.  The rare
+        branches (a closed map, a fault) are :meth:`_put_again`'s.  May raise:
+        the callers count the failure.
+        """
+        mm, pack, count, base, size, body_len, _, limit, positions = m.hot
+        n = len(data)
+        seq = next(self._seqs)
+        pos = next(positions)
+        if pos > limit:  # the file is full: this record starts the next one
+            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+        off = base + (pos - 1) % count * size
+        body = pack(pos, seq, stamp, ident, n, n, n, 0, lid, level, _WHOLE, data)
+        before = _faults(m.slot)
+        try:
+            _trailer(mm, off + body_len, 0, (pos + (count | 1)) & _MASK32)  # layout.invalid_echo
+            mm[off : off + body_len] = body
+            _trailer(mm, off + body_len, _crc32(body[: _HEAD + n]), pos & _MASK32)
+        except (ValueError, TypeError) as exc:  # a closed mmap: pack_into raises TypeError
+            return self._put_again(m, exc, seq, data, level, logger, stamp, ident)
+        if _faults(m.slot) != before or before != m.seen:  # stored into an anonymous page
+            return self._put_again(m, (off, body, pos), seq, data, level, logger, stamp, ident)
+        return seq
+
+    def _put_again(self, m: _Map, why: BaseException | tuple[int, bytes, int], seq: int, data: bytes, level: int,
+                   logger: str, stamp: int, ident: int) -> int:
+        """The rare branches of a one-slot store into ``m``: keep record ``seq`` or write it again.
+
+        ``why`` is the exception the store raised (re-raised unless the map was
+        closed because it was rotated away and unmapped since the claim), or the
+        stored slot ``(offset, body, pos)`` when the store went to an anonymous page
+        of the guard (repaired and stored again by :meth:`_store_again`).  Either
+        way, a record whose file is gone is written again, whole, in the current file.
+        """
+        if isinstance(why, BaseException):
+            if not (m.mm.closed and m is not self._map):
+                raise why
+            # Rotated away twice (and unmapped) since the claim: write it in the current file.
+            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+        kept = self._store_again(m, [why], seq)
+        if kept == -2:  # its file was rotated away meanwhile: write it in the current one
+            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+        return kept
 
     def _append_slow(self, message: str, level: int, logger: str) -> int:
         """What the C append leaves to Python: odd text, long records, new logger names, a closed writer."""
