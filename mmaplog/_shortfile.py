@@ -15,13 +15,14 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from typing import Any
 
 import numpy as np
 
 from . import _codec
 from . import layout as L
 
-__all__ = ["page_cache_tail", "put_back", "readable_valid"]
+__all__ = ["cut_loss", "page_cache_tail", "put_back", "readable_valid"]
 
 
 def _tail_range(h: L.FileHeader, have: int) -> tuple[int, int]:
@@ -103,3 +104,14 @@ def put_back(mm: mmap.mmap, h: L.FileHeader, have: int, saved: dict[tuple[int, i
         mm[off + body : off + h.slot_size] = raw[body:]
         kept.add(key)
     return kept
+
+
+def cut_loss(h: L.FileHeader, have: int, survivors: Any, next_pos: int) -> int:
+    """Used slots the cut at ``have`` removed: those in the cut range (up to the next position) that did not survive."""
+    first = max(0, (have - h.data_offset) // h.slot_size)
+    used = min(h.slot_count, max(0, next_pos - 1))
+    if isinstance(survivors, set):
+        kept = sum(1 for i, _ in survivors if first <= i < used)
+    else:  # a boolean mask over the ring (at open)
+        kept = int(np.count_nonzero(survivors[first:used]))
+    return max(0, used - first) - kept

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import mmaplog
-from mmaplog import _native, _series
+from mmaplog import _native, _rotation, _series
 from mmaplog import layout as L
 from mmaplog import writer as writer_module
 from mmaplog.reader import RingFile
@@ -525,7 +525,7 @@ def test_a_rotating_writer_notices_at_the_next_rotation(tmp_path: Path, how: str
 def test_the_slow_write_path_checks_the_path_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            stderr_lines: Any) -> None:
     """A non-rotating ring moved away: a slow-path write notices (interval set to 0 here) without a flush."""
-    monkeypatch.setattr(writer_module, "_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(_rotation, "_CHECK_INTERVAL", 0.0)
     path = tmp_path / "a.mmlog"
     with RingWriter(path, size=64 * 256) as w:
         w.write("before")

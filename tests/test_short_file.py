@@ -174,15 +174,16 @@ sys.stdin.readline()
         child.stdin.write("go\n")
         child.stdin.flush()
         seqs = json.loads(child.stdout.readline())
-        assert seqs == list(range(5, 13))
+        assert seqs == list(range(5, 13)), seqs
     finally:
         child.kill()
         _, err = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL
-    assert "truncated to" in err
+    assert child.returncode == -signal.SIGKILL, err
+    assert "truncated to" in err, err
     scan = mmaplog.scan(path)
-    assert [r.message for r in scan.iter_records()] == [f"before {i}" for i in range(4)] + [f"after {i}" for i in range(8)]
-    assert (scan.stats.short, scan.stats.invalid) == (0, 0)
+    shown = [r.message for r in scan.iter_records()]
+    assert shown == [f"before {i}" for i in range(4)] + [f"after {i}" for i in range(8)], (shown, scan.stats, err)
+    assert (scan.stats.short, scan.stats.invalid) == (0, 0), (scan.stats, err)
 
 
 def test_used_slots_cut_away_are_counted_at_close(tmp_path: Path, env: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import mmaplog
+from mmaplog import _batch
 from mmaplog import writer as writer_module
 from mmaplog._record import LogRecord
 
@@ -109,14 +110,14 @@ def test_uncommitted_batch_reads_as_torn_never_as_records(tmp_path: Path, monkey
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("process stopped before the commit step")
 
-    real_trailer = writer_module._trailer
+    real_trailer = _batch._trailer
 
     def stop_at_commit(buf: Any, offset: int, check: int, echo: int) -> None:
         if check:  # step 3, the commit (steps 1 and 2 store invalid trailers, whose check is 0)
             crash()
         real_trailer(buf, offset, check, echo)
 
-    monkeypatch.setattr(writer_module, "_trailer", stop_at_commit)  # the bodies are copied, no trailer committed
+    monkeypatch.setattr(_batch, "_trailer", stop_at_commit)  # the bodies are copied, no trailer committed
     assert w.write_batch([LogRecord("app", 20, "new %d", (i,), None, i, 1) for i in range(5)]) == 0
     monkeypatch.undo()
     assert w.dropped == 5
@@ -134,14 +135,14 @@ def test_a_run_as_long_as_the_ring_never_leaves_it_all_uncommitted(tmp_path: Pat
     w = mmaplog.RingWriter(path, 64 * SLOT, slot_size=SLOT)
     w._fast = None  # the Python batch path (the C path commits each slot at once)
     w.write_batch([LogRecord("app", 20, "old %d", (i,), None, i, 1) for i in range(64)])
-    real_trailer = writer_module._trailer
+    real_trailer = _batch._trailer
 
     def stop_at_commit(buf: Any, offset: int, check: int, echo: int) -> None:
         if check:
             raise RuntimeError("process stopped at the first commit")
         real_trailer(buf, offset, check, echo)
 
-    monkeypatch.setattr(writer_module, "_trailer", stop_at_commit)
+    monkeypatch.setattr(_batch, "_trailer", stop_at_commit)
     w.write_batch([LogRecord("app", 20, "new %d", (i,), None, i, 1) for i in range(64)])
     monkeypatch.undo()
     result = mmaplog.scan(path)
@@ -183,6 +184,7 @@ def test_batch_and_single_writes_from_threads_lose_nothing(tmp_path: Path) -> No
 def test_batch_without_gil_takes_the_claim_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a build without a GIL the batch holds the writer's claim lock (and does not deadlock on slow records)."""
     monkeypatch.setattr(writer_module, "_GIL", False)
+    monkeypatch.setattr(_batch, "_GIL", False)
     path = tmp_path / "r.mmlog"
     w = mmaplog.RingWriter(path, 64 * SLOT, slot_size=SLOT)
     held: list[bool] = []
