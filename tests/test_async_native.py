@@ -216,6 +216,34 @@ def test_records_from_handle_keep_their_time_and_thread(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- policies and drop counts
 
+def test_queued_and_direct_records_share_the_writers_counters(tmp_path: Path) -> None:
+    """The queue claims seq and slot from the writer's own counters: records the writer takes directly in between
+    go on from where the queue left them, and the writer's counters go on after the queue's claims."""
+    path = tmp_path / "s.mmlog"
+    ring = mmaplog.RingHandler(str(path), size="1MB")
+    handler = AsyncHandler(ring, flush_interval=None)
+    assert handler.native
+    log = mmaplog.Logger("app", handlers=[handler])
+    direct = mmaplog.Logger("app", handlers=[ring])
+    warm(handler)
+    expected = []
+    for i in range(300):
+        if i % 7 == 3:
+            direct.info("direct %d", i)  # the writer's own path, with the GIL, between two queued records
+            expected.append(f"direct {i}")
+        else:
+            log.info("queued %d", i)
+            expected.append(f"queued {i}")
+    handler.flush()
+    seqs = ring.writer._seqs
+    nxt = next(seqs)
+    handler.close()
+    got = list(mmaplog.read(str(path)))[1:]
+    assert [r.message for r in got] == expected
+    assert [r.seq for r in got] == list(range(got[0].seq, got[0].seq + 300))
+    assert nxt == got[-1].seq + 1
+
+
 @pytest.mark.parametrize("extra", [1, 37])
 def test_drop_newest_counts_exactly_and_writes_the_drop_record(tmp_path: Path, extra: int) -> None:
     path = tmp_path / "d.mmlog"
