@@ -57,6 +57,10 @@
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1 };
 enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 
+/* Producers waiting for room are woken once this share of the queue is free (1/ROOM_WAKE_SHARE; at least one
+ * entry), not after every batch: each wake-up costs a context switch and a GIL hand-off, and a producer woken for
+ * 64 entries fills them in microseconds and waits again (a futex storm at the worker's pace). */
+#define ROOM_WAKE_SHARE 4
 /* A producer waiting for room re-checks signals (and the queue) at least this often. */
 #define ROOM_RECHECK_NS 100000000LL
 /* The worker thread's nice value (relative weight against the process's Python threads). */
@@ -167,6 +171,8 @@ typedef struct {
     int paused;                    /* tests: the worker writes nothing while set (atomic) */
     unsigned long long gil_takes;  /* times the worker took the GIL (atomic; tests and docs) */
     int waiters;                   /* threads waiting for room or for a drain (under mu) */
+    int drainers;                  /* of which waiting for a drain (under mu) */
+    unsigned long long room_waits; /* times a producer waited for room (atomic; benchmarks and docs) */
     int state;
     int policy;
     int level;
@@ -410,7 +416,9 @@ static void *worker_main(void *arg)
                 write_entry(self, entry_at(self, i));
             __atomic_store_n(&self->tail, end, __ATOMIC_RELEASE);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
+            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED) &&
+                (__atomic_load_n(&self->drainers, __ATOMIC_RELAXED) ||
+                 head - end <= self->capacity - (self->capacity / ROOM_WAKE_SHARE > 0 ? self->capacity / ROOM_WAKE_SHARE : 1)))
                 wake_waiters(self);
             if (!self->dirty && self->flush_interval_ns) {
                 self->dirty = 1;
@@ -506,6 +514,7 @@ static int wait_for_room(Queue *self)
 {
     if (cannot_wait)
         return 0;
+    self->room_waits++;
     for (;;) {
         int full = 1;
         Py_BEGIN_ALLOW_THREADS
@@ -849,6 +858,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
         int ok;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->mu);
+        __atomic_fetch_add(&self->drainers, 1, __ATOMIC_SEQ_CST);
         __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         ok = done(self, arg);
@@ -860,6 +870,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
             ok = done(self, arg);
         }
         __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&self->drainers, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
         Py_END_ALLOW_THREADS
         if (ok)
@@ -1037,6 +1048,11 @@ static PyObject *queue_get_gil_takes(Queue *self, void *closure)
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->gil_takes, __ATOMIC_RELAXED));
 }
 
+static PyObject *queue_get_room_waits(Queue *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->room_waits);
+}
+
 static PyObject *queue_get_waiters(Queue *self, void *closure)
 {
     return PyLong_FromLong(__atomic_load_n(&self->waiters, __ATOMIC_RELAXED));
@@ -1044,6 +1060,8 @@ static PyObject *queue_get_waiters(Queue *self, void *closure)
 
 static PyGetSetDef queue_getset[] = {
     {"gil_takes", (getter)queue_get_gil_takes, NULL, "Times the worker took the GIL (a fault, a drop report, a flush).",
+     NULL},
+    {"room_waits", (getter)queue_get_room_waits, NULL, "Times a producer waited for room in a full queue (\"block\").",
      NULL},
     {"waiters", (getter)queue_get_waiters, NULL, "Threads waiting for room or for a drain right now.", NULL},
     {"dropped", (getter)queue_get_dropped, NULL, "Records dropped by the overflow policy (exact).", NULL},
