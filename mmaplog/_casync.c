@@ -54,7 +54,7 @@
 #define MMAPLOG_FAST_FIXED
 #include "_slot.h"
 
-enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1 };
+enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1, POLICY_DROP_OLDEST = 2 };
 enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 
 /* Producers waiting for room are woken once this share of the queue is free (1/ROOM_WAKE_SHARE; at least one
@@ -65,6 +65,8 @@ enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 #define ROOM_RECHECK_NS 100000000LL
 /* The worker thread's nice value (relative weight against the process's Python threads). */
 #define WORKER_NICE 10
+/* The worker takes at most this many entries at a time. */
+#define WORKER_BATCH 64
 /* Producers prefetch the entry this many ahead of the one they fill. */
 #define PREFETCH_AHEAD 4
 /* An idle worker naps this often (each IDLE_NAP_NS) before it sleeps until a producer wakes it. */
@@ -162,8 +164,14 @@ typedef struct {
     char apart1[64];
     unsigned long long head;       /* next entry to fill (producers; atomic) */
     unsigned long long tail_seen;  /* the worker's tail as producers last read it (producers only) */
+    unsigned long long freed_seen; /* ``freed`` as producers last read it ("drop_oldest" only) */
     char apart2[64];
-    unsigned long long tail;       /* next entry to write (worker; atomic) */
+    /* Entries [freed, tail) are being written by the worker (one batch) or were dropped by "drop_oldest"
+     * producers; [tail, head) wait.  The worker takes a batch by moving ``tail`` (compare-and-swap: a
+     * "drop_oldest" producer takes the oldest waiting entry the same way, to drop it), then moves ``freed``
+     * past it once written: producers reuse an entry's memory only below ``freed``, and a drain waits for it. */
+    unsigned long long tail;       /* next entry to take (worker, "drop_oldest" producers; atomic) */
+    unsigned long long freed;      /* entries below are written or dropped (atomic, only moves forward) */
     char apart3[64];
     int idle;                      /* the worker sleeps (atomic) */
     int stop;                      /* the worker ends once the queue is empty (atomic) */
@@ -286,6 +294,15 @@ static inline Entry *entry_at(Queue *self, unsigned long long i)
     return (Entry *)(self->ring + (size_t)(i & self->mask) * self->stride);
 }
 
+/* Move ``freed`` forward to ``to`` (never back: the worker and a dropping producer both move it). */
+static inline void advance_freed(Queue *self, unsigned long long to)
+{
+    unsigned long long old = __atomic_load_n(&self->freed, __ATOMIC_RELAXED);
+    while ((long long)(to - old) > 0 &&
+           !__atomic_compare_exchange_n(&self->freed, &old, to, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
+
 /* ---- the worker */
 
 static void wake_waiters(Queue *self)
@@ -403,7 +420,7 @@ static void *worker_main(void *arg)
     int64_t next_flush = 0, pressure_since = 0;
     int naps = 0;
     for (;;) {
-        unsigned long long tail = self->tail, head = load_acq(&self->head);
+        unsigned long long tail = load_acq(&self->tail), head = load_acq(&self->head);
         if (__atomic_load_n(&self->paused, __ATOMIC_ACQUIRE) && !__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
             struct timespec nap = {0, IDLE_NAP_NS};
             nanosleep(&nap, NULL);
@@ -411,10 +428,12 @@ static void *worker_main(void *arg)
         }
         if (tail != head) {
             naps = 0;
-            unsigned long long end = head - tail > 64 ? tail + 64 : head;
+            unsigned long long end = head - tail > WORKER_BATCH ? tail + WORKER_BATCH : head;
+            if (!__atomic_compare_exchange_n(&self->tail, &tail, end, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                continue; /* a "drop_oldest" producer took the oldest entry meanwhile: look again */
             for (unsigned long long i = tail; i < end; i++)
                 write_entry(self, entry_at(self, i));
-            __atomic_store_n(&self->tail, end, __ATOMIC_RELEASE);
+            advance_freed(self, load_acq(&self->tail)); /* this batch, and entries dropped since it was taken */
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED) &&
                 (__atomic_load_n(&self->drainers, __ATOMIC_RELAXED) ||
@@ -436,6 +455,13 @@ static void *worker_main(void *arg)
             continue;
         }
         /* Nothing queued. */
+        if (__atomic_load_n(&self->freed, __ATOMIC_ACQUIRE) != tail) { /* entries dropped by producers since */
+            advance_freed(self, tail);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
+                wake_waiters(self);
+            continue;
+        }
         if (__atomic_load_n(&self->dropped, __ATOMIC_ACQUIRE) != __atomic_load_n(&self->reported, __ATOMIC_ACQUIRE)) {
             worker_report(self);
             pressure_since = 0;
@@ -455,12 +481,12 @@ static void *worker_main(void *arg)
         }
         naps = 0;
         __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
-        if (load_acq(&self->head) == self->tail) { /* the second look, after a producer's store became visible */
+        if (load_acq(&self->head) == load_acq(&self->tail)) { /* the second look, once a producer's store is visible */
             struct timespec nap = {0, IDLE_NAP_NS};
             nanosleep(&nap, NULL);
         }
         pthread_mutex_lock(&self->mu);
-        if (load_acq(&self->head) != self->tail) {
+        if (load_acq(&self->head) != load_acq(&self->tail) || load_acq(&self->freed) != load_acq(&self->tail)) {
             __atomic_store_n(&self->idle, 0, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&self->mu);
             continue;
@@ -522,13 +548,13 @@ static int wait_for_room(Queue *self)
         __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         /* stop() sets the state under the GIL, then wakes this wait: the state is looked at with the GIL. */
-        full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity &&
+        full = load_acq(&self->head) - load_acq(&self->freed) >= self->capacity &&
                !__atomic_load_n(&self->finished, __ATOMIC_ACQUIRE);
         if (full) {
             struct timespec ts;
             deadline_in(&ts, ROOM_RECHECK_NS);
             pthread_cond_timedwait(&self->room, &self->mu, &ts);
-            full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity;
+            full = load_acq(&self->head) - load_acq(&self->freed) >= self->capacity;
         }
         __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
@@ -546,9 +572,46 @@ static int wait_for_room(Queue *self)
         cannot_wait = 0;
         if (failed < 0)
             return -1;
-        if (self->head - load_acq(&self->tail) < self->capacity)
+        if (self->head - load_acq(&self->freed) < self->capacity)
             return 1;
     }
+}
+
+/* Drop entry ``e`` (taken by this producer): its slot gets the invalid trailer of its position (the commit
+ * protocol's first step, which a reader counts as a slot in flight, never a record), so the slot shows neither
+ * the record nor what it held a lap before. */
+static void drop_entry(Entry *e)
+{
+    Target *t = e->target;
+    unsigned long long pos;
+    memcpy(&pos, e->header, 8);
+    unsigned char *slot = t->slots + (size_t)((pos - 1) % t->count) * (size_t)t->size;
+    __atomic_store_n((uint64_t *)(slot + t->size - SLOT_TRAILER_SIZE),
+                     (uint64_t)mmaplog_invalid_echo(pos, t->count) << 32, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&t->written, 1, __ATOMIC_RELEASE);
+}
+
+/* "drop_oldest" (under the GIL): make room for entry ``head`` by dropping the oldest waiting entry when
+ * ``capacity`` wait.  1: room; -1: the worker took a batch meanwhile (look again); 0: no memory for the entry
+ * (the worker stalled inside a batch while producers went on dropping; the caller drops the new record). */
+static int make_room_dropping_oldest(Queue *self, unsigned long long head)
+{
+    if (head - self->tail_seen >= self->capacity && head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
+        unsigned long long t = self->tail_seen;
+        if (!__atomic_compare_exchange_n(&self->tail, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            self->tail_seen = t;
+            return -1;
+        }
+        drop_entry(entry_at(self, t));
+        count_drop(self);
+        self->tail_seen = t + 1;
+        /* No batch of the worker in flight below it: the entry is free now (else the worker frees it). */
+        unsigned long long f = t;
+        __atomic_compare_exchange_n(&self->freed, &f, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    }
+    if (head - self->freed_seen > self->mask && head - (self->freed_seen = load_acq(&self->freed)) > self->mask)
+        return 0;
+    return 1;
 }
 
 /* Next value of an itertools.count; -1 with an exception set on failure. */
@@ -674,7 +737,17 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
                 *lid_cache = lid;
         }
         unsigned long long head = self->head;
-        if (head - self->tail_seen >= self->capacity && head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
+        if (self->policy == POLICY_DROP_OLDEST) {
+            int room = make_room_dropping_oldest(self, head);
+            if (room < 0)
+                continue; /* the worker took a batch meanwhile: look again */
+            if (room == 0) {
+                count_drop(self);
+                return Q_TAKEN;
+            }
+        }
+        else if (head - self->tail_seen >= self->capacity &&
+                 head - (self->tail_seen = load_acq(&self->freed)) >= self->capacity) {
             if (self->policy == POLICY_DROP_NEWEST) {
                 count_drop(self);
                 return Q_TAKEN;
@@ -884,7 +957,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
 
 static int written_up_to(Queue *self, unsigned long long target)
 {
-    return load_acq(&self->tail) >= target;
+    return load_acq(&self->freed) >= target;
 }
 
 static int worker_ended(Queue *self, unsigned long long unused)
@@ -964,9 +1037,10 @@ static PyObject *queue_stop(Queue *self, PyObject *const *args, Py_ssize_t nargs
             /* Producers ran while this thread waited without the GIL: one may have queued an entry after the
              * worker's last look.  The worker is gone and no producer runs now (the GIL is held, the state is
              * STOPPED): write what is left here, in order. */
-            for (unsigned long long i = self->tail; i != self->head; i++)
+            for (unsigned long long i = load_acq(&self->tail); i != self->head; i++)
                 write_entry(self, entry_at(self, i));
             __atomic_store_n(&self->tail, self->head, __ATOMIC_RELEASE);
+            __atomic_store_n(&self->freed, self->head, __ATOMIC_RELEASE);
             prune_targets(self);
         }
     }
@@ -1035,7 +1109,7 @@ static PyObject *queue_get_pending(Queue *self, void *closure)
 {
     if (self->state == STATE_ABANDONED)
         return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->head - load_acq(&self->tail));
+    return PyLong_FromUnsignedLongLong(self->head - load_acq(&self->freed));
 }
 
 static PyObject *queue_get_running(Queue *self, void *closure)
@@ -1125,8 +1199,10 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         self->policy = POLICY_BLOCK;
     else if (strcmp(policy, "drop_newest") == 0)
         self->policy = POLICY_DROP_NEWEST;
+    else if (strcmp(policy, "drop_oldest") == 0)
+        self->policy = POLICY_DROP_OLDEST;
     else {
-        PyErr_Format(PyExc_ValueError, "Queue: policy must be 'block' or 'drop_newest', not %s", policy);
+        PyErr_Format(PyExc_ValueError, "Queue: policy must be 'block', 'drop_newest' or 'drop_oldest', not %s", policy);
         return -1;
     }
     PyObject *wdict = PyObject_GenericGetDict(writer, NULL);
@@ -1154,7 +1230,9 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         Py_CLEAR(count_type);
     self->stride = ((sizeof(Entry) + (size_t)payload + 63) / 64) * 64;
     unsigned long long slots = 1;
-    while (slots < capacity)
+    /* "drop_oldest": room for a batch in flight beyond ``capacity`` waiting entries, so a producer drops the
+     * oldest entry and reuses memory without waiting for the worker's batch to end. */
+    while (slots < capacity + (self->policy == POLICY_DROP_OLDEST ? WORKER_BATCH + 1 : 0))
         slots <<= 1;
     self->mask = slots - 1;
     self->ring = PyMem_RawCalloc((size_t)slots, self->stride);
@@ -1262,9 +1340,9 @@ static void queue_dealloc(Queue *self)
         pthread_join(self->thread, NULL);
         Py_END_ALLOW_THREADS
         self->started = 0;
-        for (unsigned long long i = self->tail; i != self->head; i++) /* queued after the worker's last look */
+        for (unsigned long long i = load_acq(&self->tail); i != self->head; i++) /* queued after the worker's last look */
             write_entry(self, entry_at(self, i));
-        self->tail = self->head;
+        self->tail = self->freed = self->head;
     }
     int own_sync = self->state != STATE_ABANDONED;
     while (self->targets != NULL) {
