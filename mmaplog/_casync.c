@@ -348,7 +348,8 @@ done:
     PyGILState_Release(gil);
 }
 
-static void write_entry(Queue *self, Entry *e)
+/* Store entry ``e`` into its slot; the caller counts it in its target's ``written``. */
+static inline void store_entry(Queue *self, Entry *e)
 {
     Target *t = e->target;
     unsigned long long pos;
@@ -357,7 +358,33 @@ static void write_entry(Queue *self, Entry *e)
                        e->header, e->data, e->n, pos);
     if (t->faults != NULL && __atomic_load_n(t->faults, __ATOMIC_ACQUIRE) != t->seen)
         worker_fault(self, t, e, pos);
-    __atomic_fetch_add(&t->written, 1, __ATOMIC_RELEASE);
+}
+
+static void write_entry(Queue *self, Entry *e)
+{
+    store_entry(self, e);
+    __atomic_fetch_add(&e->target->written, 1, __ATOMIC_RELEASE);
+}
+
+/* Entries [from, to) in order, counted in ``written`` once per run of one target (not one atomic add per entry:
+ * a target is released only once all its entries are counted, so it outlives the run). */
+static void write_entries(Queue *self, unsigned long long from, unsigned long long to)
+{
+    Target *run = NULL;
+    unsigned long long done = 0;
+    for (unsigned long long i = from; i != to; i++) {
+        Entry *e = entry_at(self, i);
+        if (e->target != run) {
+            if (done)
+                __atomic_fetch_add(&run->written, done, __ATOMIC_RELEASE);
+            run = e->target;
+            done = 0;
+        }
+        store_entry(self, e);
+        done++;
+    }
+    if (done)
+        __atomic_fetch_add(&run->written, done, __ATOMIC_RELEASE);
 }
 
 /* With the GIL: flush the inner handler, ignoring (and clearing) any error: it reports its own. */
@@ -431,8 +458,7 @@ static void *worker_main(void *arg)
             unsigned long long end = head - tail > WORKER_BATCH ? tail + WORKER_BATCH : head;
             if (!__atomic_compare_exchange_n(&self->tail, &tail, end, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                 continue; /* a "drop_oldest" producer took the oldest entry meanwhile: look again */
-            for (unsigned long long i = tail; i < end; i++)
-                write_entry(self, entry_at(self, i));
+            write_entries(self, tail, end);
             advance_freed(self, load_acq(&self->tail)); /* this batch, and entries dropped since it was taken */
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED) &&
