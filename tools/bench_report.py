@@ -332,16 +332,16 @@ def async_table(benches: list[Bench], icount: dict[str, dict[str, float]]) -> li
         verdict = "-" if t.met is None else ("met" if t.met else "**missed**")
         out.append(f"| {t.text} | {bound} | {_num(t.measured)}{t.unit if t.measured is not None else ''} | {verdict} |")
     out.append("")
-    rows = [("producer: ns per call, wall (empty / direct / async)", "test_producer_cost",
+    rows = [("producer: per call, wall (empty / direct / async)", "test_producer_cost",
              ["wall_empty_ns", "wall_direct_ns", "wall_async_ns"], "ns"),
-            ("producer: ns per call, own CPU time (empty / direct / async)", "test_producer_cost",
+            ("producer: per call, own CPU time (empty / direct / async)", "test_producer_cost",
              ["cpu_empty_ns", "cpu_direct_ns", "cpu_async_ns"], "ns"),
             ("sustained, 1 thread: records/s (direct / async)", "test_sustained_throughput",
              ["records_per_s_direct_1", "records_per_s_async_1"], "/s"),
             ("sustained, 2 threads: records/s (direct / async)", "test_sustained_throughput",
              ["records_per_s_direct_2", "records_per_s_async_2"], "/s"),
-            ("burst p99.9, ns (direct / async)", "test_burst_tail_latency", ["direct_p99.9_ns", "async_p99.9_ns"], "ns"),
-            ("burst max, ns (direct / async)", "test_burst_tail_latency", ["direct_max_ns", "async_max_ns"], "ns"),
+            ("burst p99.9 (direct / async)", "test_burst_tail_latency", ["direct_p99.9_ns", "async_p99.9_ns"], "ns"),
+            ("burst max (direct / async)", "test_burst_tail_latency", ["direct_max_ns", "async_max_ns"], "ns"),
             ("loop while draining ÷ alone, speed (best loop / median loop), native worker",
              "test_gil_freedom_while_draining[native]",
              ["ratio_loop_speed_while_draining", "ratio_loop_speed_while_draining_median"], "x"),
@@ -354,7 +354,8 @@ def async_table(benches: list[Bench], icount: dict[str, dict[str, float]]) -> li
         values = [_extra(found, test, key) for key in keys]
         if all(v is None for v in values):
             continue
-        lines.append(f"| {text} | " + " / ".join(f"{_num(v)}{unit}" if v is not None else "-" for v in values) + " |")
+        shown = [("-" if v is None else _ns(v / 1e9) if unit == "ns" else f"{_num(v)}{unit}") for v in values]
+        lines.append(f"| {text} | " + " / ".join(shown) + " |")
     if lines:
         out += ["| figure | value |", "| --- | ---: |", *lines, ""]
     return out
