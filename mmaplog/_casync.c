@@ -617,27 +617,30 @@ static void drop_entry(Entry *e)
     __atomic_fetch_add(&t->written, 1, __ATOMIC_RELEASE);
 }
 
-/* "drop_oldest" (under the GIL): make room for entry ``head`` by dropping the oldest waiting entry when
- * ``capacity`` wait.  1: room; -1: the worker took a batch meanwhile (look again); 0: no memory for the entry
- * (the worker stalled inside a batch while producers went on dropping; the caller drops the new record). */
-static int make_room_dropping_oldest(Queue *self, unsigned long long head)
+/* "drop_oldest" (under the GIL): 1 when entry ``head``'s memory is free, 0 when the worker stalled inside a batch
+ * while producers went on dropping (the memory a lap back is still its; the caller drops the new record). */
+static inline int entry_memory_free(Queue *self, unsigned long long head)
 {
-    if (head - self->tail_seen >= self->capacity && head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
+    return head - self->freed_seen <= self->mask || head - (self->freed_seen = load_acq(&self->freed)) <= self->mask;
+}
+
+/* "drop_oldest" (under the GIL, just before entry ``head`` is published): when ``capacity`` entries wait, take
+ * the oldest one from the worker and drop it.  A lost race means the worker took a batch: there is room now. */
+static void drop_oldest_if_full(Queue *self, unsigned long long head)
+{
+    while (head - self->tail_seen >= self->capacity &&
+           head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
         unsigned long long t = self->tail_seen;
-        if (!__atomic_compare_exchange_n(&self->tail, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            self->tail_seen = t;
-            return -1;
-        }
+        if (!__atomic_compare_exchange_n(&self->tail, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
         drop_entry(entry_at(self, t));
         count_drop(self);
         self->tail_seen = t + 1;
         /* No batch of the worker in flight below it: the entry is free now (else the worker frees it). */
         unsigned long long f = t;
         __atomic_compare_exchange_n(&self->freed, &f, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        return;
     }
-    if (head - self->freed_seen > self->mask && head - (self->freed_seen = load_acq(&self->freed)) > self->mask)
-        return 0;
-    return 1;
 }
 
 /* Next value of an itertools.count; -1 with an exception set on failure. */
@@ -764,10 +767,7 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
         }
         unsigned long long head = self->head;
         if (self->policy == POLICY_DROP_OLDEST) {
-            int room = make_room_dropping_oldest(self, head);
-            if (room < 0)
-                continue; /* the worker took a batch meanwhile: look again */
-            if (room == 0) {
+            if (!entry_memory_free(self, head)) {
                 count_drop(self);
                 return Q_TAKEN;
             }
@@ -822,6 +822,8 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
                 PyErr_Clear(); /* the writer counts what it could not write */
             return Q_TAKEN;
         }
+        if (self->policy == POLICY_DROP_OLDEST) /* only a record that takes an entry makes room */
+            drop_oldest_if_full(self, head);
         unsigned char *h = e->header;
         uint32_t rec_len = (uint32_t)n;
         uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
