@@ -5,7 +5,9 @@
  * entry (the common conversions, in C; anything else through PyUnicode_Format first), claims the record's
  * seq and slot position from the writer's own counters (as the writer's C append does: both claims and the
  * copy are one step under the GIL, so records keep the order of their calls), builds the 48-byte slot header
- * and publishes the entry.  The GIL serialises producers: the queue is single-producer, single-consumer.
+ * and publishes the entry.  The GIL serialises producers: the queue is single-producer, single-consumer, except
+ * that a "drop_oldest" producer may take the oldest waiting entry away from the worker (a compare-and-swap on
+ * the index the worker takes batches by) to drop it.
  *
  * Worker (a pthread, not a Python thread): takes entries in order and stores each one into its slot with
  * the writer's commit protocol (mmaplog_store_slot in _slot.h: invalid trailer, body, trailer) and CRC-32,
