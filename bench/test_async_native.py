@@ -19,6 +19,7 @@ runs every body once on small inputs.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +76,8 @@ def loop(call: Callable[..., Any], n: int, clock: Callable[[], int]) -> float:
 
 def record(benchmark: Any, figures: dict[str, float]) -> None:
     benchmark.extra_info.update({k: round(v, 3) for k, v in figures.items()})
+    # the machine's load when the figure was taken (1-minute average): the ratios are comparable only at a low one
+    benchmark.extra_info["load_1min"] = round(os.getloadavg()[0], 2)
     print()
     for key, value in figures.items():
         print(f"  {key:40s} {value:10.3f}")
@@ -143,8 +146,10 @@ def sustained(logger: mmaplog.Logger, threads: int, per_thread: int, after: Call
 def test_sustained_throughput(benchmark: Any, setup: Setup, scale: Scale) -> None:
     """Producer and worker together vs the direct path (goal: >= 1x with one thread, >= 1.5x with two)."""
     per_thread = scale.burst * 2
-    rounds = 3 if scale.full else 1
+    rounds = 5 if scale.full else 1
     rates: dict[str, list[float]] = {}
+    native = setup.async_handler._native
+    waits_before = native.room_waits if native is not None else 0
 
     def run() -> None:
         for _ in range(rounds):
@@ -162,6 +167,8 @@ def test_sustained_throughput(benchmark: Any, setup: Setup, scale: Scale) -> Non
         "ratio_sustained_1_thread": best["records_per_s_async_1"] / best["records_per_s_direct_1"],
         "ratio_sustained_2_threads": best["records_per_s_async_2"] / best["records_per_s_direct_1"],
         "ratio_sustained_2_threads_vs_direct_2": best["records_per_s_async_2"] / best["records_per_s_direct_2"],
+        # how often a producer found the queue full and waited (the worker behind: the run measured the worker)
+        "producer_room_waits": float(native.room_waits - waits_before) if native is not None else float("nan"),
     })
 
 
@@ -184,6 +191,7 @@ def test_burst_tail_latency(benchmark: Any, setup: Setup, scale: Scale) -> None:
         for name, call in (("direct", setup.direct.info), ("async", setup.asynchronous.info)):
             durations = burst(call, calls)
             found[f"{name}_p50_ns"] = float(np.percentile(durations, 50))
+            found[f"{name}_p99_ns"] = float(np.percentile(durations, 99))
             found[f"{name}_p99.9_ns"] = float(np.percentile(durations, 99.9))
             found[f"{name}_max_ns"] = float(durations.max())
         setup.async_handler.flush()
@@ -253,6 +261,8 @@ def test_gil_freedom_while_draining(benchmark: Any, tmp_path: Path, scale: Scale
         alone.extend(spin(loop_n) for _ in range(5))
         found["loop_alone_s"] = min(w for w, _ in alone)
         found["loop_while_draining_s"] = min(w for w, _ in draining) if draining else float("nan")
+        found["loop_alone_median_s"] = float(np.median([w for w, _ in alone]))
+        found["loop_while_draining_median_s"] = float(np.median([w for w, _ in draining])) if draining else float("nan")
         found["loop_ran_share_alone"] = max(c / w for w, c in alone)
         found["loop_ran_share_while_draining"] = max(c / w for w, c in draining) if draining else float("nan")
         found["loops_during_drain"] = len(draining)
@@ -264,6 +274,8 @@ def test_gil_freedom_while_draining(benchmark: Any, tmp_path: Path, scale: Scale
     record(benchmark, {
         **found,
         "ratio_loop_speed_while_draining": found["loop_alone_s"] / found["loop_while_draining_s"],
+        # the typical loop rather than the least disturbed one: what a thread sees on average during the drain
+        "ratio_loop_speed_while_draining_median": found["loop_alone_median_s"] / found["loop_while_draining_median_s"],
         "ratio_loop_ran_share_while_draining": found["loop_ran_share_while_draining"] / found["loop_ran_share_alone"],
     })
     benchmark.extra_info["native"] = handler._native is not None

@@ -138,3 +138,36 @@ def test_compact_drops_round_times_and_keeps_the_figures(tmp_path: Path) -> None
     assert path.stat().st_size < size / 10
     assert all("data" not in b["stats"] for b in json.loads(path.read_text())["benchmarks"])
     assert before.read_text() == after.read_text()
+
+
+def _async_bench(test: str, **extra: Any) -> dict[str, Any]:
+    return {"group": "async native", "name": test, "fullname": f"bench/test_async_native.py::{test}",
+            "extra_info": {"load_1min": 0.4, **extra}, "stats": {"median": 1.0, "min": 1.0, "mean": 1.0}}
+
+
+def test_async_goals_come_from_the_async_benchmarks_extra_info(tmp_path: Path) -> None:
+    """Each async goal is read from its benchmark's ratio, judged against its bound and shown with the load."""
+    path = _run_file(tmp_path, [
+        _async_bench("test_producer_cost", ratio_async_to_empty_wall=1.2, ratio_async_to_direct_wall=0.5,
+                     wall_empty_ns=200.0, wall_direct_ns=480.0, wall_async_ns=240.0),
+        _async_bench("test_sustained_throughput", ratio_sustained_1_thread=1.3, ratio_sustained_2_threads=1.2,
+                     records_per_s_direct_1=2e6, records_per_s_async_1=2.6e6),
+        _async_bench("test_burst_tail_latency", **{"ratio_p99.9_async_to_direct": 0.5, "async_max_ns": 150_000.0,
+                                                   "direct_p50_ns": 400.0, "direct_p99_ns": 600.0,
+                                                   "direct_p99.9_ns": 2000.0, "direct_max_ns": 9e4,
+                                                   "async_p50_ns": 200.0, "async_p99_ns": 300.0,
+                                                   "async_p99.9_ns": 1000.0}),
+        _async_bench("test_gil_freedom_while_draining[native]", ratio_loop_speed_while_draining=0.95,
+                     ratio_loop_speed_while_draining_median=0.93),
+    ])
+    benches, _ = bench_report.load([path], "min")
+    goals = bench_report.async_targets(benches, {"call: 3 args": {"mmaplog-direct": 4000.0, "mmaplog-async": 2400.0}})
+    assert [t.met for t in goals] == [True, True, True, False, True, False, True, True]
+    assert goals[5].measured == pytest.approx(150.0)  # µs
+    assert goals[-1].measured == pytest.approx(0.6)  # instructions, async ÷ direct
+    out = tmp_path / "table.md"
+    assert bench_report.main([str(path), "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "**Async front**" in text and "load average during the run: 0.4" in text
+    assert "| async sustained, 2 producer threads: records/s ÷ direct path's (1 thread) | >= 1.50x | 1.20x | **missed** |" in text
+    assert "| sustained, 1 thread: records/s (direct / async) | 2.00 M/s / 2.60 M/s |" in text

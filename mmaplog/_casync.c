@@ -5,7 +5,9 @@
  * entry (the common conversions, in C; anything else through PyUnicode_Format first), claims the record's
  * seq and slot position from the writer's own counters (as the writer's C append does: both claims and the
  * copy are one step under the GIL, so records keep the order of their calls), builds the 48-byte slot header
- * and publishes the entry.  The GIL serialises producers: the queue is single-producer, single-consumer.
+ * and publishes the entry.  The GIL serialises producers: the queue is single-producer, single-consumer, except
+ * that a "drop_oldest" producer may take the oldest waiting entry away from the worker (a compare-and-swap on
+ * the index the worker takes batches by) to drop it.
  *
  * Worker (a pthread, not a Python thread): takes entries in order and stores each one into its slot with
  * the writer's commit protocol (mmaplog_store_slot in _slot.h: invalid trailer, body, trailer) and CRC-32,
@@ -54,13 +56,19 @@
 #define MMAPLOG_FAST_FIXED
 #include "_slot.h"
 
-enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1 };
+enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1, POLICY_DROP_OLDEST = 2 };
 enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
 
+/* Producers waiting for room are woken once this share of the queue is free (1/ROOM_WAKE_SHARE; at least one
+ * entry), not after every batch: each wake-up costs a context switch and a GIL hand-off, and a producer woken for
+ * 64 entries fills them in microseconds and waits again (a futex storm at the worker's pace). */
+#define ROOM_WAKE_SHARE 4
 /* A producer waiting for room re-checks signals (and the queue) at least this often. */
 #define ROOM_RECHECK_NS 100000000LL
 /* The worker thread's nice value (relative weight against the process's Python threads). */
 #define WORKER_NICE 10
+/* The worker takes at most this many entries at a time. */
+#define WORKER_BATCH 64
 /* Producers prefetch the entry this many ahead of the one they fill. */
 #define PREFETCH_AHEAD 4
 /* An idle worker naps this often (each IDLE_NAP_NS) before it sleeps until a producer wakes it. */
@@ -158,8 +166,14 @@ typedef struct {
     char apart1[64];
     unsigned long long head;       /* next entry to fill (producers; atomic) */
     unsigned long long tail_seen;  /* the worker's tail as producers last read it (producers only) */
+    unsigned long long freed_seen; /* ``freed`` as producers last read it ("drop_oldest" only) */
     char apart2[64];
-    unsigned long long tail;       /* next entry to write (worker; atomic) */
+    /* Entries [freed, tail) are being written by the worker (one batch) or were dropped by "drop_oldest"
+     * producers; [tail, head) wait.  The worker takes a batch by moving ``tail`` (compare-and-swap: a
+     * "drop_oldest" producer takes the oldest waiting entry the same way, to drop it), then moves ``freed``
+     * past it once written: producers reuse an entry's memory only below ``freed``, and a drain waits for it. */
+    unsigned long long tail;       /* next entry to take (worker, "drop_oldest" producers; atomic) */
+    unsigned long long freed;      /* entries below are written or dropped (atomic, only moves forward) */
     char apart3[64];
     int idle;                      /* the worker sleeps (atomic) */
     int stop;                      /* the worker ends once the queue is empty (atomic) */
@@ -167,6 +181,8 @@ typedef struct {
     int paused;                    /* tests: the worker writes nothing while set (atomic) */
     unsigned long long gil_takes;  /* times the worker took the GIL (atomic; tests and docs) */
     int waiters;                   /* threads waiting for room or for a drain (under mu) */
+    int drainers;                  /* of which waiting for a drain (under mu) */
+    unsigned long long room_waits; /* times a producer waited for room (atomic; benchmarks and docs) */
     int state;
     int policy;
     int level;
@@ -180,6 +196,7 @@ typedef struct {
     pthread_cond_t work, room;
     PyObject *key_map, *key_closed, *key_level, *key_logger, *key_msg, *key_args, *key_fields, *key_exception,
         *key_time_ns, *key_thread;
+    PyObject *count_type;          /* itertools.count when its layout is the one claim() reads, else NULL */
 } Queue;
 
 #define QUEUE_KEYS(X) X(key_map, "_map") X(key_closed, "_closed") X(key_level, "level") X(key_logger, "logger") \
@@ -279,6 +296,15 @@ static inline Entry *entry_at(Queue *self, unsigned long long i)
     return (Entry *)(self->ring + (size_t)(i & self->mask) * self->stride);
 }
 
+/* Move ``freed`` forward to ``to`` (never back: the worker and a dropping producer both move it). */
+static inline void advance_freed(Queue *self, unsigned long long to)
+{
+    unsigned long long old = __atomic_load_n(&self->freed, __ATOMIC_RELAXED);
+    while ((long long)(to - old) > 0 &&
+           !__atomic_compare_exchange_n(&self->freed, &old, to, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
+
 /* ---- the worker */
 
 static void wake_waiters(Queue *self)
@@ -324,7 +350,8 @@ done:
     PyGILState_Release(gil);
 }
 
-static void write_entry(Queue *self, Entry *e)
+/* Store entry ``e`` into its slot; the caller counts it in its target's ``written``. */
+static inline void store_entry(Queue *self, Entry *e)
 {
     Target *t = e->target;
     unsigned long long pos;
@@ -333,7 +360,33 @@ static void write_entry(Queue *self, Entry *e)
                        e->header, e->data, e->n, pos);
     if (t->faults != NULL && __atomic_load_n(t->faults, __ATOMIC_ACQUIRE) != t->seen)
         worker_fault(self, t, e, pos);
-    __atomic_fetch_add(&t->written, 1, __ATOMIC_RELEASE);
+}
+
+static void write_entry(Queue *self, Entry *e)
+{
+    store_entry(self, e);
+    __atomic_fetch_add(&e->target->written, 1, __ATOMIC_RELEASE);
+}
+
+/* Entries [from, to) in order, counted in ``written`` once per run of one target (not one atomic add per entry:
+ * a target is released only once all its entries are counted, so it outlives the run). */
+static void write_entries(Queue *self, unsigned long long from, unsigned long long to)
+{
+    Target *run = NULL;
+    unsigned long long done = 0;
+    for (unsigned long long i = from; i != to; i++) {
+        Entry *e = entry_at(self, i);
+        if (e->target != run) {
+            if (done)
+                __atomic_fetch_add(&run->written, done, __ATOMIC_RELEASE);
+            run = e->target;
+            done = 0;
+        }
+        store_entry(self, e);
+        done++;
+    }
+    if (done)
+        __atomic_fetch_add(&run->written, done, __ATOMIC_RELEASE);
 }
 
 /* With the GIL: flush the inner handler, ignoring (and clearing) any error: it reports its own. */
@@ -396,7 +449,7 @@ static void *worker_main(void *arg)
     int64_t next_flush = 0, pressure_since = 0;
     int naps = 0;
     for (;;) {
-        unsigned long long tail = self->tail, head = load_acq(&self->head);
+        unsigned long long tail = load_acq(&self->tail), head = load_acq(&self->head);
         if (__atomic_load_n(&self->paused, __ATOMIC_ACQUIRE) && !__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
             struct timespec nap = {0, IDLE_NAP_NS};
             nanosleep(&nap, NULL);
@@ -404,12 +457,15 @@ static void *worker_main(void *arg)
         }
         if (tail != head) {
             naps = 0;
-            unsigned long long end = head - tail > 64 ? tail + 64 : head;
-            for (unsigned long long i = tail; i < end; i++)
-                write_entry(self, entry_at(self, i));
-            __atomic_store_n(&self->tail, end, __ATOMIC_RELEASE);
+            unsigned long long end = head - tail > WORKER_BATCH ? tail + WORKER_BATCH : head;
+            if (!__atomic_compare_exchange_n(&self->tail, &tail, end, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                continue; /* a "drop_oldest" producer took the oldest entry meanwhile: look again */
+            write_entries(self, tail, end);
+            advance_freed(self, load_acq(&self->tail)); /* this batch, and entries dropped since it was taken */
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
+            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED) &&
+                (__atomic_load_n(&self->drainers, __ATOMIC_RELAXED) ||
+                 head - end <= self->capacity - (self->capacity / ROOM_WAKE_SHARE > 0 ? self->capacity / ROOM_WAKE_SHARE : 1)))
                 wake_waiters(self);
             if (!self->dirty && self->flush_interval_ns) {
                 self->dirty = 1;
@@ -427,6 +483,13 @@ static void *worker_main(void *arg)
             continue;
         }
         /* Nothing queued. */
+        if (__atomic_load_n(&self->freed, __ATOMIC_ACQUIRE) != tail) { /* entries dropped by producers since */
+            advance_freed(self, tail);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&self->waiters, __ATOMIC_RELAXED))
+                wake_waiters(self);
+            continue;
+        }
         if (__atomic_load_n(&self->dropped, __ATOMIC_ACQUIRE) != __atomic_load_n(&self->reported, __ATOMIC_ACQUIRE)) {
             worker_report(self);
             pressure_since = 0;
@@ -446,12 +509,12 @@ static void *worker_main(void *arg)
         }
         naps = 0;
         __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
-        if (load_acq(&self->head) == self->tail) { /* the second look, after a producer's store became visible */
+        if (load_acq(&self->head) == load_acq(&self->tail)) { /* the second look, once a producer's store is visible */
             struct timespec nap = {0, IDLE_NAP_NS};
             nanosleep(&nap, NULL);
         }
         pthread_mutex_lock(&self->mu);
-        if (load_acq(&self->head) != self->tail) {
+        if (load_acq(&self->head) != load_acq(&self->tail) || load_acq(&self->freed) != load_acq(&self->tail)) {
             __atomic_store_n(&self->idle, 0, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&self->mu);
             continue;
@@ -505,6 +568,7 @@ static int wait_for_room(Queue *self)
 {
     if (cannot_wait)
         return 0;
+    self->room_waits++;
     for (;;) {
         int full = 1;
         Py_BEGIN_ALLOW_THREADS
@@ -512,13 +576,13 @@ static int wait_for_room(Queue *self)
         __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         /* stop() sets the state under the GIL, then wakes this wait: the state is looked at with the GIL. */
-        full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity &&
+        full = load_acq(&self->head) - load_acq(&self->freed) >= self->capacity &&
                !__atomic_load_n(&self->finished, __ATOMIC_ACQUIRE);
         if (full) {
             struct timespec ts;
             deadline_in(&ts, ROOM_RECHECK_NS);
             pthread_cond_timedwait(&self->room, &self->mu, &ts);
-            full = load_acq(&self->head) - load_acq(&self->tail) >= self->capacity;
+            full = load_acq(&self->head) - load_acq(&self->freed) >= self->capacity;
         }
         __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
@@ -536,8 +600,48 @@ static int wait_for_room(Queue *self)
         cannot_wait = 0;
         if (failed < 0)
             return -1;
-        if (self->head - load_acq(&self->tail) < self->capacity)
+        if (self->head - load_acq(&self->freed) < self->capacity)
             return 1;
+    }
+}
+
+/* Drop entry ``e`` (taken by this producer): its slot gets the invalid trailer of its position (the commit
+ * protocol's first step, which a reader counts as a slot in flight, never a record), so the slot shows neither
+ * the record nor what it held a lap before. */
+static void drop_entry(Entry *e)
+{
+    Target *t = e->target;
+    unsigned long long pos;
+    memcpy(&pos, e->header, 8);
+    unsigned char *slot = t->slots + (size_t)((pos - 1) % t->count) * (size_t)t->size;
+    __atomic_store_n((uint64_t *)(slot + t->size - SLOT_TRAILER_SIZE),
+                     (uint64_t)mmaplog_invalid_echo(pos, t->count) << 32, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&t->written, 1, __ATOMIC_RELEASE);
+}
+
+/* "drop_oldest" (under the GIL): 1 when entry ``head``'s memory is free, 0 when the worker stalled inside a batch
+ * while producers went on dropping (the memory a lap back is still its; the caller drops the new record). */
+static inline int entry_memory_free(Queue *self, unsigned long long head)
+{
+    return head - self->freed_seen <= self->mask || head - (self->freed_seen = load_acq(&self->freed)) <= self->mask;
+}
+
+/* "drop_oldest" (under the GIL, just before entry ``head`` is published): when ``capacity`` entries wait, take
+ * the oldest one from the worker and drop it.  A lost race means the worker took a batch: there is room now. */
+static void drop_oldest_if_full(Queue *self, unsigned long long head)
+{
+    while (head - self->tail_seen >= self->capacity &&
+           head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
+        unsigned long long t = self->tail_seen;
+        if (!__atomic_compare_exchange_n(&self->tail, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        drop_entry(entry_at(self, t));
+        count_drop(self);
+        self->tail_seen = t + 1;
+        /* No batch of the worker in flight below it: the entry is free now (else the worker frees it). */
+        unsigned long long f = t;
+        __atomic_compare_exchange_n(&self->freed, &f, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        return;
     }
 }
 
@@ -555,6 +659,72 @@ static int next_u64(PyObject *counter, unsigned long long *out)
     if (*out == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
     return 0;
+}
+
+/* ---- claims from the writer's counters
+ *
+ * next() on an itertools.count makes an int for every claim, and a record claims two (its seq and its slot
+ * position): in a profile of the producer that was a quarter of its instructions.  CPython's count (3.10 to
+ * 3.13, builds with the GIL) keeps its next value in a Py_ssize_t while it counts by 1 below PY_SSIZE_T_MAX,
+ * and its __next__ returns that field and increments it; a claim here does the same to the field.  The
+ * layout is checked against live objects when a queue is made (checked_count_type); a counter of another
+ * type, in its int form (past PY_SSIZE_T_MAX, or a step other than 1) or negative goes through __next__. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t cnt;     /* the next value (fast form), PY_SSIZE_T_MAX in the int form */
+    PyObject *long_cnt; /* the next value as an int (int form), NULL in the fast form */
+    PyObject *long_step;
+} CountView;
+
+static inline int claim(Queue *self, PyObject *counter, unsigned long long *out)
+{
+    if ((PyObject *)Py_TYPE(counter) == self->count_type) {
+        CountView *c = (CountView *)counter;
+        if (c->long_cnt == NULL && c->cnt >= 0 && c->cnt < PY_SSIZE_T_MAX) {
+            *out = (unsigned long long)c->cnt++;
+            return 0;
+        }
+    }
+    return next_u64(counter, out);
+}
+
+/* itertools.count (a new reference) when it behaves as claim() assumes, else None; NULL with an exception. */
+static PyObject *checked_count_type(void)
+{
+#ifdef Py_GIL_DISABLED
+    Py_RETURN_NONE;
+#else
+    PyObject *module = PyImport_ImportModule("itertools");
+    PyObject *type = module ? PyObject_GetAttrString(module, "count") : NULL;
+    Py_XDECREF(module);
+    if (type == NULL)
+        return NULL;
+    PyObject *fast = PyObject_CallFunction(type, "n", (Py_ssize_t)1234567), *slow = NULL, *value = NULL;
+    int ok = fast != NULL && PyType_Check(type) && Py_TYPE(fast) == (PyTypeObject *)type &&
+             ((PyTypeObject *)type)->tp_basicsize == (Py_ssize_t)sizeof(CountView) &&
+             ((CountView *)fast)->cnt == 1234567 && ((CountView *)fast)->long_cnt == NULL;
+    if (ok) { /* __next__ returns the field and increments it, and sees an increment made here */
+        value = PyIter_Next(fast);
+        ok = value != NULL && PyLong_CheckExact(value) && PyLong_AsSsize_t(value) == 1234567 &&
+             ((CountView *)fast)->cnt == 1234568;
+        Py_XDECREF(value);
+        ((CountView *)fast)->cnt++;
+        value = ok ? PyIter_Next(fast) : NULL;
+        ok = value != NULL && PyLong_AsSsize_t(value) == 1234569 && ((CountView *)fast)->cnt == 1234570;
+        Py_XDECREF(value);
+    }
+    if (ok) { /* and the int form marks itself the way claim() looks for */
+        slow = PyObject_CallFunction(type, "K", 1ULL << 63);
+        ok = slow != NULL && ((CountView *)slow)->cnt == PY_SSIZE_T_MAX && ((CountView *)slow)->long_cnt != NULL;
+    }
+    Py_XDECREF(fast);
+    Py_XDECREF(slow);
+    PyErr_Clear();
+    if (ok)
+        return type;
+    Py_DECREF(type);
+    Py_RETURN_NONE;
+#endif
 }
 
 enum { Q_TAKEN = 1, Q_NOT_TAKEN = 0, Q_ERROR = -1, Q_UNFORMATTED = 2 };
@@ -598,7 +768,14 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
                 *lid_cache = lid;
         }
         unsigned long long head = self->head;
-        if (head - self->tail_seen >= self->capacity && head - (self->tail_seen = load_acq(&self->tail)) >= self->capacity) {
+        if (self->policy == POLICY_DROP_OLDEST) {
+            if (!entry_memory_free(self, head)) {
+                count_drop(self);
+                return Q_TAKEN;
+            }
+        }
+        else if (head - self->tail_seen >= self->capacity &&
+                 head - (self->tail_seen = load_acq(&self->freed)) >= self->capacity) {
             if (self->policy == POLICY_DROP_NEWEST) {
                 count_drop(self);
                 return Q_TAKEN;
@@ -631,7 +808,7 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
         }
         /* The claim: no Python code runs from here to the publication of the entry. */
         unsigned long long seq, pos;
-        if (next_u64(self->seqs, &seq) < 0 || next_u64(self->positions, &pos) < 0) {
+        if (claim(self, self->seqs, &seq) < 0 || claim(self, self->positions, &pos) < 0) {
             PyErr_Clear();
             count_drop(self);
             return Q_TAKEN;
@@ -647,6 +824,8 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
                 PyErr_Clear(); /* the writer counts what it could not write */
             return Q_TAKEN;
         }
+        if (self->policy == POLICY_DROP_OLDEST) /* only a record that takes an entry makes room */
+            drop_oldest_if_full(self, head);
         unsigned char *h = e->header;
         uint32_t rec_len = (uint32_t)n;
         uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
@@ -782,6 +961,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
         int ok;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->mu);
+        __atomic_fetch_add(&self->drainers, 1, __ATOMIC_SEQ_CST);
         __atomic_fetch_add(&self->waiters, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         ok = done(self, arg);
@@ -793,6 +973,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
             ok = done(self, arg);
         }
         __atomic_fetch_sub(&self->waiters, 1, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&self->drainers, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&self->mu);
         Py_END_ALLOW_THREADS
         if (ok)
@@ -806,7 +987,7 @@ static int wait_until(Queue *self, int (*done)(Queue *, unsigned long long), uns
 
 static int written_up_to(Queue *self, unsigned long long target)
 {
-    return load_acq(&self->tail) >= target;
+    return load_acq(&self->freed) >= target;
 }
 
 static int worker_ended(Queue *self, unsigned long long unused)
@@ -886,9 +1067,10 @@ static PyObject *queue_stop(Queue *self, PyObject *const *args, Py_ssize_t nargs
             /* Producers ran while this thread waited without the GIL: one may have queued an entry after the
              * worker's last look.  The worker is gone and no producer runs now (the GIL is held, the state is
              * STOPPED): write what is left here, in order. */
-            for (unsigned long long i = self->tail; i != self->head; i++)
+            for (unsigned long long i = load_acq(&self->tail); i != self->head; i++)
                 write_entry(self, entry_at(self, i));
             __atomic_store_n(&self->tail, self->head, __ATOMIC_RELEASE);
+            __atomic_store_n(&self->freed, self->head, __ATOMIC_RELEASE);
             prune_targets(self);
         }
     }
@@ -957,7 +1139,7 @@ static PyObject *queue_get_pending(Queue *self, void *closure)
 {
     if (self->state == STATE_ABANDONED)
         return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLongLong(self->head - load_acq(&self->tail));
+    return PyLong_FromUnsignedLongLong(self->head - load_acq(&self->freed));
 }
 
 static PyObject *queue_get_running(Queue *self, void *closure)
@@ -970,6 +1152,11 @@ static PyObject *queue_get_gil_takes(Queue *self, void *closure)
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->gil_takes, __ATOMIC_RELAXED));
 }
 
+static PyObject *queue_get_room_waits(Queue *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->room_waits);
+}
+
 static PyObject *queue_get_waiters(Queue *self, void *closure)
 {
     return PyLong_FromLong(__atomic_load_n(&self->waiters, __ATOMIC_RELAXED));
@@ -977,6 +1164,8 @@ static PyObject *queue_get_waiters(Queue *self, void *closure)
 
 static PyGetSetDef queue_getset[] = {
     {"gil_takes", (getter)queue_get_gil_takes, NULL, "Times the worker took the GIL (a fault, a drop report, a flush).",
+     NULL},
+    {"room_waits", (getter)queue_get_room_waits, NULL, "Times a producer waited for room in a full queue (\"block\").",
      NULL},
     {"waiters", (getter)queue_get_waiters, NULL, "Threads waiting for room or for a drain right now.", NULL},
     {"dropped", (getter)queue_get_dropped, NULL, "Records dropped by the overflow policy (exact).", NULL},
@@ -1040,8 +1229,10 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         self->policy = POLICY_BLOCK;
     else if (strcmp(policy, "drop_newest") == 0)
         self->policy = POLICY_DROP_NEWEST;
+    else if (strcmp(policy, "drop_oldest") == 0)
+        self->policy = POLICY_DROP_OLDEST;
     else {
-        PyErr_Format(PyExc_ValueError, "Queue: policy must be 'block' or 'drop_newest', not %s", policy);
+        PyErr_Format(PyExc_ValueError, "Queue: policy must be 'block', 'drop_newest' or 'drop_oldest', not %s", policy);
         return -1;
     }
     PyObject *wdict = PyObject_GenericGetDict(writer, NULL);
@@ -1058,9 +1249,20 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         Py_XDECREF(fault);
         return -1;
     }
+    PyObject *count_type = checked_count_type();
+    if (count_type == NULL) {
+        Py_DECREF(wdict);
+        Py_DECREF(full);
+        Py_DECREF(fault);
+        return -1;
+    }
+    if (count_type == Py_None)
+        Py_CLEAR(count_type);
     self->stride = ((sizeof(Entry) + (size_t)payload + 63) / 64) * 64;
     unsigned long long slots = 1;
-    while (slots < capacity)
+    /* "drop_oldest": room for a batch in flight beyond ``capacity`` waiting entries, so a producer drops the
+     * oldest entry and reuses memory without waiting for the worker's batch to end. */
+    while (slots < capacity + (self->policy == POLICY_DROP_OLDEST ? WORKER_BATCH + 1 : 0))
         slots <<= 1;
     self->mask = slots - 1;
     self->ring = PyMem_RawCalloc((size_t)slots, self->stride);
@@ -1074,6 +1276,7 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         Py_DECREF(wdict);
         Py_DECREF(full);
         Py_DECREF(fault);
+        Py_XDECREF(count_type);
         PyErr_NoMemory();
         return -1;
     }
@@ -1089,6 +1292,7 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
     self->names = names;
     self->full = full;
     self->fault = fault;
+    self->count_type = count_type;
     Py_INCREF(describe);
     self->describe = describe;
     Py_INCREF(fallback);
@@ -1139,6 +1343,7 @@ static int queue_traverse(Queue *self, visitproc visit, void *arg)
     Py_VISIT(self->positions);
     Py_VISIT(self->seqs);
     Py_VISIT(self->names);
+    Py_VISIT(self->count_type);
     return 0;
 }
 
@@ -1165,9 +1370,9 @@ static void queue_dealloc(Queue *self)
         pthread_join(self->thread, NULL);
         Py_END_ALLOW_THREADS
         self->started = 0;
-        for (unsigned long long i = self->tail; i != self->head; i++) /* queued after the worker's last look */
+        for (unsigned long long i = load_acq(&self->tail); i != self->head; i++) /* queued after the worker's last look */
             write_entry(self, entry_at(self, i));
-        self->tail = self->head;
+        self->tail = self->freed = self->head;
     }
     int own_sync = self->state != STATE_ABANDONED;
     while (self->targets != NULL) {
@@ -1194,6 +1399,7 @@ static void queue_dealloc(Queue *self)
     Py_CLEAR(self->positions);
     Py_CLEAR(self->seqs);
     Py_CLEAR(self->names);
+    Py_CLEAR(self->count_type);
 #define DROP(field, text) Py_CLEAR(self->field);
     QUEUE_KEYS(DROP)
 #undef DROP

@@ -79,7 +79,11 @@ def wait_for(condition: Any, timeout: float = WAIT) -> bool:
 def test_a_single_ring_handler_goes_native_and_others_keep_the_python_worker(tmp_path: Path) -> None:
     ring = mmaplog.RingHandler(str(tmp_path / "a.mmlog"), size="1MB")
     assert AsyncHandler(ring).native
-    for options in ({"overflow": "drop_oldest"}, {"workers": 2}):
+    for policy in ("drop_newest", "drop_oldest"):
+        every = AsyncHandler(mmaplog.RingHandler(str(tmp_path / f"{policy}.mmlog"), size="1MB"), overflow=policy)
+        assert every.native
+        every.close()
+    for options in ({"workers": 2},):
         handler = AsyncHandler(mmaplog.RingHandler(str(tmp_path / f"{len(options)}{options}.mmlog"), size="1MB"),
                                **options)
         assert not handler.native
@@ -133,9 +137,10 @@ def play(log_for: Any, script: list[tuple[str, list[Any], str, str]]) -> None:
             method(kind, *values)
 
 
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=calls)
-def test_native_and_python_workers_write_the_same_records(tmp_path_factory: pytest.TempPathFactory,
+def test_native_and_python_workers_write_the_same_records(tmp_path_factory: pytest.TempPathFactory, policy: str,
                                                           script: list[tuple[str, list[Any], str, str]]) -> None:
     folder = tmp_path_factory.mktemp("diff")
     written = []
@@ -145,7 +150,7 @@ def test_native_and_python_workers_write_the_same_records(tmp_path_factory: pyte
         if not native:
             async_._casync = None
         try:
-            handler = AsyncHandler(mmaplog.RingHandler(str(path), size="1MB"))
+            handler = AsyncHandler(mmaplog.RingHandler(str(path), size="1MB"), overflow=policy)
         finally:
             async_._casync = saved
         assert handler.native is native
@@ -216,6 +221,34 @@ def test_records_from_handle_keep_their_time_and_thread(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- policies and drop counts
 
+def test_queued_and_direct_records_share_the_writers_counters(tmp_path: Path) -> None:
+    """The queue claims seq and slot from the writer's own counters: records the writer takes directly in between
+    go on from where the queue left them, and the writer's counters go on after the queue's claims."""
+    path = tmp_path / "s.mmlog"
+    ring = mmaplog.RingHandler(str(path), size="1MB")
+    handler = AsyncHandler(ring, flush_interval=None)
+    assert handler.native
+    log = mmaplog.Logger("app", handlers=[handler])
+    direct = mmaplog.Logger("app", handlers=[ring])
+    warm(handler)
+    expected = []
+    for i in range(300):
+        if i % 7 == 3:
+            direct.info("direct %d", i)  # the writer's own path, with the GIL, between two queued records
+            expected.append(f"direct {i}")
+        else:
+            log.info("queued %d", i)
+            expected.append(f"queued {i}")
+    handler.flush()
+    seqs = ring.writer._seqs
+    nxt = next(seqs)
+    handler.close()
+    got = list(mmaplog.read(str(path)))[1:]
+    assert [r.message for r in got] == expected
+    assert [r.seq for r in got] == list(range(got[0].seq, got[0].seq + 300))
+    assert nxt == got[-1].seq + 1
+
+
 @pytest.mark.parametrize("extra", [1, 37])
 def test_drop_newest_counts_exactly_and_writes_the_drop_record(tmp_path: Path, extra: int) -> None:
     path = tmp_path / "d.mmlog"
@@ -236,6 +269,123 @@ def test_drop_newest_counts_exactly_and_writes_the_drop_record(tmp_path: Path, e
     assert warning.logger == "mmaplog" and warning.level == 30 and warning.fields == {"dropped": extra}
     assert warning.message.startswith(f"dropped {extra} record")
     assert len(got) == 65
+
+
+@pytest.mark.parametrize("extra", [1, 37])
+def test_drop_oldest_keeps_the_newest_counts_exactly_and_writes_the_drop_record(tmp_path: Path, extra: int) -> None:
+    path = tmp_path / "o.mmlog"
+    ring = mmaplog.RingHandler(str(path), size="128KB")
+    handler = AsyncHandler(ring, capacity=64, overflow="drop_oldest", flush_interval=None)
+    assert handler.native
+    log = mmaplog.Logger("app", handlers=[handler])
+    warm(handler)
+    slots = ring.writer.slot_count
+    fill = mmaplog.Logger("fill", handlers=[handler])
+    for i in range(2 * slots):  # every slot holds a record of the lap before
+        fill.info("fill %d", i)
+        if i % 32 == 31:
+            handler.flush()
+    handler.flush()
+    assert handler.dropped == 0
+    handler._native.pause(True)
+    for i in range(64 + extra):
+        log.info("r %d", i)
+    assert handler.dropped == extra
+    assert handler.pending == 64
+    handler._native.pause(False)
+    handler.flush()
+    handler.close()
+    everything = list(mmaplog.read(str(path)))
+    got = [r for r in everything if r.logger != "fill"]
+    assert [r.message for r in got[:64]] == [f"r {i}" for i in range(extra, 64 + extra)]
+    warning = got[64]
+    assert warning.logger == "mmaplog" and warning.level == 30 and warning.fields == {"dropped": extra}
+    assert warning.message.startswith(f"dropped {extra} record") and "drop_oldest" in warning.message
+    assert len(got) == 65
+    # the dropped records' slots hold no record: neither theirs nor the one of the lap before
+    assert len(everything) == slots - extra
+
+
+class GatedRing(mmaplog.RingHandler):
+    """A ring whose Python worker holds its first batch until ``gate`` opens (a slowed drain)."""
+
+    def __init__(self, path: str, gate: threading.Event, entered: threading.Event) -> None:
+        super().__init__(path, size="1MB")
+        self.gate = gate
+        self.entered = entered
+
+    def emit_batch(self, records: list[Any]) -> None:
+        self.entered.set()
+        self.gate.wait(WAIT)
+        super().emit_batch(records)
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
+def test_policies_under_a_slowed_drain_match_the_python_worker(tmp_path: Path, policy: str) -> None:
+    """Record 0 in the worker's hands, then 40 more into a queue of 8: both workers keep and drop the same ones."""
+    kept = {"drop_newest": list(range(9)), "drop_oldest": [0, *range(33, 41)]}[policy]
+    found = []
+    for native in (True, False):
+        path = tmp_path / f"{native}.mmlog"
+        gate, entered = threading.Event(), threading.Event()
+        if native:
+            handler = native_handler(path, capacity=8, overflow=policy, flush_interval=None)
+        else:
+            saved = async_._casync
+            async_._casync = None
+            try:
+                handler = AsyncHandler(GatedRing(str(path), gate, entered), capacity=8, overflow=policy,
+                                       batch_size=1, flush_interval=None)
+            finally:
+                async_._casync = saved
+        log = mmaplog.Logger("app", handlers=[handler])
+        log.info("r %d", 0)
+        if native:
+            handler.flush()  # record 0 written: the worker is past it, as the Python worker holding it
+            handler._native.pause(True)
+        else:
+            assert entered.wait(WAIT)
+        for i in range(1, 41):
+            log.info("r %d", i)
+        assert handler.dropped == 32
+        if native:
+            handler._native.pause(False)
+        gate.set()
+        handler.flush()
+        handler.close()
+        got = records(path)
+        warnings = [r[:5] for r in got if r[1] == "mmaplog"]  # written by each worker's own thread, when it can
+        found.append(([r for r in got if r[1] == "app"], warnings))
+        assert [m for _, name, m, *_ in got if name == "app"] == [f"r {i}" for i in kept]
+        assert len(warnings) == 1 and warnings[0][3] == {"dropped": 32}
+    assert found[0] == found[1]
+
+
+def test_drop_oldest_under_concurrent_producers_and_a_live_worker(tmp_path: Path) -> None:
+    """Four threads into a tiny queue while the worker drains: written + dropped is exact, each thread's records
+    keep their order, and every drop is accounted for by the warnings."""
+    path = tmp_path / "live.mmlog"
+    handler = AsyncHandler(mmaplog.RingHandler(str(path), size="16MB"), capacity=8, overflow="drop_oldest")
+    assert handler.native
+    log = mmaplog.Logger("app", handlers=[handler])
+    warm(handler)
+    per_thread = 5000
+    threads = [threading.Thread(target=lambda t=t: [log.info("t%d %d", t, i) for i in range(per_thread)])
+               for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    handler.flush()
+    dropped = handler.dropped
+    handler.close()
+    got = list(mmaplog.read(str(path)))[1:]
+    plain = [r for r in got if r.logger == "app"]
+    assert len(plain) + dropped == 4 * per_thread
+    assert sum(r.fields["dropped"] for r in got if r.logger == "mmaplog") == dropped
+    for t in range(4):
+        mine = [int(r.message.split()[1]) for r in plain if r.message.startswith(f"t{t} ")]
+        assert mine == sorted(mine) and len(set(mine)) == len(mine)
 
 
 def test_block_makes_the_producer_wait_and_loses_nothing(tmp_path: Path) -> None:

@@ -277,6 +277,90 @@ def latency_table(benches: list[Bench]) -> list[str]:
     return out
 
 
+ASYNC_GROUP = "async native"
+
+
+def _async(benches: Iterable[Bench]) -> dict[str, dict[str, Any]]:
+    """The extra info of the async front's benchmarks (bench/test_async_native.py), by test name."""
+    return {b.name: b.extra for b in benches if b.group == ASYNC_GROUP}
+
+
+def _extra(found: dict[str, dict[str, Any]], test: str, key: str) -> float | None:
+    value = found.get(test, {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and value == value else None
+
+
+def async_targets(benches: list[Bench], icount: dict[str, dict[str, float]] | None = None) -> list[Target]:
+    """The async front's goals (docs/ASYNC.md), each a ratio measured inside one benchmark of the run."""
+    found = _async(benches)
+    gil = "test_gil_freedom_while_draining[native]"
+    max_ns = _extra(found, "test_burst_tail_latency", "async_max_ns")
+    out = [
+        Target("async producer, 3 args: time ÷ empty function (wall)",
+               _extra(found, "test_producer_cost", "ratio_async_to_empty_wall"), 2, False),
+        Target("async producer, 3 args: time ÷ direct path (wall)",
+               _extra(found, "test_producer_cost", "ratio_async_to_direct_wall"), 0.7, False),
+        Target("async sustained, 1 producer thread: records/s ÷ direct path's",
+               _extra(found, "test_sustained_throughput", "ratio_sustained_1_thread"), 1, True),
+        Target("async sustained, 2 producer threads: records/s ÷ direct path's (1 thread)",
+               _extra(found, "test_sustained_throughput", "ratio_sustained_2_threads"), 1.5, True),
+        Target("async burst of 100,000 calls: p99.9 ÷ direct path's p99.9",
+               _extra(found, "test_burst_tail_latency", "ratio_p99.9_async_to_direct"), 1, False),
+        Target("async burst of 100,000 calls: max per call", max_ns / 1000 if max_ns is not None else None, 100, False,
+               " µs"),
+        Target("pure-Python loop while the worker drains 1,000,000 records ÷ alone (speed)",
+               _extra(found, gil, "ratio_loop_speed_while_draining"), 0.9, True),
+    ]
+    counts = (icount or {}).get("call: 3 args", {})
+    direct, queued = counts.get("mmaplog-direct"), counts.get("mmaplog-async")
+    if direct and queued:
+        out.append(Target("async producer, 3 args: instructions ÷ direct path's", queued / direct, 0.7, False))
+    return out
+
+
+def async_table(benches: list[Bench], icount: dict[str, dict[str, float]]) -> list[str]:
+    """The async front's figures: each goal with its measurement, and the raw figures behind the ratios."""
+    found = _async(benches)
+    if not found:
+        return []
+    loads = sorted({str(extra.get("load_1min")) for extra in found.values() if "load_1min" in extra})
+    out = ["**Async front** (`AsyncHandler` over one `RingHandler`, native queue; bench/test_async_native.py; "
+           f"1-minute load average during the run: {', '.join(loads) or 'not recorded'})\n",
+           "| goal | bound | measured | |", "| --- | ---: | ---: | --- |"]
+    for t in async_targets(benches, icount):
+        bound = f"{'>=' if t.at_least else '<='} {_num(t.limit)}{t.unit}"
+        verdict = "-" if t.met is None else ("met" if t.met else "**missed**")
+        out.append(f"| {t.text} | {bound} | {_num(t.measured)}{t.unit if t.measured is not None else ''} | {verdict} |")
+    out.append("")
+    rows = [("producer: per call, wall (empty / direct / async)", "test_producer_cost",
+             ["wall_empty_ns", "wall_direct_ns", "wall_async_ns"], "ns"),
+            ("producer: per call, own CPU time (empty / direct / async)", "test_producer_cost",
+             ["cpu_empty_ns", "cpu_direct_ns", "cpu_async_ns"], "ns"),
+            ("sustained, 1 thread: records/s (direct / async)", "test_sustained_throughput",
+             ["records_per_s_direct_1", "records_per_s_async_1"], "/s"),
+            ("sustained, 2 threads: records/s (direct / async)", "test_sustained_throughput",
+             ["records_per_s_direct_2", "records_per_s_async_2"], "/s"),
+            ("burst p99.9 (direct / async)", "test_burst_tail_latency", ["direct_p99.9_ns", "async_p99.9_ns"], "ns"),
+            ("burst max (direct / async)", "test_burst_tail_latency", ["direct_max_ns", "async_max_ns"], "ns"),
+            ("loop while draining ÷ alone, speed (best loop / median loop), native worker",
+             "test_gil_freedom_while_draining[native]",
+             ["ratio_loop_speed_while_draining", "ratio_loop_speed_while_draining_median"], "x"),
+            ("the same with the Python worker (the reference)", "test_gil_freedom_while_draining[python]",
+             ["ratio_loop_speed_while_draining", "ratio_loop_speed_while_draining_median"], "x"),
+            ("GIL taken by the native worker while draining (times)", "test_gil_freedom_while_draining[native]",
+             ["worker_gil_takes"], "")]
+    lines = []
+    for text, test, keys, unit in rows:
+        values = [_extra(found, test, key) for key in keys]
+        if all(v is None for v in values):
+            continue
+        shown = [("-" if v is None else _ns(v / 1e9) if unit == "ns" else f"{_num(v)}{unit}") for v in values]
+        lines.append(f"| {text} | " + " / ".join(shown) + " |")
+    if lines:
+        out += ["| figure | value |", "| --- | ---: |", *lines, ""]
+    return out
+
+
 def targets(benches: list[Bench]) -> list[Target]:
     """The project's speed targets, each with what this run measured."""
     args = _in_group(benches, "call: 3 args")
@@ -320,7 +404,7 @@ def target_table(benches: list[Bench], stat: str, others: list[Bench] | None = N
 def plot_latency(benches: list[Bench], path: Path, title: str) -> bool:
     """Write a PNG of the latency percentiles per logger (log scale); False when the run has no latency data."""
     rows = _in_group(benches, "latency burst")
-    if not rows:
+    if not rows and "test_burst_tail_latency" not in _async(benches):
         return False
     import matplotlib
 
@@ -335,6 +419,11 @@ def plot_latency(benches: list[Bench], path: Path, title: str) -> bool:
             continue
         values = [b.extra[key] / 1000 for _, key in LATENCY_KEYS]
         ax.plot(labels, values, marker="o", label=DESCRIPTIONS.get(subject, subject).replace("`", ""))
+    burst = _async(benches).get("test_burst_tail_latency", {})
+    for name, label in (("direct", "burst of 100,000: direct path"), ("async", "burst of 100,000: async front (native)")):
+        keys = [f"{name}_{k}_ns" for k, _ in LATENCY_KEYS]
+        if all(key in burst for key in keys):
+            ax.plot(labels, [burst[key] / 1000 for key in keys], marker="s", linestyle="--", label=label)
     ax.set_yscale("log")
     ax.set_ylabel("latency per call (µs, log scale)")
     ax.set_xlabel("percentile of a burst of calls")
@@ -379,6 +468,7 @@ def report(benches: list[Bench], header: dict[str, Any], stat: str, icount: dict
         lambda: ring_table(benches, stat),
         lambda: reader_table(benches),
         lambda: latency_table(benches),
+        lambda: async_table(benches, icount),
     ]
     lines = [f"Measured on {machine_line(header)}. Ratios use the {stat} of each benchmark.\n"]
     for section in sections:

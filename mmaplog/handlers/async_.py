@@ -84,14 +84,14 @@ _STOP_STALL_TIMEOUT = 10.0
 
 #: The native queue and GIL-free worker (mmaplog/_casync.c), where built; None: Python workers only.
 _casync = _native.load("_casync")
-_NATIVE_POLICIES = ("block", "drop_newest")
+_NATIVE_POLICIES = ("block", "drop_newest", "drop_oldest")
 _UINT64_MAX = (1 << 64) - 1
 
 
 def _native_writer(handlers: tuple[Handler, ...], workers: int, policy: str) -> RingWriter | None:
     """The writer the native queue can feed directly, or None when this configuration keeps the Python worker.
 
-    Native: one worker, policy "block" or "drop_newest", and a single plain
+    Native: one worker, any overflow policy, and a single plain
     :class:`RingHandler` (no line format) over an open :class:`RingWriter`
     using the C append.  Anything else keeps the Python worker.
     """
