@@ -33,6 +33,7 @@ typedef struct {
     PyObject *write_kwnames;       /* ("level", "logger", "fields") */
     PyObject *mapping;             /* collections.abc.Mapping */
     PyTypeObject *method_type;
+    PyTypeObject *source_type;
 } ModuleState;
 
 typedef struct {
@@ -117,23 +118,29 @@ static int globals_as_planned(ModuleState *st)
 /* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
  * Returns NULL with no exception set when the standard path must take the call. */
 static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
-                             Py_ssize_t nargs)
+                             Py_ssize_t nargs, int stdlib)
 {
     if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
         return NULL;
-    PyObject *srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
-    if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
-        return NULL;
+    PyObject *srcfile = NULL;
+    if (stdlib) {
+        srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
+        if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
+            return NULL;
+    }
     PyFrameObject *frame = PyEval_GetFrame();
     if (frame == NULL)
         return NULL;
     PyCodeObject *code = PyFrame_GetCode(frame);
     PyObject *filename = code->co_filename;
     /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
-     * skip: the standard path decides. */
-    int internal = !PyUnicode_Check(filename) || (PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0);
-    if (!internal)
-        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+     * skip: the standard path decides.  mmaplog's own loggers take the caller as it is. */
+    int internal = !PyUnicode_Check(filename);
+    if (stdlib && !internal) {
+        internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
+        if (!internal)
+            internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    }
     if (PyErr_Occurred()) {
         PyErr_Clear();
         internal = 1;
@@ -234,7 +241,7 @@ static PyObject *log_call(FastMethod *self, ModuleState *st, PyObject *const *ar
         if (PyTuple_Check(plan) && PyTuple_GET_SIZE(plan) == 2) {
             if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
                 res = source_call(st, args[0], PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), args + 1,
-                                  nargs - 1);
+                                  nargs - 1, 1);
         }
         else {
             /* The emitter hands what it does not write to log's standard method with this level. */
@@ -282,7 +289,7 @@ static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargs
         if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
             PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
             /* Own references: the format or the isinstance check may run Python code that replans. */
-            PyObject *res = source_call(st, self->level, target, name, args, nargs);
+            PyObject *res = source_call(st, self->level, target, name, args, nargs, 1);
             Py_DECREF(target);
             Py_DECREF(name);
             if (res != NULL)
@@ -423,6 +430,119 @@ static PyType_Spec method_spec = {
     .slots = method_slots,
 };
 
+/* ---- SourceEmitter: a level method of mmaplog's own Logger with capture_source on */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *ring;     /* the RingHandler: ``ring._write`` is looked up per call (it changes on fork and close) */
+    PyObject *level;    /* int */
+    PyObject *name;     /* the logger's name */
+    PyObject *fallback; /* the Python level method, for whatever this one does not write itself */
+} SourceEmitter;
+
+static PyObject *source_emit(SourceEmitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ModuleState *st = state_of_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        PyObject *ring = Py_NewRef(self->ring), *level = Py_NewRef(self->level), *name = Py_NewRef(self->name);
+        PyObject *res = source_call(st, level, ring, name, args, PyVectorcall_NARGS(nargsf), 0);
+        Py_DECREF(ring);
+        Py_DECREF(level);
+        Py_DECREF(name);
+        if (res != NULL)
+            return res;
+        if (PyErr_Occurred())
+            PyErr_Clear();
+    }
+    /* No frame was added: the fallback's caller is the logging call's. */
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *source_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *ring, *level, *name, *fallback;
+    static char *kwlist[] = {"ring", "level", "name", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!UO:SourceEmitter", kwlist, &ring, &PyLong_Type, &level, &name,
+                                     &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    SourceEmitter *self = (SourceEmitter *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = (vectorcallfunc)source_emit;
+    self->ring = Py_NewRef(ring);
+    self->level = Py_NewRef(level);
+    self->name = Py_NewRef(name);
+    self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int source_traverse(SourceEmitter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->ring);
+    Py_VISIT(self->level);
+    Py_VISIT(self->name);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int source_clear(SourceEmitter *self)
+{
+    Py_CLEAR(self->ring);
+    Py_CLEAR(self->level);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void source_dealloc(SourceEmitter *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    source_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *source_repr(SourceEmitter *self)
+{
+    return PyUnicode_FromFormat("<level method of %R with the caller's location>", self->name);
+}
+
+static PyMemberDef source_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SourceEmitter, vectorcall), READONLY, NULL},
+    {"fallback", T_OBJECT_EX, offsetof(SourceEmitter, fallback), READONLY, "The Python level method it defers to."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot source_slots[] = {
+    {Py_tp_doc, "SourceEmitter(ring, level, name, fallback)\n--\n\n"
+                "A level method of a mmaplog Logger with capture_source: msg % args and the caller's file, line and\n"
+                "function (fields pathname, lineno, funcName) into one RingHandler; anything else goes to fallback."},
+    {Py_tp_new, source_new},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_traverse, source_traverse},
+    {Py_tp_clear, source_clear},
+    {Py_tp_dealloc, source_dealloc},
+    {Py_tp_members, source_members},
+    {Py_tp_repr, source_repr},
+    {0, NULL},
+};
+
+static PyType_Spec source_spec = {
+    .name = "mmaplog._cstdlib.SourceEmitter",
+    .basicsize = sizeof(SourceEmitter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = source_slots,
+};
+
 /* ---- module functions */
 
 PyDoc_STRVAR(configure_doc,
@@ -502,10 +622,23 @@ static int module_exec(PyObject *module)
     st->write_kwnames = Py_BuildValue("(sss)", "level", "logger", "fields");
     if (st->write_kwnames == NULL)
         return -1;
+    /* configure() may give another; mmaplog's own loggers (SourceEmitter) use this one. */
+    PyObject *abc = PyImport_ImportModule("collections.abc");
+    if (abc == NULL)
+        return -1;
+    st->mapping = PyObject_GetAttrString(abc, "Mapping");
+    Py_DECREF(abc);
+    if (st->mapping == NULL)
+        return -1;
     st->method_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &method_spec, NULL);
     if (st->method_type == NULL)
         return -1;
-    return PyModule_AddType(module, st->method_type);
+    if (PyModule_AddType(module, st->method_type) < 0)
+        return -1;
+    st->source_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &source_spec, NULL);
+    if (st->source_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->source_type);
 }
 
 static int module_traverse(PyObject *module, visitproc visit, void *arg)
@@ -515,6 +648,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->logging_dict);
     Py_VISIT(st->record_class);
     Py_VISIT(st->method_type);
+    Py_VISIT(st->source_type);
     Py_VISIT(st->mapping);
     return 0;
 }
@@ -536,6 +670,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->write_kwnames);
     Py_CLEAR(st->mapping);
     Py_CLEAR(st->method_type);
+    Py_CLEAR(st->source_type);
     return 0;
 }
 

@@ -1,0 +1,169 @@
+"""The caller's location (file, line, function) on mmaplog's own Logger with ``capture_source``.
+
+Each expected line number is read from ``inspect`` in the test itself, never
+written down.  The same tests run on the C path (``_cstdlib.SourceEmitter``
+for a logger writing into one ring) and on the pure-Python path
+(``MMAPLOG_PURE_PYTHON=1``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmaplog
+from mmaplog import logger as logger_module
+from mmaplog.handlers._base import Handler
+from mmaplog.logger import LoggerTree
+from mmaplog.reader import read_array
+
+SOURCE_KEYS = ("pathname", "lineno", "funcName")
+
+
+def next_line() -> int:
+    """The line after the caller's current one: where the logging call under test sits."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno + 1
+
+
+class Collect(Handler):
+    """Keeps every record (a handler that is not a ring: the Python level methods serve)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[Any] = []
+
+    def emit(self, record: Any) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> Iterator[mmaplog.RingHandler]:
+    handler = mmaplog.RingHandler(tmp_path / "src.mmlog", size="256 KiB")
+    yield handler
+    handler.close()
+
+
+def fields_of(path: Path) -> list[dict[str, Any]]:
+    return [dict(f or {}) for f in read_array(path)["fields"]]
+
+
+def where(line: int, function: str) -> dict[str, Any]:
+    return {"pathname": __file__, "lineno": line, "funcName": function}
+
+
+def test_every_way_of_logging_records_the_caller_s_location(ring: mmaplog.RingHandler) -> None:
+    log = mmaplog.Logger("app", [ring], "DEBUG", capture_source=True)
+    expected = []
+
+    def site() -> None:
+        expected.append(next_line())
+        log.info("plain")
+        expected.append(next_line())
+        log.warning("order %d paid %.2f by %s", 42, 9.5, "bob")
+        expected.append(next_line())
+        log.debug("with a field", order=7)
+        expected.append(next_line())
+        log.log(30, "through log")
+        expected.append(next_line())
+        log.log("ERROR", "a level by name")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            expected.append(next_line())
+            log.exception("failed")
+        expected.append(next_line())
+        log.bind(request=1).info("bound")
+        expected.append(next_line())
+        log.bind(request=1).log(20, "bound log")
+        expected.append(next_line())
+        log.info({"not": "a string"})
+        expected.append(next_line())
+        log.info("%(a)s from a mapping", {"a": 1})
+        expected.append(next_line())
+        log.info("bad %d", "arguments")
+
+    site()
+    rows = fields_of(ring.path)
+    assert len(rows) == len(expected)
+    for row, line in zip(rows, expected):
+        assert {k: row[k] for k in SOURCE_KEYS} == where(line, "site")
+    assert rows[2]["order"] == 7 and rows[6]["request"] == 1 and rows[7]["request"] == 1
+    messages = [str(m) for m in read_array(ring.path)["message"]]
+    assert messages[1] == "order 42 paid 9.50 by bob"
+    assert messages[9] == "1 from a mapping"
+
+
+def test_the_c_level_method_serves_a_ring_where_built(ring: mmaplog.RingHandler) -> None:
+    log = mmaplog.Logger("app", [ring], "INFO", capture_source=True)
+    if logger_module._cstdlib is not None:
+        assert type(log.info).__name__ == "SourceEmitter"
+    else:
+        assert callable(log.info) and type(log.info).__name__ == "function"
+    assert log.debug is logger_module._disabled
+
+
+def test_without_capture_source_records_carry_no_location(ring: mmaplog.RingHandler) -> None:
+    log = mmaplog.Logger("app", [ring], "INFO")
+    log.info("plain")
+    log.info("field", k=1)
+    assert read_array(ring.path)["fields"][0] is None
+    assert fields_of(ring.path)[1] == {"k": 1}
+
+
+def test_the_location_overrides_call_fields_of_the_same_names(ring: mmaplog.RingHandler) -> None:
+    log = mmaplog.Logger("app", [ring], "INFO", capture_source=True)
+    line = next_line()
+    log.info("clash", lineno=-1, funcName="mine", other="kept")
+    assert fields_of(ring.path)[0] == {"other": "kept", **where(line, "test_the_location_overrides_call_fields_of_the_same_names")}
+
+
+def test_any_handler_gets_the_location_and_children_inherit_it() -> None:
+    tree = LoggerTree()
+    collect, second = Collect(), Collect()
+    tree.root.set_handlers([collect])
+    tree.root.set_level("INFO")
+    tree.root.capture_source = True
+    child = tree.get("app.db")
+    assert child.capture_source and child.own_capture_source is None
+    line = next_line()
+    child.info("from the child")
+    assert collect.records[-1].fields == where(line, "test_any_handler_gets_the_location_and_children_inherit_it")
+
+    child.capture_source = False
+    child.info("not located")
+    assert collect.records[-1].fields is None
+    child.capture_source = None
+    assert child.capture_source
+
+    child.set_handlers([second])  # two handlers: one record shared by both
+    line = next_line()
+    child.error("twice", k=2)
+    assert collect.records[-1] is second.records[-1]
+    assert second.records[-1].fields == {"k": 2, **where(line, "test_any_handler_gets_the_location_and_children_inherit_it")}
+
+    tree.root.capture_source = False
+    child.info("off")
+    assert second.records[-1].fields is None
+
+
+def test_the_configuration_keys(ring: mmaplog.RingHandler) -> None:
+    tree = LoggerTree()
+    collect = Collect()
+    mmaplog.configure(tree=tree, handlers=[collect], capture_source=True,
+                      loggers={"quiet": {"capture_source": False}})
+    assert tree.root.capture_source and tree.get("app").capture_source
+    assert not tree.get("quiet").capture_source and not tree.get("quiet.sub").capture_source
+    mmaplog.configure(tree=tree, handlers=[collect], loggers={"loud": {"capture_source": True}})
+    assert not tree.root.capture_source and not tree.get("app").capture_source
+    assert tree.get("quiet").own_capture_source is None
+    assert tree.get("loud.sub").capture_source
+    with pytest.raises(mmaplog.ConfigError, match="capture_source"):
+        mmaplog.configure(tree=tree, handlers=[collect], capture_source="yes")
+    with pytest.raises(mmaplog.ConfigError, match=r"loggers\.x\.capture_source"):
+        mmaplog.configure(tree=tree, handlers=[collect], loggers={"x": {"capture_source": 1}})
