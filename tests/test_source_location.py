@@ -167,3 +167,78 @@ def test_the_configuration_keys(ring: mmaplog.RingHandler) -> None:
         mmaplog.configure(tree=tree, handlers=[collect], capture_source="yes")
     with pytest.raises(mmaplog.ConfigError, match=r"loggers\.x\.capture_source"):
         mmaplog.configure(tree=tree, handlers=[collect], loggers={"x": {"capture_source": 1}})
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def test_read_array_has_the_location_as_columns(ring: mmaplog.RingHandler) -> None:
+    log = mmaplog.Logger("app", [ring], "DEBUG", capture_source=True)
+    plain = mmaplog.Logger("plain", [ring], "DEBUG")
+    expected = []
+
+    def site() -> None:
+        expected.append(next_line())
+        log.info("located %d", 1)
+        plain.info("no fields")
+        plain.info("other fields", k=1)
+        plain.info("wrong types", pathname=7, lineno="x", funcName=None)
+        expected.append(next_line())
+        log.info("a long record " + "y" * 3000)  # several slots: joined in Python on both paths
+
+    site()
+    rows = read_array(ring.path)
+    assert rows.dtype.names is not None and {"pathname", "lineno", "funcName"} <= set(rows.dtype.names)
+    got = list(zip(rows["pathname"].tolist(), rows["lineno"].tolist(), rows["funcName"].tolist()))
+    assert got == [(__file__, expected[0], "site"), (None, 0, None), (None, 0, None), (None, 0, None),
+                   (__file__, expected[1], "site")]
+    assert dict(rows["fields"][3]) == {"pathname": 7, "lineno": "x", "funcName": None}  # still plain fields
+
+
+def test_stdlib_records_with_the_location_fill_the_columns(tmp_path: Path) -> None:
+    import logging
+
+    handler = mmaplog.LoggingHandler(tmp_path / "std.mmlog", capture_source=True)
+    logger = logging.getLogger("test_source_location.std")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        line = next_line()
+        logger.warning("from the stdlib")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    rows = read_array(tmp_path / "std.mmlog")
+    assert (rows["pathname"][0], rows["lineno"][0], rows["funcName"][0]) == (
+        __file__, line, "test_stdlib_records_with_the_location_fill_the_columns")
+
+
+def run_read(*args: object) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    done = subprocess.run([sys.executable, "-m", "mmaplog.cli.read", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_mmaplog_read_shows_the_location(ring: mmaplog.RingHandler) -> None:
+    import json
+    import os
+
+    log = mmaplog.Logger("app", [ring], "DEBUG", capture_source=True)
+    plain = mmaplog.Logger("plain", [ring], "DEBUG")
+    line = next_line()
+    log.info("paid", order=7)
+    plain.info("unlocated", k=1)
+    ring.flush()
+    text = run_read("-o", "text", ring.path).splitlines()
+    assert text[0].endswith(f" {os.path.basename(__file__)}:{line} paid order=7"), text[0]
+    assert "pathname=" not in text[0] and "funcName=" not in text[0]
+    assert text[1].endswith(" unlocated k=1"), text[1]
+    first, second = (json.loads(x) for x in run_read("-o", "json", ring.path).splitlines())
+    assert first["fields"] == {"order": 7, **where(line, "test_mmaplog_read_shows_the_location")}
+    assert second["fields"] == {"k": 1}
