@@ -8,6 +8,9 @@ root stay out), configured through ``dictConfig`` as an application would be:
 * ``stdlib-ring``: ``mmaplog.LoggingHandler`` on the standard path;
 * ``accelerated``: the same handler with ``"accelerate": True``;
 * ``stdlib-ring-source``, ``accelerated-source``: the same two with ``"capture_source": True``;
+* ``accelerated-source-preencoded``: ``accelerated-source`` through a prototype of the handler entry for
+  pre-encoded fields (``_append_fields``, which the C source path uses where a handler has it): what that
+  entry would save, measured with a Python stand-in built on the writer's record path;
 * ``picologging``: picologging's drop-in with its ``FileHandler`` (skipped where not installed).
 
 ``test_flask_requests``: a Flask test client (bench/_flask_app.py) whose view logs through its module's
@@ -24,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import logging.config
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,30 @@ _names = itertools.count()
 RESULTS: dict[tuple[str, str], float] = {}
 
 
+def prototype_append_fields(ring: Any) -> Callable[[str, int, str, bytes], int]:
+    """A Python stand-in for the proposed ``RingHandler._append_fields(message, level, logger, fields_json)``.
+
+    The writer's record path with the fields already encoded (the C source path encodes the location's JSON
+    itself): what the writer's field path does minus the JSON encoding and the keyword-call layers.  Only for
+    measuring; the real entry also has to follow the handler across fork and close.
+    """
+    writer = ring.writer
+    if not all(hasattr(writer, n) for n in ("_check_live", "_seqs", "_write_record", "_failed")):
+        pytest.skip("the writer's record path is not where this prototype expects it")
+    from mmaplog import layout
+
+    def append_fields(message: str, level: int, logger: str, fields_json: bytes) -> int:
+        try:
+            writer._check_live(time.monotonic())
+            seq = next(writer._seqs)
+            return int(writer._write_record(seq, message.encode("utf-8", "backslashreplace"), fields_json,
+                                            layout.FLAG_FIELDS, level, logger, None, None))
+        except Exception as exc:  # noqa: BLE001 - as the writer: never raise
+            return int(writer._failed(exc))
+
+    return append_fields
+
+
 def configure(tmp: Path, kind: str) -> tuple[logging.Logger, Callable[[], str | None], Callable[[], None]]:
     """dictConfig a ``bench.appN`` logger with the subject's handler; the logger under test is its child."""
     top = f"bench.app{next(_names)}"
@@ -58,7 +86,7 @@ def configure(tmp: Path, kind: str) -> tuple[logging.Logger, Callable[[], str | 
     else:
         path = tmp / "app.mmlog"
         handler = {"class": "mmaplog.LoggingHandler", "path": str(path), "size": "16 MiB",
-                   "accelerate": kind.startswith("accelerated"), "capture_source": kind.endswith("source")}
+                   "accelerate": kind.startswith("accelerated"), "capture_source": "source" in kind}
         last = lambda: last_ring_message(path)  # noqa: E731
     logging.config.dictConfig({
         "version": 1, "incremental": False, "disable_existing_loggers": False,
@@ -95,6 +123,9 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
             pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
         if kind.startswith("accelerated"):
             assert "info: ring path" in stdlib.explain(logger.name), stdlib.explain(logger.name)
+        if kind.endswith("preencoded"):
+            ring = logging.getLogger(logger.name.rsplit(".", 1)[0]).handlers[0].ring  # type: ignore[attr-defined]
+            ring._append_fields = prototype_append_fields(ring)
         return Subject(kind, logger.info, logger.debug, close, last=last)
 
     yield build
@@ -102,7 +133,8 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
         close()
 
 
-ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source", "picologging"]
+ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source",
+           "accelerated-source-preencoded", "picologging"]
 DISABLED = ["stdlib-file", "accelerated"]
 
 
@@ -131,6 +163,32 @@ def test_disabled(benchmark: Any, make: Callable[[str], Subject], kind: str) -> 
     assert subject.last() is None
     if benchmark.stats is not None:
         RESULTS[("disabled", subject.name)] = benchmark.stats.stats.min
+
+
+OWN = ["logger", "logger-source", "logger-source-preencoded"]
+
+
+@ROUNDS
+@pytest.mark.parametrize("kind", OWN)
+def test_own_logger_source(benchmark: Any, tmp_path: Path, kind: str) -> None:
+    """mmaplog's own Logger into one ring: plain, with ``capture_source=True``, and with the prototype entry."""
+    import mmaplog
+
+    ring = mmaplog.RingHandler(tmp_path / "own.mmlog", size="16 MiB")
+    log = mmaplog.Logger(f"bench.own{next(_names)}", [ring], "INFO", capture_source=kind != "logger")
+    if kind.endswith("preencoded"):
+        ring._append_fields = prototype_append_fields(ring)  # type: ignore[attr-defined]
+    benchmark.group = "own Logger: 3 args, source location"
+    benchmark.extra_info.update(subject=kind)
+    try:
+        benchmark(log.info, MESSAGE, *ARGS)
+        assert last_ring_message(tmp_path / "own.mmlog") == PLAIN
+        if kind != "logger":
+            assert mmaplog.read_array(tmp_path / "own.mmlog")["lineno"][-1] > 0
+    finally:
+        ring.close()
+    if benchmark.stats is not None:
+        RESULTS[("own", kind)] = benchmark.stats.stats.min
 
 
 FLASK_KINDS = ["off", "stdlib-file", "stdlib-ring", "accelerated", "accelerated-source"]
@@ -220,13 +278,19 @@ def test_ratios() -> None:
             other = RESULTS.get(("enabled", name))
             if other:
                 lines.append(f"{name} ÷ accelerated: {other / fast:.1f}x ({other * 1e6:.2f} µs vs {fast * 1e6:.2f} µs)")
-    located, file = RESULTS.get(("enabled", "accelerated-source")), RESULTS.get(("enabled", "stdlib-file"))
-    if located and file:
-        lines.append(f"stdlib-file ÷ accelerated with source location: {file / located:.1f}x ({located * 1e6:.2f} µs)")
+    file = RESULTS.get(("enabled", "stdlib-file"))
+    for name in ("accelerated-source", "accelerated-source-preencoded"):
+        located = RESULTS.get(("enabled", name))
+        if located and file:
+            lines.append(f"stdlib-file ÷ {name}: {file / located:.1f}x ({located * 1e6:.2f} µs)")
     off_std, off_fast = RESULTS.get(("disabled", "stdlib-file")), RESULTS.get(("disabled", "accelerated"))
     if off_std and off_fast:
         lines.append(f"disabled level: accelerated {off_fast * 1e9:.0f} ns, stdlib {off_std * 1e9:.0f} ns "
                      f"({off_fast / off_std:.2f}x)")
+    own = {kind: RESULTS[("own", kind)] for kind in OWN if ("own", kind) in RESULTS}
+    if "logger" in own:
+        for kind, per in own.items():
+            lines.append(f"own Logger, {kind}: {per * 1e6:.2f} µs ({per / own['logger']:.1f}x the plain call)")
     flask = {kind: RESULTS[("flask", kind)] for kind in FLASK_KINDS if ("flask", kind) in RESULTS}
     if "stdlib-file" in flask:
         base, floor = flask["stdlib-file"], flask.get("off")

@@ -28,6 +28,7 @@ typedef struct {
     PyObject *str_threads;         /* "logThreads" */
     PyObject *str_srcfile;         /* "_srcfile" */
     PyObject *str_write;           /* "_write" */
+    PyObject *str_append_fields;   /* "_append_fields": a handler's entry for pre-encoded fields, where it has one */
     PyObject *str_importlib;       /* "importlib" */
     PyObject *str_pathname, *str_lineno, *str_funcname; /* the source location's field names */
     PyObject *write_kwnames;       /* ("level", "logger", "fields") */
@@ -115,6 +116,123 @@ static int globals_as_planned(ModuleState *st)
     return truth;
 }
 
+#if PY_VERSION_HEX >= 0x030D0000
+#define lookup_attr PyObject_GetOptionalAttr
+#else
+#define lookup_attr _PyObject_LookupAttr
+#endif
+
+/* The JSON of the location fields, byte for byte what the writer's field encoding gives for the dict
+ * {"pathname": ..., "lineno": ..., "funcName": ...} (json.dumps, ensure_ascii=False, compact separators). */
+enum { SOURCE_JSON_MAX = 2048 };
+
+/* Append `s` as a JSON string at out[*n]; 0, or -1 when it does not fit or is not plain UTF-8 (a lone
+ * surrogate: the writer's own encoding decides). No exception is left set. */
+static int json_string_into(char *out, Py_ssize_t *n, PyObject *s)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_Check(s) ? PyUnicode_AsUTF8AndSize(s, &size) : NULL;
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t at = *n;
+    if (at + 2 + size > SOURCE_JSON_MAX)
+        return -1;
+    out[at++] = '"';
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)utf8[i];
+        if (at + 7 > SOURCE_JSON_MAX)
+            return -1;
+        if (c == '"' || c == '\\') {
+            out[at++] = '\\';
+            out[at++] = (char)c;
+        }
+        else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            out[at++] = '\\';
+            switch (c) {
+            case '\b': out[at++] = 'b'; break;
+            case '\f': out[at++] = 'f'; break;
+            case '\n': out[at++] = 'n'; break;
+            case '\r': out[at++] = 'r'; break;
+            case '\t': out[at++] = 't'; break;
+            default:
+                out[at++] = 'u';
+                out[at++] = '0';
+                out[at++] = '0';
+                out[at++] = hex[c >> 4];
+                out[at++] = hex[c & 15];
+            }
+        }
+        else {
+            out[at++] = (char)c;
+        }
+    }
+    if (at + 1 > SOURCE_JSON_MAX)
+        return -1;
+    out[at++] = '"';
+    *n = at;
+    return 0;
+}
+
+/* The location's JSON as bytes, or NULL with no exception set when the writer's own encoding must decide. */
+static PyObject *source_json(PyObject *filename, int line, PyObject *function)
+{
+    char out[SOURCE_JSON_MAX];
+    Py_ssize_t n = 0;
+    static const char k1[] = "{\"pathname\":", k3[] = ",\"funcName\":";
+    memcpy(out, k1, sizeof k1 - 1);
+    n = sizeof k1 - 1;
+    if (json_string_into(out, &n, filename) < 0)
+        return NULL;
+    int w = snprintf(out + n, (size_t)(SOURCE_JSON_MAX - n), ",\"lineno\":%d", line);
+    if (w < 0 || n + w >= SOURCE_JSON_MAX)
+        return NULL;
+    n += w;
+    if (n + (Py_ssize_t)sizeof k3 - 1 > SOURCE_JSON_MAX)
+        return NULL;
+    memcpy(out + n, k3, sizeof k3 - 1);
+    n += sizeof k3 - 1;
+    if (json_string_into(out, &n, function) < 0 || n + 1 > SOURCE_JSON_MAX)
+        return NULL;
+    out[n++] = '}';
+    PyObject *bytes = PyBytes_FromStringAndSize(out, n);
+    if (bytes == NULL)
+        PyErr_Clear();
+    return bytes;
+}
+
+/* Write `text` with the location through the handler's pre-encoded entry ``_append_fields(message, level,
+ * logger, fields_json)`` when it has one: 1 written, 0 not there (or the JSON needs the writer's encoding),
+ * -1 failed. */
+static int append_located(ModuleState *st, PyObject *ring, PyObject *text, PyObject *level, PyObject *name,
+                          PyObject *filename, int line, PyObject *function)
+{
+    PyObject *append = NULL;
+    if (lookup_attr(ring, st->str_append_fields, &append) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (append == NULL)
+        return 0;
+    PyObject *json = source_json(filename, line, function);
+    if (json == NULL) {
+        Py_DECREF(append);
+        return 0;
+    }
+    PyObject *call[4] = {text, level, name, json};
+    PyObject *res = PyObject_Vectorcall(append, call, 4, NULL);
+    Py_DECREF(append);
+    Py_DECREF(json);
+    if (res == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_DECREF(res);
+    return 1;
+}
+
 /* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
  * Returns NULL with no exception set when the standard path must take the call. */
 static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
@@ -175,7 +293,16 @@ static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, P
             return NULL;
         }
     }
-    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    int lineno = PyFrame_GetLineNumber(frame);
+    int done = append_located(st, ring, text, level, name, filename, lineno, code->co_name);
+    if (done != 0) {
+        Py_DECREF(code);
+        Py_DECREF(text);
+        if (done < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *line = PyLong_FromLong(lineno);
     PyObject *fields = PyDict_New();
     int ok = line != NULL && fields != NULL && PyDict_SetItem(fields, st->str_pathname, filename) == 0 &&
              PyDict_SetItem(fields, st->str_lineno, line) == 0 &&
@@ -597,7 +724,29 @@ static PyObject *generation(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(st->generation);
 }
 
+PyDoc_STRVAR(location_json_doc,
+"location_json(pathname, lineno, funcName)\n--\n\n"
+"The JSON bytes the source path hands to a handler's ``_append_fields``: what the writer's field encoding gives\n"
+"for {\"pathname\": ..., \"lineno\": ..., \"funcName\": ...}; None where that encoding must decide.");
+
+static PyObject *location_json(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "location_json(pathname, lineno, funcName)");
+        return NULL;
+    }
+    int overflow;
+    long line = PyLong_AsLongAndOverflow(args[1], &overflow);
+    if (line == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || line < INT_MIN || line > INT_MAX)
+        Py_RETURN_NONE;
+    PyObject *json = source_json(args[0], (int)line, args[2]);
+    return json != NULL ? json : Py_NewRef(Py_None);
+}
+
 static PyMethodDef module_methods[] = {
+    {"location_json", (PyCFunction)(void (*)(void))location_json, METH_FASTCALL, location_json_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {"bump", bump, METH_NOARGS, bump_doc},
     {"generation", generation, METH_NOARGS, generation_doc},
@@ -612,6 +761,9 @@ static int module_exec(PyObject *module)
     st->str_threads = PyUnicode_InternFromString("logThreads");
     st->str_srcfile = PyUnicode_InternFromString("_srcfile");
     st->str_write = PyUnicode_InternFromString("_write");
+    st->str_append_fields = PyUnicode_InternFromString("_append_fields");
+    if (st->str_append_fields == NULL)
+        return -1;
     st->str_importlib = PyUnicode_InternFromString("importlib");
     st->str_pathname = PyUnicode_InternFromString("pathname");
     st->str_lineno = PyUnicode_InternFromString("lineno");
@@ -663,6 +815,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_srcfile);
     Py_CLEAR(st->str_write);
+    Py_CLEAR(st->str_append_fields);
     Py_CLEAR(st->str_importlib);
     Py_CLEAR(st->str_pathname);
     Py_CLEAR(st->str_lineno);

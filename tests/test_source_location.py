@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmaplog
 from mmaplog import logger as logger_module
@@ -242,3 +244,56 @@ def test_mmaplog_read_shows_the_location(ring: mmaplog.RingHandler) -> None:
     first, second = (json.loads(x) for x in run_read("-o", "json", ring.path).splitlines())
     assert first["fields"] == {"order": 7, **where(line, "test_mmaplog_read_shows_the_location")}
     assert second["fields"] == {"k": 1}
+
+
+# ---------------------------------------------------------------------------------------------- pre-encoded entry
+
+needs_c = pytest.mark.skipif(logger_module._cstdlib is None, reason="the C accelerator is not in use here")
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(-(1 << 31), (1 << 31) - 1), st.text())
+def test_the_location_json_is_the_writer_s_encoding_byte_for_byte(path: str, line: int, func: str) -> None:
+    from mmaplog.writer import _encode_fields
+
+    made = logger_module._cstdlib.location_json(path, line, func)
+    expected = _encode_fields({"pathname": path, "lineno": line, "funcName": func})
+    if made is None:  # left to the writer: text that is not plain UTF-8 (a lone surrogate) or very long
+        assert any("\ud800" <= c <= "\udfff" for c in path + func) or len(expected) > 2000
+    else:
+        assert made == expected
+
+
+@needs_c
+def test_a_handler_entry_for_pre_encoded_fields_is_used_where_there_is_one(ring: mmaplog.RingHandler) -> None:
+    import json
+
+    calls: list[tuple[str, int, str, bytes]] = []
+
+    def append_fields(message: str, level: int, logger: str, fields_json: bytes) -> int:
+        calls.append((message, level, logger, fields_json))
+        return int(ring._write(message, level=level, logger=logger, fields=json.loads(fields_json)))
+
+    ring._append_fields = append_fields  # type: ignore[attr-defined]
+    log = mmaplog.Logger("app", [ring], "INFO", capture_source=True)
+    line = next_line()
+    log.info("through the entry %d", 1)
+    log.info("with call fields", k=1)  # keyword fields: the Python path, the writer's own encoding
+    here = "test_a_handler_entry_for_pre_encoded_fields_is_used_where_there_is_one"
+    assert [c[:3] for c in calls] == [("through the entry 1", 20, "app")]
+    assert json.loads(calls[0][3]) == where(line, here)
+    rows = fields_of(ring.path)
+    assert rows[0] == where(line, here) and rows[1]["k"] == 1
+
+
+@needs_c
+def test_an_entry_that_fails_leaves_the_record_to_the_python_path(ring: mmaplog.RingHandler) -> None:
+    def append_fields(message: str, level: int, logger: str, fields_json: bytes) -> int:
+        raise RuntimeError("broken entry")
+
+    ring._append_fields = append_fields  # type: ignore[attr-defined]
+    log = mmaplog.Logger("app", [ring], "INFO", capture_source=True)
+    line = next_line()
+    log.info("still written")
+    assert fields_of(ring.path) == [where(line, "test_an_entry_that_fails_leaves_the_record_to_the_python_path")]
