@@ -20,6 +20,7 @@ from . import layout as L
 
 __all__ = [
     "RECORD_FIELDS",
+    "SOURCE_KEYS",
     "Assembled",
     "accelerator",
     "adler32_rows",
@@ -30,6 +31,7 @@ __all__ = [
     "decode_names",
     "drop_changed",
     "record_layout",
+    "source_columns",
     "valid_slots",
 ]
 
@@ -517,7 +519,47 @@ RECORD_FIELDS = (
     ("message", "O"),
     ("fields", "O"),
     ("exception", "O"),
+    # The source location (format 2.1): the fields pathname, lineno and funcName as columns; None, 0, None without.
+    ("pathname", "O"),
+    ("lineno", "<i4"),
+    ("funcName", "O"),
 )
+#: The field names that carry a record's source location (docs/FORMAT.md, "Source location").
+SOURCE_KEYS = ("pathname", "lineno", "funcName")
+_I32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def source_columns(rows: np.ndarray, fresh: bool = False) -> None:
+    """Fill the ``pathname``, ``lineno`` and ``funcName`` columns of ``rows`` from their fields, in place.
+
+    Only rows with fields are looked at (a file without fields costs one mask).
+    A key of the wrong type (a ``lineno`` that is not an int) leaves its column
+    empty; the field stays as it is.  ``fresh``: the object columns still hold
+    the zeros of ``np.zeros`` and are set to None first.
+    """
+    if fresh:
+        rows["pathname"] = None
+        rows["funcName"] = None
+    if not len(rows):
+        return
+    with_fields = np.flatnonzero(rows["flags"] & L.FLAG_FIELDS)
+    if not len(with_fields):
+        return
+    fields, pathname, lineno, func = rows["fields"], rows["pathname"], rows["lineno"], rows["funcName"]
+    low, high = _I32
+    for r in with_fields.tolist():
+        f = fields[r]
+        if not f or ("lineno" not in f and "pathname" not in f and "funcName" not in f):
+            continue
+        value = f.get("pathname")
+        if type(value) is str:
+            pathname[r] = value
+        value = f.get("lineno")
+        if type(value) is int and low <= value <= high:
+            lineno[r] = value
+        value = f.get("funcName")
+        if type(value) is str:
+            func[r] = value
 #: A Collector's side entry for each row: what ordering and the Python-side decoding need besides the row.
 _SIDE_DTYPE = np.dtype([("pos", "<u8"), ("msg_len", "<u4"), ("logger_id", "<u2"), ("flags", "u1"), ("reserved", "u1")])
 _accelerator: list[ModuleType | None] = []
@@ -634,5 +676,6 @@ def assemble_rows(
         at = np.flatnonzero(source < 0).tolist()
         for r, k in zip(at, (final[at] - len(order)).tolist()):
             h = multi_heads[k]
-            rows[r] = (h["seq"], h["time_ns"], h["level"], h["thread"], pid, h["flags"], file, *decoded[k])
+            rows[r] = (h["seq"], h["time_ns"], h["level"], h["thread"], pid, h["flags"], file, *decoded[k], None, 0,
+                       None)
     return rows, duplicates, incomplete, bool(collected.in_order) and len(source) == len(side)

@@ -128,10 +128,16 @@ static int slot_is_valid(const unsigned char *s, size_t size, Placement *where, 
 /* ------------------------------------------------------------ record layout */
 
 /* The fields of reader.RECORD_DTYPE, in this order, and their widths. */
-enum { R_SEQ, R_TIME, R_LEVEL, R_THREAD, R_PID, R_FLAGS, R_FILE, R_LOGGER, R_MESSAGE, R_FIELDS, R_EXCEPTION, R_N };
+enum {
+    R_SEQ, R_TIME, R_LEVEL, R_THREAD, R_PID, R_FLAGS, R_FILE, R_LOGGER, R_MESSAGE, R_FIELDS, R_EXCEPTION,
+    R_PATHNAME, R_LINENO, R_FUNCNAME, R_N
+};
 static const Py_ssize_t field_width[R_N] = {8, 8, 1, 8, 4, 1, 4, sizeof(PyObject *), sizeof(PyObject *),
-                                            sizeof(PyObject *), sizeof(PyObject *)};
-#define R_FIRST_OBJECT R_LOGGER
+                                            sizeof(PyObject *), sizeof(PyObject *), sizeof(PyObject *), 4,
+                                            sizeof(PyObject *)};
+/* The object fields: the store owns one reference in each. */
+static const int object_fields[] = {R_LOGGER, R_MESSAGE, R_FIELDS, R_EXCEPTION, R_PATHNAME, R_FUNCNAME};
+#define N_OBJECTS ((int)(sizeof object_fields / sizeof object_fields[0]))
 
 typedef struct {
     Py_ssize_t itemsize;
@@ -142,7 +148,7 @@ typedef struct {
 static int parse_layout(PyObject *spec, Layout *layout)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != R_N + 1) {
-        PyErr_SetString(PyExc_ValueError, "layout must be a tuple (itemsize, 11 field offsets)");
+        PyErr_SetString(PyExc_ValueError, "layout must be a tuple (itemsize, 14 field offsets)");
         return -1;
     }
     for (int i = 0; i <= R_N; i++) {
@@ -285,8 +291,8 @@ static int store_traverse(RecordStore *self, visitproc visit, void *arg)
     if (self->data != NULL) {
         for (Py_ssize_t i = 0; i < self->count; i++) {
             char *row = self->data + i * self->layout.itemsize;
-            for (int f = R_FIRST_OBJECT; f < R_N; f++)
-                Py_VISIT(get_object(row, self->layout.off[f]));
+            for (int k = 0; k < N_OBJECTS; k++)
+                Py_VISIT(get_object(row, self->layout.off[object_fields[k]]));
         }
     }
     return 0;
@@ -298,11 +304,11 @@ static int store_clear(RecordStore *self)
     if (self->data != NULL) {
         for (Py_ssize_t i = 0; i < self->count; i++) {
             char *row = self->data + i * self->layout.itemsize;
-            for (int f = R_FIRST_OBJECT; f < R_N; f++) {
-                PyObject *old = get_object(row, self->layout.off[f]);
+            for (int k = 0; k < N_OBJECTS; k++) {
+                PyObject *old = get_object(row, self->layout.off[object_fields[k]]);
                 if (old != NULL && old != Py_None) {
                     Py_INCREF(Py_None);
-                    set_object(row, self->layout.off[f], Py_None);
+                    set_object(row, self->layout.off[object_fields[k]], Py_None);
                     Py_DECREF(old);
                 }
             }
@@ -318,8 +324,8 @@ static void store_dealloc(RecordStore *self)
     if (self->data != NULL) {
         for (Py_ssize_t i = 0; i < self->count; i++) {
             char *row = self->data + i * self->layout.itemsize;
-            for (int f = R_FIRST_OBJECT; f < R_N; f++)
-                Py_XDECREF(get_object(row, self->layout.off[f]));
+            for (int k = 0; k < N_OBJECTS; k++)
+                Py_XDECREF(get_object(row, self->layout.off[object_fields[k]]));
         }
         rows_free(type_state(type), self->data, self->mapped);
     }
@@ -681,6 +687,11 @@ static PyObject *collector_feed(Collector *self, PyObject *args)
         set_object(row, off[R_MESSAGE], text);
         set_object(row, off[R_FIELDS], Py_None);
         set_object(row, off[R_EXCEPTION], Py_None);
+        Py_INCREF(Py_None);
+        Py_INCREF(Py_None);
+        set_object(row, off[R_PATHNAME], Py_None); /* the source location: filled from the fields in Python */
+        set_object(row, off[R_FUNCNAME], Py_None);
+        memset(row + off[R_LINENO], 0, 4);
         store->count = self->rows; /* the store releases the objects of its first `count` rows */
         unsigned char *side = self->side + r * SIDE_SIZE;
         memcpy(side + SIDE_POS, s + OFF_POS, 8);
@@ -926,17 +937,17 @@ static PyObject *cread_reorder(PyObject *module, PyObject *args)
         char *row = out->data + r * size;
         if (s < 0) {
             memset(row, 0, (size_t)size);
-            for (int f = R_FIRST_OBJECT; f < R_N; f++) {
+            for (int k = 0; k < N_OBJECTS; k++) {
                 Py_INCREF(Py_None);
-                set_object(row, off[f], Py_None);
+                set_object(row, off[object_fields[k]], Py_None);
             }
             continue;
         }
         char *old = store->data + s * size;
         memcpy(row, old, (size_t)size);
-        for (int f = R_FIRST_OBJECT; f < R_N; f++) {
+        for (int k = 0; k < N_OBJECTS; k++) {
             Py_INCREF(Py_None);
-            set_object(old, off[f], Py_None);
+            set_object(old, off[object_fields[k]], Py_None);
         }
     }
 done:

@@ -28,11 +28,13 @@ typedef struct {
     PyObject *str_threads;         /* "logThreads" */
     PyObject *str_srcfile;         /* "_srcfile" */
     PyObject *str_write;           /* "_write" */
+    PyObject *str_append_fields;   /* "_append_fields": a handler's entry for pre-encoded fields, where it has one */
     PyObject *str_importlib;       /* "importlib" */
     PyObject *str_pathname, *str_lineno, *str_funcname; /* the source location's field names */
     PyObject *write_kwnames;       /* ("level", "logger", "fields") */
     PyObject *mapping;             /* collections.abc.Mapping */
     PyTypeObject *method_type;
+    PyTypeObject *source_type;
 } ModuleState;
 
 typedef struct {
@@ -114,26 +116,149 @@ static int globals_as_planned(ModuleState *st)
     return truth;
 }
 
+#if PY_VERSION_HEX >= 0x030D0000
+#define lookup_attr PyObject_GetOptionalAttr
+#else
+#define lookup_attr _PyObject_LookupAttr
+#endif
+
+/* The JSON of the location fields, byte for byte what the writer's field encoding gives for the dict
+ * {"pathname": ..., "lineno": ..., "funcName": ...} (json.dumps, ensure_ascii=False, compact separators). */
+enum { SOURCE_JSON_MAX = 2048 };
+
+/* Append `s` as a JSON string at out[*n]; 0, or -1 when it does not fit or is not plain UTF-8 (a lone
+ * surrogate: the writer's own encoding decides). No exception is left set. */
+static int json_string_into(char *out, Py_ssize_t *n, PyObject *s)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_Check(s) ? PyUnicode_AsUTF8AndSize(s, &size) : NULL;
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t at = *n;
+    if (at + 2 + size > SOURCE_JSON_MAX)
+        return -1;
+    out[at++] = '"';
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)utf8[i];
+        if (at + 7 > SOURCE_JSON_MAX)
+            return -1;
+        if (c == '"' || c == '\\') {
+            out[at++] = '\\';
+            out[at++] = (char)c;
+        }
+        else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            out[at++] = '\\';
+            switch (c) {
+            case '\b': out[at++] = 'b'; break;
+            case '\f': out[at++] = 'f'; break;
+            case '\n': out[at++] = 'n'; break;
+            case '\r': out[at++] = 'r'; break;
+            case '\t': out[at++] = 't'; break;
+            default:
+                out[at++] = 'u';
+                out[at++] = '0';
+                out[at++] = '0';
+                out[at++] = hex[c >> 4];
+                out[at++] = hex[c & 15];
+            }
+        }
+        else {
+            out[at++] = (char)c;
+        }
+    }
+    if (at + 1 > SOURCE_JSON_MAX)
+        return -1;
+    out[at++] = '"';
+    *n = at;
+    return 0;
+}
+
+/* The location's JSON as bytes, or NULL with no exception set when the writer's own encoding must decide. */
+static PyObject *source_json(PyObject *filename, int line, PyObject *function)
+{
+    char out[SOURCE_JSON_MAX];
+    Py_ssize_t n = 0;
+    static const char k1[] = "{\"pathname\":", k3[] = ",\"funcName\":";
+    memcpy(out, k1, sizeof k1 - 1);
+    n = sizeof k1 - 1;
+    if (json_string_into(out, &n, filename) < 0)
+        return NULL;
+    int w = snprintf(out + n, (size_t)(SOURCE_JSON_MAX - n), ",\"lineno\":%d", line);
+    if (w < 0 || n + w >= SOURCE_JSON_MAX)
+        return NULL;
+    n += w;
+    if (n + (Py_ssize_t)sizeof k3 - 1 > SOURCE_JSON_MAX)
+        return NULL;
+    memcpy(out + n, k3, sizeof k3 - 1);
+    n += sizeof k3 - 1;
+    if (json_string_into(out, &n, function) < 0 || n + 1 > SOURCE_JSON_MAX)
+        return NULL;
+    out[n++] = '}';
+    PyObject *bytes = PyBytes_FromStringAndSize(out, n);
+    if (bytes == NULL)
+        PyErr_Clear();
+    return bytes;
+}
+
+/* Write `text` with the location through the handler's pre-encoded entry ``_append_fields(message, level,
+ * logger, fields_json)`` when it has one: 1 written, 0 not there (or the JSON needs the writer's encoding),
+ * -1 failed. */
+static int append_located(ModuleState *st, PyObject *ring, PyObject *text, PyObject *level, PyObject *name,
+                          PyObject *filename, int line, PyObject *function)
+{
+    PyObject *append = NULL;
+    if (lookup_attr(ring, st->str_append_fields, &append) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (append == NULL)
+        return 0;
+    PyObject *json = source_json(filename, line, function);
+    if (json == NULL) {
+        Py_DECREF(append);
+        return 0;
+    }
+    PyObject *call[4] = {text, level, name, json};
+    PyObject *res = PyObject_Vectorcall(append, call, 4, NULL);
+    Py_DECREF(append);
+    Py_DECREF(json);
+    if (res == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_DECREF(res);
+    return 1;
+}
+
 /* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
  * Returns NULL with no exception set when the standard path must take the call. */
 static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
-                             Py_ssize_t nargs)
+                             Py_ssize_t nargs, int stdlib)
 {
     if (nargs < 1 || !PyUnicode_CheckExact(args[0]))
         return NULL;
-    PyObject *srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
-    if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
-        return NULL;
+    PyObject *srcfile = NULL;
+    if (stdlib) {
+        srcfile = PyDict_GetItemWithError(st->logging_dict, st->str_srcfile);
+        if (srcfile == NULL || srcfile == Py_None) /* findCaller switched off: "(unknown file)" */
+            return NULL;
+    }
     PyFrameObject *frame = PyEval_GetFrame();
     if (frame == NULL)
         return NULL;
     PyCodeObject *code = PyFrame_GetCode(frame);
     PyObject *filename = code->co_filename;
     /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
-     * skip: the standard path decides. */
-    int internal = !PyUnicode_Check(filename) || (PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0);
-    if (!internal)
-        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+     * skip: the standard path decides.  mmaplog's own loggers take the caller as it is. */
+    int internal = !PyUnicode_Check(filename);
+    if (stdlib && !internal) {
+        internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
+        if (!internal)
+            internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    }
     if (PyErr_Occurred()) {
         PyErr_Clear();
         internal = 1;
@@ -168,7 +293,16 @@ static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, P
             return NULL;
         }
     }
-    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    int lineno = PyFrame_GetLineNumber(frame);
+    int done = append_located(st, ring, text, level, name, filename, lineno, code->co_name);
+    if (done != 0) {
+        Py_DECREF(code);
+        Py_DECREF(text);
+        if (done < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *line = PyLong_FromLong(lineno);
     PyObject *fields = PyDict_New();
     int ok = line != NULL && fields != NULL && PyDict_SetItem(fields, st->str_pathname, filename) == 0 &&
              PyDict_SetItem(fields, st->str_lineno, line) == 0 &&
@@ -234,7 +368,7 @@ static PyObject *log_call(FastMethod *self, ModuleState *st, PyObject *const *ar
         if (PyTuple_Check(plan) && PyTuple_GET_SIZE(plan) == 2) {
             if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
                 res = source_call(st, args[0], PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), args + 1,
-                                  nargs - 1);
+                                  nargs - 1, 1);
         }
         else {
             /* The emitter hands what it does not write to log's standard method with this level. */
@@ -282,7 +416,7 @@ static PyObject *fast_call(FastMethod *self, PyObject *const *args, size_t nargs
         if ((kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && self->target != NULL && globals_as_planned(st)) {
             PyObject *target = Py_NewRef(self->target), *name = Py_NewRef(self->name);
             /* Own references: the format or the isinstance check may run Python code that replans. */
-            PyObject *res = source_call(st, self->level, target, name, args, nargs);
+            PyObject *res = source_call(st, self->level, target, name, args, nargs, 1);
             Py_DECREF(target);
             Py_DECREF(name);
             if (res != NULL)
@@ -423,6 +557,119 @@ static PyType_Spec method_spec = {
     .slots = method_slots,
 };
 
+/* ---- SourceEmitter: a level method of mmaplog's own Logger with capture_source on */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *ring;     /* the RingHandler: ``ring._write`` is looked up per call (it changes on fork and close) */
+    PyObject *level;    /* int */
+    PyObject *name;     /* the logger's name */
+    PyObject *fallback; /* the Python level method, for whatever this one does not write itself */
+} SourceEmitter;
+
+static PyObject *source_emit(SourceEmitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ModuleState *st = state_of_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        PyObject *ring = Py_NewRef(self->ring), *level = Py_NewRef(self->level), *name = Py_NewRef(self->name);
+        PyObject *res = source_call(st, level, ring, name, args, PyVectorcall_NARGS(nargsf), 0);
+        Py_DECREF(ring);
+        Py_DECREF(level);
+        Py_DECREF(name);
+        if (res != NULL)
+            return res;
+        if (PyErr_Occurred())
+            PyErr_Clear();
+    }
+    /* No frame was added: the fallback's caller is the logging call's. */
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *source_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *ring, *level, *name, *fallback;
+    static char *kwlist[] = {"ring", "level", "name", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!UO:SourceEmitter", kwlist, &ring, &PyLong_Type, &level, &name,
+                                     &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    SourceEmitter *self = (SourceEmitter *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = (vectorcallfunc)source_emit;
+    self->ring = Py_NewRef(ring);
+    self->level = Py_NewRef(level);
+    self->name = Py_NewRef(name);
+    self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int source_traverse(SourceEmitter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->ring);
+    Py_VISIT(self->level);
+    Py_VISIT(self->name);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int source_clear(SourceEmitter *self)
+{
+    Py_CLEAR(self->ring);
+    Py_CLEAR(self->level);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void source_dealloc(SourceEmitter *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    source_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *source_repr(SourceEmitter *self)
+{
+    return PyUnicode_FromFormat("<level method of %R with the caller's location>", self->name);
+}
+
+static PyMemberDef source_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SourceEmitter, vectorcall), READONLY, NULL},
+    {"fallback", T_OBJECT_EX, offsetof(SourceEmitter, fallback), READONLY, "The Python level method it defers to."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot source_slots[] = {
+    {Py_tp_doc, "SourceEmitter(ring, level, name, fallback)\n--\n\n"
+                "A level method of a mmaplog Logger with capture_source: msg % args and the caller's file, line and\n"
+                "function (fields pathname, lineno, funcName) into one RingHandler; anything else goes to fallback."},
+    {Py_tp_new, source_new},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_traverse, source_traverse},
+    {Py_tp_clear, source_clear},
+    {Py_tp_dealloc, source_dealloc},
+    {Py_tp_members, source_members},
+    {Py_tp_repr, source_repr},
+    {0, NULL},
+};
+
+static PyType_Spec source_spec = {
+    .name = "mmaplog._cstdlib.SourceEmitter",
+    .basicsize = sizeof(SourceEmitter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = source_slots,
+};
+
 /* ---- module functions */
 
 PyDoc_STRVAR(configure_doc,
@@ -477,7 +724,29 @@ static PyObject *generation(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(st->generation);
 }
 
+PyDoc_STRVAR(location_json_doc,
+"location_json(pathname, lineno, funcName)\n--\n\n"
+"The JSON bytes the source path hands to a handler's ``_append_fields``: what the writer's field encoding gives\n"
+"for {\"pathname\": ..., \"lineno\": ..., \"funcName\": ...}; None where that encoding must decide.");
+
+static PyObject *location_json(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "location_json(pathname, lineno, funcName)");
+        return NULL;
+    }
+    int overflow;
+    long line = PyLong_AsLongAndOverflow(args[1], &overflow);
+    if (line == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || line < INT_MIN || line > INT_MAX)
+        Py_RETURN_NONE;
+    PyObject *json = source_json(args[0], (int)line, args[2]);
+    return json != NULL ? json : Py_NewRef(Py_None);
+}
+
 static PyMethodDef module_methods[] = {
+    {"location_json", (PyCFunction)(void (*)(void))location_json, METH_FASTCALL, location_json_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {"bump", bump, METH_NOARGS, bump_doc},
     {"generation", generation, METH_NOARGS, generation_doc},
@@ -492,6 +761,9 @@ static int module_exec(PyObject *module)
     st->str_threads = PyUnicode_InternFromString("logThreads");
     st->str_srcfile = PyUnicode_InternFromString("_srcfile");
     st->str_write = PyUnicode_InternFromString("_write");
+    st->str_append_fields = PyUnicode_InternFromString("_append_fields");
+    if (st->str_append_fields == NULL)
+        return -1;
     st->str_importlib = PyUnicode_InternFromString("importlib");
     st->str_pathname = PyUnicode_InternFromString("pathname");
     st->str_lineno = PyUnicode_InternFromString("lineno");
@@ -502,10 +774,23 @@ static int module_exec(PyObject *module)
     st->write_kwnames = Py_BuildValue("(sss)", "level", "logger", "fields");
     if (st->write_kwnames == NULL)
         return -1;
+    /* configure() may give another; mmaplog's own loggers (SourceEmitter) use this one. */
+    PyObject *abc = PyImport_ImportModule("collections.abc");
+    if (abc == NULL)
+        return -1;
+    st->mapping = PyObject_GetAttrString(abc, "Mapping");
+    Py_DECREF(abc);
+    if (st->mapping == NULL)
+        return -1;
     st->method_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &method_spec, NULL);
     if (st->method_type == NULL)
         return -1;
-    return PyModule_AddType(module, st->method_type);
+    if (PyModule_AddType(module, st->method_type) < 0)
+        return -1;
+    st->source_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &source_spec, NULL);
+    if (st->source_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->source_type);
 }
 
 static int module_traverse(PyObject *module, visitproc visit, void *arg)
@@ -515,6 +800,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->logging_dict);
     Py_VISIT(st->record_class);
     Py_VISIT(st->method_type);
+    Py_VISIT(st->source_type);
     Py_VISIT(st->mapping);
     return 0;
 }
@@ -529,6 +815,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_srcfile);
     Py_CLEAR(st->str_write);
+    Py_CLEAR(st->str_append_fields);
     Py_CLEAR(st->str_importlib);
     Py_CLEAR(st->str_pathname);
     Py_CLEAR(st->str_lineno);
@@ -536,6 +823,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->write_kwnames);
     Py_CLEAR(st->mapping);
     Py_CLEAR(st->method_type);
+    Py_CLEAR(st->source_type);
     return 0;
 }
 

@@ -6,6 +6,7 @@ The configuration is a table with these keys (all optional)::
     format = "{time} {level:<8} {logger}: {message}"   # default for text handlers
     capture_uncaught = true           # log uncaught exceptions as CRITICAL
     flush_on_sigterm = true           # flush handlers on SIGTERM, then end as SIGTERM would
+    capture_source = false            # records carry the caller's file, line and function
 
     [[handlers]]                      # default: one console handler
     type = "ring"                     # ring, console, file, async, otel, or a registered type
@@ -17,6 +18,7 @@ The configuration is a table with these keys (all optional)::
     level = "DEBUG"
     handlers = ["db"]                 # names given by a handler's ``name`` key, or tables
     propagate = true
+    capture_source = true             # this logger (and its children) only
 
 A TOML file may also keep this table under ``[tool.mmaplog]`` (in
 ``pyproject.toml``).  Every mistake raises :class:`mmaplog.ConfigError` with
@@ -47,8 +49,8 @@ __all__ = ["ENVIRONMENT_VARIABLE", "HandlerFactory", "HandlerOptions", "configur
 #: The environment variable that names a configuration file.
 ENVIRONMENT_VARIABLE = "MMAPLOG_CONFIG"
 
-_TOP_KEYS = ("level", "format", "handlers", "loggers", "capture_uncaught", "flush_on_sigterm")
-_LOGGER_KEYS = ("level", "handlers", "propagate")
+_TOP_KEYS = ("level", "format", "handlers", "loggers", "capture_uncaught", "flush_on_sigterm", "capture_source")
+_LOGGER_KEYS = ("level", "handlers", "propagate", "capture_source")
 
 #: ``factory(options) -> Handler``: reads its keys from a :class:`HandlerOptions` and builds the handler.
 HandlerFactory = Callable[[HandlerOptions], Handler]
@@ -444,7 +446,7 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
     if not isinstance(default_format, str):
         raise ConfigError(f"format: must be a format string, got {default_format!r}")
     flags = {}
-    for key in ("capture_uncaught", "flush_on_sigterm"):
+    for key in ("capture_uncaught", "flush_on_sigterm", "capture_source"):
         value = table.get(key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: must be true or false, got {value!r}")
@@ -467,6 +469,10 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
             if not isinstance(spec["propagate"], bool):
                 raise ConfigError(f"{key}.propagate: must be true or false, got {spec['propagate']!r}")
             plan["propagate"] = spec["propagate"]
+        if "capture_source" in spec:
+            if not isinstance(spec["capture_source"], bool):
+                raise ConfigError(f"{key}.capture_source: must be true or false, got {spec['capture_source']!r}")
+            plan["capture_source"] = spec["capture_source"]
         if "handlers" in spec:
             plan["handlers"] = spec["handlers"]
         plans.append((name, plan))
@@ -487,13 +493,13 @@ def _apply(table: dict[str, Any], tree: LoggerTree) -> Logger:
         except BaseException:
             builder.discard()
             raise
-        _swap(tree, state, builder, level, root_handlers, logger_plans)
+        _swap(tree, state, builder, level, root_handlers, logger_plans, flags["capture_source"])
         _install_hooks(state, tree.root, flags)
     return tree.root
 
 
 def _swap(tree: LoggerTree, state: _TreeState, builder: _Builder, level: int, root_handlers: list[Handler],
-          logger_plans: list[tuple[str, dict[str, Any]]]) -> None:
+          logger_plans: list[tuple[str, dict[str, Any]]], capture_source: bool = False) -> None:
     """Switch every logger to the new handlers in one step, then close the old configuration front to back."""
     from .logger import _Config
 
@@ -506,7 +512,9 @@ def _swap(tree: LoggerTree, state: _TreeState, builder: _Builder, level: int, ro
             logger.set_handlers(())
             logger.set_level(None)
             logger.propagate = True
+            logger.capture_source = None
         root.set_level(level)
+        root.capture_source = capture_source
         root.set_handlers(root_handlers)
         for name, plan in logger_plans:
             logger = tree.get(name)
@@ -514,6 +522,8 @@ def _swap(tree: LoggerTree, state: _TreeState, builder: _Builder, level: int, ro
                 logger.set_level(plan["level"])
             if "propagate" in plan:
                 logger.propagate = plan["propagate"]
+            if "capture_source" in plan:
+                logger.capture_source = plan["capture_source"]
             if "handlers" in plan:
                 logger.set_handlers(plan["handlers"])
         previous = state.handlers

@@ -68,6 +68,15 @@ _time_ns = time.time_ns
 _get_ident = threading.get_ident
 #: The C level methods (same behaviour, no Python frame per call), where built; None: the Python ones below.
 _cwrite = _native.load("_cwrite")
+#: The C level method with the caller's location (``SourceEmitter``), where built.
+_cstdlib = _native.load("_cstdlib")
+_getframe = sys._getframe
+
+
+def source_fields(frame: types.FrameType) -> dict[str, Any]:
+    """The location of ``frame`` as the fields ``pathname``, ``lineno`` and ``funcName`` (the stdlib's names)."""
+    code = frame.f_code
+    return {"pathname": code.co_filename, "lineno": frame.f_lineno, "funcName": code.co_name}
 
 
 class LoggerNameError(ConfigError, TypeError):
@@ -116,8 +125,14 @@ if _cwrite is not None:
 
 
 # Twin: _cwrite.c ring_emit and record_emit are the C forms of emit_ring and emit_one below. See docs/MAP.md.
-def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[..., None]:
-    """The level method of an enabled level: build one record, give it to each handler."""
+def _emitter(name: str, level: int, handlers: tuple[Handler, ...], source: bool = False) -> Callable[..., None]:
+    """The level method of an enabled level: build one record, give it to each handler.
+
+    ``source``: add the caller's location to the record's fields (:func:`source_fields`); the caller is the
+    frame right above the level method (the C methods add no frame, the Python ones read ``_getframe(1)``).
+    """
+    if source:
+        return _source_emitter(name, level, handlers)
     if len(handlers) == 1 and type(handlers[0]) is RingHandler and handlers[0].line_format is None:
         # The common case, one ring: no LogRecord at all, straight into the writer, which takes
         # the time and thread itself.  ``_append`` and ``_write`` are looked up per call: they change
@@ -168,6 +183,32 @@ def _emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[.
             handle(record)
 
     return emit_many
+
+
+def _source_emitter(name: str, level: int, handlers: tuple[Handler, ...]) -> Callable[..., None]:
+    """:func:`_emitter` with the caller's location as fields (which override call fields of the same names)."""
+    handles = tuple(h.handle for h in handlers)
+
+    def emit_source(msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:
+        located = {**fields, **source_fields(_getframe(1))} if fields else source_fields(_getframe(1))
+        record = LogRecord(name, level, msg, args, located, _time_ns(), _get_ident(),
+                           exception_text(exc_info) if exc_info else None)
+        for handle in handles:
+            handle(record)
+
+    if len(handlers) == 1 and type(handlers[0]) is RingHandler and handlers[0].line_format is None:
+        ring = handlers[0]
+
+        def emit_ring_source(msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:
+            located = {**fields, **source_fields(_getframe(1))} if fields else source_fields(_getframe(1))
+            ring._write(render_message(msg, args), level=level, logger=name, fields=located,
+                        exception=exception_text(exc_info) if exc_info else None)
+
+        if _cstdlib is not None:
+            # The C form reads the caller's frame and writes plain calls; the rest goes to the Python one.
+            return _cstdlib.SourceEmitter(ring, level, name, emit_ring_source)  # type: ignore[no-any-return]
+        return emit_ring_source
+    return emit_source
 
 
 _owners: weakref.WeakSet[Logger] = weakref.WeakSet()
@@ -231,11 +272,14 @@ class Logger:
         *,
         parent: Logger | None = None,
         propagate: bool = True,
+        capture_source: bool | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise _name_error(name)
         self.name = name
         self._own_level: int | None = None if level is None else level_number(level)
+        self._own_source: bool | None = None if capture_source is None else bool(capture_source)
+        self._source = False
         self._own_handlers: tuple[Handler, ...] | None = None
         self._parent = parent
         self._propagate = bool(propagate)
@@ -272,6 +316,26 @@ class Logger:
         with _Config.lock:
             self._own_level = value
             self._refresh()
+
+    @property
+    def capture_source(self) -> bool:
+        """Whether records carry the caller's location (fields ``pathname``, ``lineno``, ``funcName``).
+
+        This logger's own setting, else its nearest ancestor's, else False.
+        """
+        return self._source
+
+    @capture_source.setter
+    def capture_source(self, value: bool | None) -> None:
+        """True or False for this logger (and the children that inherit); None inherits the parent's again."""
+        with _Config.lock:
+            self._own_source = None if value is None else bool(value)
+            self._refresh()
+
+    @property
+    def own_capture_source(self) -> bool | None:
+        """The ``capture_source`` set on this logger, or None when it inherits."""
+        return self._own_source
 
     @property
     def propagate(self) -> bool:
@@ -341,13 +405,18 @@ class Logger:
             handlers.extend(h for h in parent._handlers if h not in handlers)
         self._level = level
         self._handlers = tuple(handlers)
+        if self._own_source is not None:
+            self._source = self._own_source
+        else:
+            self._source = parent._source if parent is not None else False
+        source = self._source
         gate = max(level, min(h.level for h in handlers)) if handlers else _NOTHING
         self._gate = gate
         cls = type(self)
         for method, method_level in _LEVEL_METHODS:
             if getattr(cls, method) is not getattr(Logger, method):
                 continue  # a subclass overrides this level method: leave it in charge
-            value = _emitter(self.name, method_level, self._handlers) if method_level >= gate else _disabled
+            value = _emitter(self.name, method_level, self._handlers, source) if method_level >= gate else _disabled
             setattr(self, method, value)
         for child in list(self._children):
             child._refresh()
@@ -359,6 +428,11 @@ class Logger:
 
     def log(self, level: int | str, msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:
         """Log at any level, given as a number (0-255) or a name; never raises."""
+        self._log(level, msg, args, exc_info, fields, 3)
+
+    def _log(self, level: int | str, msg: Any, args: tuple[Any, ...], exc_info: ExcInfo, fields: Mapping[str, Any],
+             depth: int) -> None:
+        """:meth:`log`'s body; ``depth``: frames from :meth:`_emit` up to the caller whose location is recorded."""
         if type(level) is not int or not 0 <= level <= 255:
             try:
                 level = level_number(level)
@@ -366,7 +440,7 @@ class Logger:
                 report_once(self, "level", f"logger {self.name!r}: {exc}; such records are logged at WARNING")
                 level = WARNING
         if level >= self._gate:
-            self._emit(level, msg, args, exc_info, fields or None)
+            self._emit(level, msg, args, exc_info, fields or None, depth)
 
     def exception(self, msg: Any, /, *args: Any, exc_info: ExcInfo = True, **fields: Any) -> None:
         """Log at ERROR with the traceback of the exception being handled (call it in an ``except`` block)."""
@@ -374,7 +448,10 @@ class Logger:
             self._emit(ERROR, msg, args, exc_info, fields or None)
 
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: ExcInfo,
-              fields: Mapping[str, Any] | None) -> None:
+              fields: Mapping[str, Any] | None, depth: int = 2) -> None:
+        if self._source:
+            located = source_fields(_getframe(depth))
+            fields = {**fields, **located} if fields else located
         record = LogRecord(self.name, level, msg, args, fields, _time_ns(), _get_ident(),
                            exception_text(exc_info) if exc_info else None)
         for handler in self._handlers:
@@ -477,7 +554,7 @@ class BoundLogger:
 
     def log(self, level: int | str, msg: Any, /, *args: Any, exc_info: ExcInfo = None, **fields: Any) -> None:
         """Log at any level with the bound fields."""
-        self._logger.log(level, msg, *args, exc_info=exc_info, **{**self._context, **fields})
+        self._logger._log(level, msg, args, exc_info, {**self._context, **fields}, 3)
 
     def __repr__(self) -> str:
         return f"<BoundLogger {self.name!r} {self._context!r}>"

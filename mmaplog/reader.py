@@ -502,6 +502,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
         # Rows as the accelerator found them (no longer records joined in): its count of truncated ones holds.
         stats.truncated = collected.truncated if unique else _truncated(rows)
         stats.unnamed = unnamed_records(rows["logger"], ring.read_names())
+        _codec.source_columns(rows)
         return rows, stats, incomplete, unique
     # In bounded pieces over what is allocated: memory follows the data, not the size the header declares.
     kept: list[np.ndarray] = []
@@ -520,6 +521,7 @@ def _read_file(ring: RingFile, index: int) -> tuple[np.ndarray, ReadStats, list[
     columns["file"] = np.full(len(asm.seq), index, dtype=np.uint32)
     stats.duplicates = asm.duplicates
     rows = _to_rows(columns, None)
+    _codec.source_columns(rows, fresh=True)
     stats.truncated = _truncated(rows)
     stats.unnamed = unnamed_records(rows["logger"], ring.read_names())
     return rows, stats, asm.incomplete_seqs, False

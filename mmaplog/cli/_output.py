@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import itertools
+import os
 import re
 from collections.abc import Sequence
 from json.encoder import encode_basestring
@@ -21,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _codec
+from .. import layout as L
 from .._json import _JSON_RAW, _json_escape_char, json_string, json_value
 from ..reader import RECORD_DTYPE, level_name
 
@@ -35,6 +38,7 @@ __all__ = [
     "iso_times",
     "json_string",
     "json_value",
+    "location_text",
     "short_thread",
     "stamps",
 ]
@@ -144,6 +148,17 @@ def fields_text(fields: dict[str, Any]) -> str:
     return " ".join(f"{escape(str(key)) or '-'}={_field_value(value)}" for key, value in fields.items())
 
 
+def location_text(pathname: str, lineno: int) -> str:
+    """``file.py:12``: the source location as the standard library's ``%(filename)s:%(lineno)d`` shows it."""
+    return f"{escape(os.path.basename(pathname)) or '-'}:{lineno}"
+
+
+def _unlocated(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the source keys the location column shows (a key of another type stays a field)."""
+    return {k: v for k, v in fields.items()
+            if not (k == "pathname" or (k == "lineno" and type(v) is int) or (k == "funcName" and type(v) is str))}
+
+
 def _exception_text(exception: str) -> str:
     return "".join(f"\n    {escape(line)}" for line in exception.rstrip("\n").split("\n"))
 
@@ -171,7 +186,10 @@ class TextFormatter(Formatter):
     """``2024-05-01T14:03:02.123456+02:00 INFO     app.db [3f2a] message key=value``, exceptions indented below.
 
     ``[3f2a]`` is the thread (:func:`short_thread`); once the records seen come
-    from more than one process it becomes ``[4711/3f2a]``, the pid first.
+    from more than one process it becomes ``[4711/3f2a]``, the pid first.  A
+    record with a source location shows it before the message as ``file.py:12``
+    (the file's base name and the line), and its ``pathname``, ``lineno`` and
+    ``funcName`` fields are not repeated among the ``key=value`` pairs.
     """
 
     def __init__(self, utc: bool = False, color: bool = False, show_pid: bool = False) -> None:
@@ -210,8 +228,12 @@ class TextFormatter(Formatter):
             thread_list = rows["thread"].tolist()
             threads = {v: f"[{short_thread(v)}]" for v in set(thread_list)}
         sub, esc = _CONTROL.sub, _escape_char
+        # Only records with fields can carry a location: a block without any skips the columns.
+        located = "pathname" in (rows.dtype.names or ()) and bool((rows["flags"] & L.FLAG_FIELDS).any())
+        paths: Any = rows["pathname"].tolist() if located else itertools.repeat(None)
+        lines: Any = rows["lineno"].tolist() if located else itertools.repeat(0)
         out = []
-        for k, us, level, logger, thread, message, fields, exception in zip(
+        for k, us, level, logger, thread, message, fields, exception, path, lineno in zip(
             key,
             micros,
             level_list,
@@ -220,11 +242,17 @@ class TextFormatter(Formatter):
             rows["message"].tolist(),
             rows["fields"].tolist(),
             rows["exception"].tolist(),
+            paths,
+            lines,
         ):
             text = message if message.isprintable() else sub(esc, message)
+            shown = fields
+            if path is not None:
+                text = f"{location_text(path, lineno)} {text}"
+                shown = _unlocated(fields)
             line = f"{heads[k]}.{str(us)[1:]}{tails[k]} {levels[level]} {loggers[logger]} {threads[thread]} {text}"
-            if fields:
-                line = f"{line} {fields_text(fields)}"
+            if shown:
+                line = f"{line} {fields_text(shown)}"
             if exception:
                 line += _exception_text(exception)
             out.append(line)

@@ -243,6 +243,7 @@ def _records_to_rows(records: list[Record], meta_index: dict[tuple[str, str], in
     """Records from the follower as rows of RECORD_DTYPE (the formatters' input)."""
     import numpy as np
 
+    from .. import _codec
     from ..reader import RECORD_DTYPE
 
     rows = np.empty(len(records), dtype=RECORD_DTYPE)
@@ -265,6 +266,8 @@ def _records_to_rows(records: list[Record], meta_index: dict[tuple[str, str], in
         column = np.empty(len(records), dtype=object)
         column[:] = [getattr(r, name) for r in records]
         rows[name] = column
+    rows["lineno"] = 0
+    _codec.source_columns(rows, fresh=True)
     return rows
 
 
