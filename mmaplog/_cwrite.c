@@ -43,8 +43,8 @@ static inline int64_t wall_clock_ns(void)
 typedef struct {
     PyObject_HEAD
     Py_buffer view;         /* the writable mapping; view.obj is NULL while no ring is targeted */
-    PyObject *positions;    /* itertools.count of slot positions for the targeted file */
-    PyObject *seqs;         /* itertools.count of record sequence numbers (the writer's) */
+    PyObject *positions;    /* counter of slot positions for the targeted file (mmaplog._counter) */
+    PyObject *seqs;         /* counter of record sequence numbers, the writer's (mmaplog._counter) */
     PyObject *names;        /* dict: logger name -> name-table id (the writer's, mutated in place) */
     PyObject *slow;         /* slow(message, level, logger) -> seq: the pure-Python append */
     PyObject *full;         /* full(seq, data, level, logger, stamp, ident) -> seq: the file is full */
@@ -241,7 +241,7 @@ static PyObject *appender_release(Appender *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Next value of an itertools.count as an unsigned 64-bit number; -1 with an exception set on failure. */
+/* Next value of a counter (mmaplog._counter) as an unsigned 64-bit number; -1 with an exception set on failure. */
 static int next_u64(PyObject *counter, unsigned long long *out)
 {
     PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
@@ -424,22 +424,27 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     return PyLong_FromUnsignedLongLong(seq);
 }
 
-/* The fast append; returns the record's seq, or NULL (no exception set) when the slow path must take it. */
+/* What a fast path returns when it leaves the record to the slow path: NotImplemented, a new reference.
+ * NULL always means an exception is set. */
+#define TAKE_SLOW_PATH() Py_NewRef(Py_NotImplemented)
+
+/* The fast append; returns the record's seq, TAKE_SLOW_PATH() when the slow path must take it, or NULL with
+ * an exception set. */
 static PyObject *append_fast_at(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger,
                                 int64_t stamp, unsigned long long ident)
 {
     long level;
     long lid = fast_ids(self, level_obj, logger, &level);
     if (lid < 0 || !PyUnicode_CheckExact(message))
-        return NULL;
+        return TAKE_SLOW_PATH();
     Py_ssize_t n;
     const char *data = PyUnicode_AsUTF8AndSize(message, &n);
     if (data == NULL) { /* lone surrogates: the slow path renders them */
         PyErr_Clear();
-        return NULL;
+        return TAKE_SLOW_PATH();
     }
     if (n > self->payload)
-        return NULL;
+        return TAKE_SLOW_PATH();
     return append_bytes(self, data, n, level, lid, level_obj, logger, stamp, ident);
 }
 
@@ -462,8 +467,9 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
     if (!appender_ready(self))
         return NULL;
     PyObject *res = append_fast(self, args[0], args[1], args[2]);
-    if (res != NULL || PyErr_Occurred())
+    if (res != Py_NotImplemented)
         return res;
+    Py_DECREF(res);
     return call_slow(self, args[0], args[1], args[2]);
 }
 
@@ -504,8 +510,9 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
     }
     if (stamp_obj == Py_None && ident_obj == Py_None) {
         PyObject *res = append_fast(self, args[0], level, logger);
-        if (res != NULL || PyErr_Occurred())
+        if (res != Py_NotImplemented)
             return res;
+        Py_DECREF(res);
         return call_slow(self, args[0], level, logger);
     }
     /* A given time or thread (the stdlib bridge, handlers replaying records): exact ints in range only. */
@@ -530,8 +537,9 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
         }
     }
     PyObject *res = append_fast_at(self, args[0], level, logger, stamp, ident);
-    if (res != NULL || PyErr_Occurred())
+    if (res != Py_NotImplemented)
         return res;
+    Py_DECREF(res);
 python:
     if (self->slow_write == Py_None) {
         PyErr_SetString(PyExc_TypeError, "Appender.write needs slow_write");
@@ -782,7 +790,8 @@ static PyType_Spec emitter_spec = {
     .slots = emitter_slots,
 };
 
-/* msg % args for args[1:], or NULL with no exception set when the fallback must render it. */
+/* msg % args for args[1:]; TAKE_SLOW_PATH() when the fallback must render it (the formatting failed), or NULL
+ * with an exception set. */
 static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs == 1) {
@@ -798,8 +807,10 @@ static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t
     }
     PyObject *text = PyUnicode_Format(msg, tuple);
     Py_DECREF(tuple);
-    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
         PyErr_Clear(); /* the fallback renders the failure visibly in the text */
+        return TAKE_SLOW_PATH();
+    }
     return text;
 }
 
@@ -860,7 +871,11 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
     Py_DECREF(append);
     PyObject *text = format_message(args[0], args, nargs);
     if (text == NULL)
-        return PyErr_Occurred() ? NULL : PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        return NULL;
+    if (text == Py_NotImplemented) {
+        Py_DECREF(text);
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
     append = PyObject_GetAttr(self->target, self->state->str_append);
     if (append == NULL) {
         Py_DECREF(text);
