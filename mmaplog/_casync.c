@@ -53,6 +53,7 @@
 /* %f and %.Nf in integer arithmetic where that is exact (see _slot.h): the async producer only. */
 #define MMAPLOG_FAST_FIXED
 #include "_slot.h"
+#include "_emitter.h"
 
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1 };
 enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
@@ -1203,49 +1204,18 @@ static void queue_dealloc(Queue *self)
 
 /* ------------------------------------------------------------------------------------------ emitters */
 
-/* The state behind one level method; the method itself is a builtin function bound to it. */
+/* The state behind one level method (_emitter.h: its target is the Queue); the method itself is a builtin
+ * function bound to it. */
 typedef struct {
-    PyObject_HEAD
-    Queue *queue;
-    PyObject *level;    /* the level number (int) */
-    PyObject *name;     /* the logger's name (str) */
-    PyObject *fallback; /* the Python level method, for keyword arguments and anything unusual */
+    MMAPLOG_EMITTER_HEAD
     long level_value;
     long lid;           /* the logger's id in the writer's name table, once known (-1 before) */
 } Emitter;
 
-static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->queue);
-    Py_VISIT(self->level);
-    Py_VISIT(self->name);
-    Py_VISIT(self->fallback);
-    return 0;
-}
-
-static int emitter_clear(Emitter *self)
-{
-    Py_CLEAR(self->queue);
-    Py_CLEAR(self->level);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->fallback);
-    return 0;
-}
-
-static void emitter_dealloc(Emitter *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    emitter_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
-
 static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Queue *queue = self->queue;
+    Queue *queue = (Queue *)self->target;
     if (queue == NULL || self->fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "mmaplog._casync: the level method was cleared");
         return NULL;
@@ -1319,25 +1289,13 @@ static PyObject *make_emitter(Queue *self, PyObject *args)
     PyObject *module = PyType_GetModule(Py_TYPE(self));
     if (module == NULL)
         return NULL;
-    PyTypeObject *type = mod_state(module)->emitter_type;
-    Emitter *state = PyObject_GC_New(Emitter, type);
+    Emitter *state = (Emitter *)mmaplog_emitter_new(mod_state(module)->emitter_type, (PyObject *)self, level, name,
+                                                    fallback, NULL);
     if (state == NULL)
         return NULL;
-    Py_INCREF(type); /* heap type instances own a reference to their type */
-    Py_INCREF(self);
-    state->queue = self;
-    Py_INCREF(level);
-    state->level = level;
-    Py_INCREF(name);
-    state->name = name;
-    Py_INCREF(fallback);
-    state->fallback = fallback;
     state->level_value = value;
     state->lid = -1;
-    PyObject_GC_Track(state);
-    PyObject *method = PyCFunction_New(&emit_def, (PyObject *)state);
-    Py_DECREF(state);
-    return method;
+    return mmaplog_emitter_bind((MmaplogEmitter *)state, &emit_def);
 }
 
 /* ------------------------------------------------------------------------------------------ module */
@@ -1365,11 +1323,7 @@ static PyType_Spec queue_spec = {
 };
 
 static PyType_Slot emitter_slots[] = {
-    {Py_tp_doc, (void *)PyDoc_STR("The state behind one async level method.")},
-    {Py_tp_dealloc, emitter_dealloc},
-    {Py_tp_traverse, emitter_traverse},
-    {Py_tp_clear, emitter_clear},
-    {0, NULL},
+    MMAPLOG_EMITTER_SLOTS("The state behind one async level method."),
 };
 
 static PyType_Spec emitter_spec = {

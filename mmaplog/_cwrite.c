@@ -29,6 +29,7 @@
 
 #include "_checksum.h"
 #include "_slot.h"
+#include "_emitter.h"
 
 static inline int64_t wall_clock_ns(void)
 {
@@ -734,53 +735,14 @@ static PyType_Spec appender_spec = {
 /* ------------------------------------------------------------------------------------------ Emitters */
 /* Twin: emit_ring and emit_one in mmaplog/logger.py (_emitter) are the Python forms of ring_emit and record_emit. */
 
-/* The state behind one level method; the method itself is a builtin function bound to it. */
+/* The state behind one level method (_emitter.h); the method itself is a builtin function bound to it. */
 typedef struct {
-    PyObject_HEAD
-    PyObject *target;   /* ring: the RingHandler (its _append is looked up per call); record: handle(record) */
-    PyObject *level;    /* the level number (int) */
-    PyObject *name;     /* the logger's name (str) */
-    PyObject *fallback; /* the pure-Python level method, for keyword arguments and anything unusual */
-    PyObject *record;   /* record emitters: the record class (filled in place when it is use_record_type()'s) */
+    MMAPLOG_EMITTER_HEAD
     cwrite_state *state; /* its module's (the emitter holds its type, the type its module) */
 } Emitter;
 
-static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->target);
-    Py_VISIT(self->level);
-    Py_VISIT(self->name);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->record);
-    return 0;
-}
-
-static int emitter_clear(Emitter *self)
-{
-    Py_CLEAR(self->target);
-    Py_CLEAR(self->level);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->record);
-    return 0;
-}
-
-static void emitter_dealloc(Emitter *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    emitter_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
-
 static PyType_Slot emitter_slots[] = {
-    {Py_tp_doc, (void *)PyDoc_STR("The state behind one accelerated level method.")},
-    {Py_tp_dealloc, emitter_dealloc},
-    {Py_tp_traverse, emitter_traverse},
-    {Py_tp_clear, emitter_clear},
-    {0, NULL},
+    MMAPLOG_EMITTER_SLOTS("The state behind one accelerated level method."),
 };
 
 static PyType_Spec emitter_spec = {
@@ -949,24 +911,11 @@ static PyMethodDef record_emit_def = {
 static PyObject *make_emitter(cwrite_state *st, PyMethodDef *def, PyObject *target, PyObject *level, PyObject *name,
                               PyObject *fallback, PyObject *record)
 {
-    Emitter *state = PyObject_GC_New(Emitter, st->emitter_type);
+    Emitter *state = (Emitter *)mmaplog_emitter_new(st->emitter_type, target, level, name, fallback, record);
     if (state == NULL)
         return NULL;
     state->state = st;
-    Py_INCREF(target);
-    state->target = target;
-    Py_INCREF(level);
-    state->level = level;
-    Py_INCREF(name);
-    state->name = name;
-    Py_INCREF(fallback);
-    state->fallback = fallback;
-    Py_XINCREF(record);
-    state->record = record;
-    PyObject_GC_Track(state);
-    PyObject *method = PyCFunction_New(def, (PyObject *)state);
-    Py_DECREF(state);
-    return method;
+    return mmaplog_emitter_bind((MmaplogEmitter *)state, def);
 }
 
 PyDoc_STRVAR(ring_emitter_doc,
