@@ -542,22 +542,6 @@ static int wait_for_room(Queue *self)
     }
 }
 
-/* Next value of an itertools.count; -1 with an exception set on failure. */
-static int next_u64(PyObject *counter, unsigned long long *out)
-{
-    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
-    if (value == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
-        return -1;
-    }
-    *out = PyLong_AsUnsignedLongLong(value);
-    Py_DECREF(value);
-    if (*out == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    return 0;
-}
-
 enum { Q_TAKEN = 1, Q_NOT_TAKEN = 0, Q_ERROR = -1, Q_UNFORMATTED = 2 };
 
 /* Queue one record whose text is ``text[0..len)`` or, when ``nargs`` >= 0, ``text % args`` formatted here.
@@ -632,7 +616,7 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
         }
         /* The claim: no Python code runs from here to the publication of the entry. */
         unsigned long long seq, pos;
-        if (next_u64(self->seqs, &seq) < 0 || next_u64(self->positions, &pos) < 0) {
+        if (mmaplog_next_u64(self->seqs, &seq) < 0 || mmaplog_next_u64(self->positions, &pos) < 0) {
             PyErr_Clear();
             count_drop(self);
             return Q_TAKEN;
@@ -1241,19 +1225,11 @@ static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObj
         return NULL;
     if (taken == Q_UNFORMATTED) {
         /* Conversions the C formatter does not do (%r, widths, other types): the interpreter's own %. */
-        PyObject *tuple = PyTuple_New(nargs - 1);
-        if (tuple == NULL)
+        PyObject *text = mmaplog_format_args(args[0], args + 1, nargs - 1);
+        if (text == NULL)
             return NULL;
-        for (Py_ssize_t i = 1; i < nargs; i++) {
-            Py_INCREF(args[i]);
-            PyTuple_SET_ITEM(tuple, i - 1, args[i]);
-        }
-        PyObject *text = PyUnicode_Format(args[0], tuple);
-        Py_DECREF(tuple);
-        if (text == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                return NULL; /* KeyboardInterrupt and the like, raised by an argument's __str__ */
-            PyErr_Clear(); /* the fallback renders the failure visibly in the text */
+        if (text == Py_NotImplemented) {
+            Py_DECREF(text);
             return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
         }
         const char *data = PyUnicode_AsUTF8AndSize(text, &len);

@@ -242,22 +242,6 @@ static PyObject *appender_release(Appender *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Next value of a counter (mmaplog._counter) as an unsigned 64-bit number; -1 with an exception set on failure. */
-static int next_u64(PyObject *counter, unsigned long long *out)
-{
-    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
-    if (value == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
-        return -1;
-    }
-    *out = PyLong_AsUnsignedLongLong(value);
-    Py_DECREF(value);
-    if (*out == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    return 0;
-}
-
 static PyObject *call_slow(Appender *self, PyObject *message, PyObject *level, PyObject *logger)
 {
     PyObject *args[3] = {message, level, logger};
@@ -382,9 +366,9 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
         PyErr_SetString(PyExc_RuntimeError, "the ring was closed");
         return lost(self);
     }
-    if (next_u64(self->seqs, &seq) < 0)
+    if (mmaplog_next_u64(self->seqs, &seq) < 0)
         return lost(self);
-    if (next_u64(self->positions, &pos) < 0)
+    if (mmaplog_next_u64(self->positions, &pos) < 0)
         return lost(self);
     if (generation != self->generation || self->view.obj == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the ring changed while a record was claimed");
@@ -760,20 +744,7 @@ static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t
         Py_INCREF(msg);
         return msg;
     }
-    PyObject *tuple = PyTuple_New(nargs - 1);
-    if (tuple == NULL)
-        return NULL;
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(tuple, i - 1, args[i]);
-    }
-    PyObject *text = PyUnicode_Format(msg, tuple);
-    Py_DECREF(tuple);
-    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
-        PyErr_Clear(); /* the fallback renders the failure visibly in the text */
-        return TAKE_SLOW_PATH();
-    }
-    return text;
+    return mmaplog_format_args(msg, args + 1, nargs - 1);
 }
 
 /* The ring handler's current append, when it is an Appender's: writes need no Python call at all. */

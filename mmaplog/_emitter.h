@@ -79,6 +79,26 @@ static PyObject *mmaplog_emitter_bind(MmaplogEmitter *self, PyMethodDef *def)
     return method;
 }
 
+/* ``msg % (args[0], ..., args[n - 1])`` by the interpreter's own %, for what a level method's C formatter
+ * leaves.  A new str; NotImplemented (a new reference) when it failed with an Exception, which is cleared (the
+ * level method's fallback renders the failure visibly in the text); NULL with an exception set when something
+ * else was raised (KeyboardInterrupt from an argument's __str__, say). */
+static PyObject *mmaplog_format_args(PyObject *msg, PyObject *const *args, Py_ssize_t n)
+{
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    PyObject *text = PyUnicode_Format(msg, tuple);
+    Py_DECREF(tuple);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return Py_NewRef(Py_NotImplemented);
+    }
+    return text;
+}
+
 #define MMAPLOG_EMITTER_SLOTS(doc)                                                                              \
     {Py_tp_doc, (void *)PyDoc_STR(doc)},                                                                        \
     {Py_tp_dealloc, (void *)mmaplog_emitter_dealloc},                                                           \

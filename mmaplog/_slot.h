@@ -12,6 +12,24 @@
 
 #include "_layout.h"
 
+/* Take the next value of a counter (mmaplog/_counter.py: the writer's seqs and a file's positions) as an
+ * unsigned 64-bit number: one tp_iternext call, which the GIL makes atomic.  -1 with an exception set when it
+ * fails or ran out. */
+static int mmaplog_next_u64(PyObject *counter, unsigned long long *out)
+{
+    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    if (*out == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
 #ifndef FMT_UNHANDLED
 #define FMT_UNHANDLED (-2)
 #endif
