@@ -33,13 +33,22 @@ class RepairMixin(WriterBase):
             m.guard = _truncation.watch(m.mm, m.fd, m.header, m.path)
             m.slot = m.guard.slot if m.guard is not None else -1
             m.seen = m.guard.seen if m.guard is not None else 0
+            if m.guard is not None:
+                m.watch = _truncation.notice_changes(m.fd, self._file_changed)
         return m
 
     @staticmethod
     def _unguard(m: _Map) -> None:
         """Take ``m`` out of the SIGBUS guard (under the writer's lock, before it is unmapped)."""
+        _truncation.unnotice(m.watch)
+        m.watch = -1
         _truncation.forget(m.guard)
         m.slot = -1
+
+    def _file_changed(self) -> None:
+        """Another process changed the live file (inotify, in the watcher thread): was it cut short?"""
+        if not self._closed and os.getpid() == self._pid:
+            self._check_size(self._map)
 
     def _retire(self, old: _Map) -> None:
         """Keep the map rotated away mapped and guarded until the next rotation, then unmap it.
@@ -140,13 +149,15 @@ class RepairMixin(WriterBase):
                     _trailer(mm, off + len(body), L.slot_check(body), pos & _MASK32)
             except Exception as exc:  # noqa: BLE001 - the map was closed meanwhile
                 return self._failed(exc)
-            if _faults(m.slot) == seen:
+            # The counter is the region's: other threads' faults and repairs move it too.  If it moved, the file
+            # itself says whether this store landed (read through the descriptor, not the map).
+            if _faults(m.slot) == seen or self._held(m, parts):
                 return seq
         self._fault(1, m)
         return 0
 
     def _held(self, m: _Map, parts: list[tuple[int, bytes, int]]) -> bool:
-        """Whether the file of ``m`` (a map rotated away) holds every slot of ``parts`` as committed.
+        """Whether the file of ``m`` holds every slot of ``parts`` as committed (``m`` may be rotated away).
 
         Read through the descriptor, not the map: a store that went to an anonymous
         page of the guard shows in the map but is not in the file.

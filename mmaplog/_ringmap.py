@@ -41,7 +41,8 @@ class RingMap:
     remap bumps the counter, so a store it dropped is seen by its own thread.
     """
 
-    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot")
+    __slots__ = ("fd", "guard", "header", "hot", "last_pos", "limit", "mm", "path", "positions", "seen", "slot",
+                 "watch")
 
     def __init__(self, fd: int, mm: mmap.mmap, header: L.FileHeader, next_pos: int, limit: int, path: Path):
         self.fd = fd
@@ -53,6 +54,7 @@ class RingMap:
         self.guard: _truncation.Region | None = None
         self.slot = -1  # the guard's region slot (-1: none; _faults(-1) reads 0)
         self.seen = 0  # the guard's counter once the last fault was dealt with (guard.seen, read without a lookup)
+        self.watch = -1  # the handle of the inotify watch on the file (-1: none)
         size = header.slot_size
         body = size - L.SLOT_TRAILER_SIZE
         pack = struct.Struct(f"{L.SLOT_HEADER_FORMAT}{L.slot_payload_size(size)}s").pack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from . import _series, _shortfile
+from . import _series, _shortfile, _truncation
 from . import layout as L
 from ._counter import peek as _peek
 from ._encode import encode_text as _encode_text
@@ -17,6 +17,7 @@ from ._ringmap import RingMap as _Map
 from ._ringmap import prefault as _prefault
 from ._series import segment_path
 from ._shortfile import cut_loss as _cut_loss
+from ._writerbase import report as _report
 
 __all__ = ["CHECK_INTERVAL", "RotationMixin"]
 
@@ -165,7 +166,9 @@ class RotationMixin(OpeningMixin, RepairMixin):
         file no longer covers.  Extending the file back keeps the first; the
         second survive only where the file system keeps that page's tail (tmpfs
         does, ext4 zeroes it), so they are read back from the map before and
-        after and counted in :attr:`cut_slots` when gone.
+        after and counted in :attr:`cut_slots` when gone.  Runs at the
+        writer's transitions and, through the guard's inotify watch, in the
+        watcher thread as soon as another process changes the file.
         """
         try:
             with self._lock:
@@ -175,15 +178,24 @@ class RotationMixin(OpeningMixin, RepairMixin):
                 have = os.fstat(m.fd).st_size
                 if have >= h.file_size:
                     return
+                # A store racing the extension could land before it and be zeroed with the page's tail, after the
+                # slots past the cut were taken: the bump makes every store in flight ask for the lock (held here)
+                # and store again; the remap afterwards bumps again and drops any page a fault made anonymous.
+                region = m.guard if m.guard is not None and m.guard.live and m is self._map else None
+                if region is not None:
+                    _truncation.bump(region)
                 saved = _shortfile.readable_valid(m.mm, h, have)
-                _series.restore_size(m.fd, h, dict(self._names))
+                _series.restore_size(m.fd, h, dict(self._names), m.mm)
+                if region is not None:
+                    _truncation.remap(region)
+                    m.seen = region.seen
                 after = set(_shortfile.readable_valid(m.mm, h, have))
                 kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
                 lost = _cut_loss(h, have, after | kept, _peek(m.positions))
                 self.cut_slots += lost
-                self._report_once("cut", f"{self.path}: the ring file was truncated to {have} bytes by another "
-                                         f"process; extended it back to {h.file_size} bytes and went on writing; "
-                                         f"{lost} used slots lost, {len(kept)} stored past the cut put back")
+                _report(f"{self.path}: the ring file was truncated to {have} bytes by another "
+                        f"process; extended it back to {h.file_size} bytes and went on writing; "
+                        f"{lost} used slots lost, {len(kept)} stored past the cut put back")
         except Exception as exc:  # noqa: BLE001 - a check must never fail a write
             self._report_once("cutcheck", f"{self.path}: cannot repair the truncated ring file "
                                           f"({type(exc).__name__}: {exc})")

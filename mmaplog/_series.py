@@ -288,7 +288,38 @@ def declared_size(raw: bytes) -> int:
     return int(data_offset) + int(slot_size) * int(slot_count)
 
 
-def restore_size(fd: int, header: L.FileHeader, names: Mapping[str, int]) -> int | None:
+def _write_head(fd: int, header: L.FileHeader, names: Mapping[str, int], have: int) -> None:
+    """Write the header and the entries of ``names`` that lie (partly) at or past offset ``have`` again."""
+    if have >= header.data_offset:
+        return
+    if have < L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size:
+        os.pwrite(fd, L.encode_header(header), 0)
+    for name, ident in names.items():
+        raw = name.encode("utf-8", "backslashreplace")
+        off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
+        if 1 <= ident <= header.name_entries and 0 < len(raw) <= L.NAME_MAX and off + L.NAME_ENTRY_SIZE > have:
+            os.pwrite(fd, L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw), off)
+
+
+def _first_damage(fd: int, header: L.FileHeader, names: Mapping[str, int]) -> int:
+    """The offset of the first byte of the header or of a name entry that does not read as written (past them: none)."""
+    head = L.encode_header(header)
+    if os.pread(fd, len(head), 0) != head:
+        return 0
+    entries = sorted((ident, name) for name, ident in names.items() if 1 <= ident <= header.name_entries)
+    if not entries:
+        return header.data_offset
+    table = os.pread(fd, entries[-1][0] * L.NAME_ENTRY_SIZE, header.name_offset)
+    for ident, name in entries:
+        raw = name.encode("utf-8", "backslashreplace")
+        off = (ident - 1) * L.NAME_ENTRY_SIZE
+        if 0 < len(raw) <= L.NAME_MAX and table[off : off + L.NAME_ENTRY_SIZE] != L.NAME_STRUCT.pack(
+                len(raw), 0, L.name_check(raw), raw):
+            return header.name_offset + off
+    return header.data_offset
+
+
+def restore_size(fd: int, header: L.FileHeader, names: Mapping[str, int], mm: mmap.mmap | None = None) -> int | None:
     """Extend the ring file on ``fd`` back to the size its header declares if someone cut it short.
 
     Returns the size found (None: the file had its size).  The space is
@@ -298,6 +329,8 @@ def restore_size(fd: int, header: L.FileHeader, names: Mapping[str, int]) -> int
     slots.  A truncation that spared the pages the writer stores into never
     faults, so the SIGBUS guard never sees it: the writer calls this at its
     transitions (open, rotation, flush, close) and from its periodic check.
+    ``mm``, the writer's shared mapping of the file, supplies the bytes stored
+    past the cut within the page that holds the new end.
     """
     have = os.fstat(fd).st_size
     size = header.file_size
@@ -306,18 +339,19 @@ def restore_size(fd: int, header: L.FileHeader, names: Mapping[str, int]) -> int
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and size > limit:  # growing past it would raise SIGXFSZ
         raise OSError(errno.EFBIG, f"cannot extend the ring back to {size} bytes (the file size limit is {limit})")
+    _write_head(fd, header, names, have)  # first: a reader meanwhile sees a short file with its header, not zeros
+    if mm is not None and header.data_offset <= have < size and have % mmap.PAGESIZE:
+        # Stores past the cut within its page did not fault and are in the map only; extending the file would
+        # zero that page's tail on some file systems (ext4).  Writing the tail from the map first extends the
+        # file to the page's end with exactly those bytes, so a reader never sees them vanish.
+        end = min(size, have - have % mmap.PAGESIZE + mmap.PAGESIZE)
+        os.pwrite(fd, mm[have:end], have)
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError:
         os.ftruncate(fd, size)
-    if have < header.data_offset:
-        if have < L.HEADER_CHECK_OFFSET + L.HEADER_CHECK_STRUCT.size:
-            os.pwrite(fd, L.encode_header(header), 0)
-        for name, ident in names.items():
-            raw = name.encode("utf-8", "backslashreplace")
-            off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
-            if 1 <= ident <= header.name_entries and 0 < len(raw) <= L.NAME_MAX and off + L.NAME_ENTRY_SIZE > have:
-                os.pwrite(fd, L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw), off)
+    # A cut between the fstat above and the extension left zeros where the header or names were: write them again.
+    _write_head(fd, header, names, _first_damage(fd, header, names))
     return have
 
 

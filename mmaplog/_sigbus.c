@@ -37,6 +37,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/inotify.h>
+#define HAVE_INOTIFY 1
+#endif
 
 #define MAX_REGIONS 256
 #define MAX_FAULT_ADDRESSES 64
@@ -370,6 +374,78 @@ static PyObject *guard_recent(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(i
     return Py_BuildValue("KN", (unsigned long long)total, addresses);
 }
 
+PyDoc_STRVAR(bump_doc,
+"bump(slot)\n--\n\n"
+"Bump the region's fault counter (as a fault would) and return its value: every store in flight\n"
+"checks it afterwards and asks the writer, which is about to change the file under the mapping.");
+
+static PyObject *guard_bump(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int slot;
+    if (slot_arg(arg, &slot) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(__atomic_add_fetch(&regions[slot].faults, 1, __ATOMIC_ACQ_REL));
+}
+
+PyDoc_STRVAR(watch_open_doc,
+"watch_open()\n--\n\n"
+"A new inotify descriptor (close-on-exec, blocking reads), for noticing ring files changed by\n"
+"other processes; OSError where inotify is missing or its limits are reached.");
+
+static PyObject *guard_watch_open(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+#ifdef HAVE_INOTIFY
+    int fd = inotify_init1(IN_CLOEXEC);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+#else
+    errno = ENOSYS;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#endif
+}
+
+PyDoc_STRVAR(watch_add_doc,
+"watch_add(ifd, fd)\n--\n\n"
+"Watch the file open as ``fd`` (its inode, whatever its name now) for changes of size or content\n"
+"made by anyone (IN_MODIFY: truncate, write, fallocate; stores through a mapping raise none);\n"
+"returns the watch descriptor.");
+
+static PyObject *guard_watch_add(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int ifd, fd;
+    if (!PyArg_ParseTuple(args, "ii:watch_add", &ifd, &fd))
+        return NULL;
+#ifdef HAVE_INOTIFY
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int wd;
+    Py_BEGIN_ALLOW_THREADS
+    wd = inotify_add_watch(ifd, path, IN_MODIFY);
+    Py_END_ALLOW_THREADS
+    if (wd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(wd);
+#else
+    errno = ENOSYS;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#endif
+}
+
+PyDoc_STRVAR(watch_remove_doc,
+"watch_remove(ifd, wd)\n--\n\nStop a watch made by watch_add (errors are ignored: the file may be gone).");
+
+static PyObject *guard_watch_remove(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int ifd, wd;
+    if (!PyArg_ParseTuple(args, "ii:watch_remove", &ifd, &wd))
+        return NULL;
+#ifdef HAVE_INOTIFY
+    (void)inotify_rm_watch(ifd, wd);
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef guard_methods[] = {
     {"install", guard_install, METH_NOARGS, install_doc},
     {"address", guard_address, METH_O, address_doc},
@@ -379,6 +455,10 @@ static PyMethodDef guard_methods[] = {
     {"counter", guard_counter, METH_O, counter_doc},
     {"remap", guard_remap, METH_VARARGS, remap_doc},
     {"recent", guard_recent, METH_NOARGS, recent_doc},
+    {"bump", guard_bump, METH_O, bump_doc},
+    {"watch_open", guard_watch_open, METH_NOARGS, watch_open_doc},
+    {"watch_add", guard_watch_add, METH_VARARGS, watch_add_doc},
+    {"watch_remove", guard_watch_remove, METH_VARARGS, watch_remove_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,6 +26,15 @@ works in two halves:
   ``RingWriter.dropped`` and the file is mapped again, so that no anonymous
   page outlives the write that caused it; nothing loops.
 
+A cut that spares the pages the writer stores into (one inside the page that
+holds the new end) raises nothing: stores past the new end land in a page the
+file no longer covers, invisible to readers.  So the guard also watches each
+ring file with inotify (:class:`_Watcher`, one daemon thread per process,
+blocked in ``read`` until someone changes a ring file: stores through the
+mapping raise no event); on a change the writer checks the file's size in
+ordinary code and repairs it as above (``RingWriter._check_size``), putting
+back the slots stored past the cut in the meantime.
+
 Without the C extension (no compiler at install time) there is no guard: a
 truncated ring kills its writer with SIGBUS, as any program writing through
 ``mmap`` would be.  ``MMAPLOG_PURE_PYTHON=1`` does not turn the guard off.
@@ -35,13 +44,17 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import _native, _shortfile
+from . import _native, _series, _shortfile
 from . import layout as L
 
-__all__ = ["Region", "counter", "faults", "forget", "remap", "reset_after_fork", "say", "supported", "watch"]
+__all__ = ["Region", "bump", "counter", "faults", "forget", "notice_changes", "remap", "reset_after_fork", "say",
+           "supported", "unnotice", "watch"]
 
 _sigbus: Any = _native.guard()
 
@@ -111,8 +124,122 @@ def remap(region: Region) -> None:
     region.seen = _sigbus.remap(region.slot, region.fd)
 
 
+def bump(region: Region) -> None:
+    """Bump ``region``'s counter: every store in flight checks it afterwards and asks the writer (see _check_size)."""
+    _sigbus.bump(region.slot)
+
+
+class _Watcher:
+    """Tells writers when another process changed their file: one inotify descriptor, one daemon thread.
+
+    States: *off* (no descriptor; also after a fork, in the child), *on* (the
+    descriptor and the thread, which blocks in ``os.read`` without the GIL and
+    runs a writer's callback, in ordinary code, for each change of its file).
+    A writer adds its live file when it maps it and removes it before it unmaps
+    it or closes the descriptor.  Where inotify is missing or its limits are
+    reached, nothing is watched and the writer's periodic checks remain.
+    """
+
+    _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
+    _IGNORED = 0x8000  # IN_IGNORED: the watch is gone (file deleted, or removed)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fd = -1
+        self.callbacks: dict[int, weakref.WeakMethod[Any]] = {}
+        self.failed = False
+
+    def add(self, fd: int, callback: Any) -> int:
+        """Watch the file open as ``fd``; ``callback`` (a bound method, held weakly) runs on each change. -1: not watched."""
+        with self.lock:
+            if self.failed:
+                return -1
+            try:
+                if self.fd < 0:
+                    self.fd = _sigbus.watch_open()
+                    threading.Thread(target=self._run, args=(self.fd,), name="mmaplog-watch", daemon=True).start()
+                wd = int(_sigbus.watch_add(self.fd, fd))
+            except (OSError, RuntimeError):
+                self.failed = True  # inotify missing or out of instances/watches: stay off for this process
+                return -1
+            self.callbacks[wd] = weakref.WeakMethod(callback)
+            return wd
+
+    def remove(self, wd: int) -> None:
+        with self.lock:
+            if wd >= 0 and self.callbacks.pop(wd, None) is not None and self.fd >= 0:
+                _sigbus.watch_remove(self.fd, wd)
+
+    def _run(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # closed after a fork, or the descriptor is gone: nothing more to watch
+            if self.fd != fd:
+                return
+            changed: list[Any] = []
+            for offset in self._offsets(data):
+                wd, mask, _, _ = self._EVENT.unpack_from(data, offset)
+                with self.lock:
+                    ref = self.callbacks.get(wd)
+                    if mask & self._IGNORED:
+                        self.callbacks.pop(wd, None)
+                if ref is not None and not mask & self._IGNORED:
+                    method = ref()
+                    if method is not None and method not in changed:
+                        changed.append(method)
+            for method in changed:
+                try:
+                    method()
+                except Exception:  # noqa: BLE001 - a check must never take the watcher down
+                    pass
+
+    @classmethod
+    def _offsets(cls, data: bytes) -> list[int]:
+        out, offset = [], 0
+        while offset + cls._EVENT.size <= len(data):
+            out.append(offset)
+            offset += cls._EVENT.size + cls._EVENT.unpack_from(data, offset)[3]
+        return out
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's descriptor and thread are not ours (the thread did not survive)."""
+        self.lock = threading.Lock()
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)  # the parent's inotify instance lives on in the parent
+            except OSError:
+                pass
+        self.fd = -1
+        self.callbacks = {}
+        self.failed = False
+
+
+_watcher = _Watcher()
+
+
+def notice_changes(fd: int, callback: Any) -> int:
+    """Run ``callback`` (a bound method, held weakly) whenever another process changes the file open as ``fd``.
+
+    Returns a handle for :func:`unnotice`, or -1 where there is no guard or inotify (nothing is watched).
+    """
+    if _sigbus is None:
+        return -1
+    return _watcher.add(fd, callback)
+
+
+def unnotice(handle: int) -> None:
+    """Stop :func:`notice_changes` for ``handle`` (before the descriptor is closed); idempotent."""
+    if handle >= 0:
+        _watcher.remove(handle)
+
+
 def reset_after_fork() -> None:
-    """In a forked child: nothing to do (the guard's table lock is reset by its own fork handler)."""
+    """In a forked child: the watcher starts again from nothing (the table lock is reset by the C module)."""
+    _watcher.reset_after_fork()
 
 
 def say(region: Region, key: str, message: str) -> None:
@@ -145,12 +272,7 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
         # Stores past the cut inside the page holding the new end did not fault; extending the file zeroes that
         # page's tail on some file systems (ext4): take the valid slots there first, put them back after.
         saved = _shortfile.readable_valid(mm, header, have)
-        try:
-            os.posix_fallocate(region.fd, 0, size)
-        except OSError:
-            os.ftruncate(region.fd, size)  # sparse: a store may still fault if the disk is full (counted)
-        if have < header.data_offset:
-            _rewrite_head(region, have, names)
+        _series.restore_size(region.fd, header, names, mm)  # sparse if it must: a store may still fault (counted)
         region.repairs += 1
         say(region, f"truncated {region.repairs}",
             f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
@@ -160,13 +282,3 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
         _shortfile.put_back(mm, header, have, saved, set(saved) - set(_shortfile.readable_valid(mm, header, have)))
 
 
-def _rewrite_head(region: Region, have: int, names: Mapping[str, int]) -> None:
-    """Write the header and the name table again after a truncation cut them (through the descriptor)."""
-    header = region.header
-    os.pwrite(region.fd, L.encode_header(header), 0)
-    for name, ident in names.items():
-        raw = name.encode("utf-8", "backslashreplace")
-        if 1 <= ident <= header.name_entries and 0 < len(raw) <= L.NAME_MAX:
-            off = header.name_offset + (ident - 1) * L.NAME_ENTRY_SIZE
-            if off + L.NAME_ENTRY_SIZE > have:
-                os.pwrite(region.fd, L.NAME_STRUCT.pack(len(raw), 0, L.name_check(raw), raw), off)

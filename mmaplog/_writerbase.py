@@ -93,6 +93,10 @@ class WriterBase:
         """Write a record already claimed into as many slots as it needs (``RingWriter``'s own)."""
         raise NotImplementedError
 
+    def _check_size(self, m: _Map) -> None:
+        """Notice the file of ``m`` cut short by another process and extend it back (``RotationMixin``'s own)."""
+        raise NotImplementedError
+
     def _write_py(self, *args: Any, **kwargs: Any) -> int:
         """The Python ``write`` (``RingWriter``'s own)."""
         raise NotImplementedError

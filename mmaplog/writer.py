@@ -101,8 +101,10 @@ class RingWriter(BatchMixin, ClosingMixin):
     process truncating the file cannot kill this one; SIGBUS that is not a fault
     in a ring still reaches the application's handler or the default action
     (see ``docs/RELIABILITY.md``).  Records lost to such a fault are counted in
-    :attr:`dropped`.  Turn it off to leave the ring out of the guard, and then
-    never truncate a live ring.
+    :attr:`dropped`.  The guard also watches the live file with inotify (one
+    daemon thread per process, ``mmaplog-watch``, idle in ``read`` until a ring
+    file changes), so a cut that never faults is repaired at once.  Turn it off
+    to leave the ring out of the guard, and then never truncate a live ring.
     """
 
     def __init__(

@@ -237,7 +237,10 @@ def test_concurrent_threads_lapping_the_follower_add_up(tmp_path: Path) -> None:
         assert r.message == f"{tag} i{i} " + "y" * (i * 53 % 500)
         per_thread.setdefault(tag, []).append(i)
     assert all(indexes == sorted(indexes) for indexes in per_thread.values())
-    assert follower.stats.records + follower.stats.missed == 4 * 3000
+    # The writer is still open when the follower closes: a seq it skipped and could not prove gone (the slot was
+    # overwritten before a poll saw it) stays pending, not missed (mmaplog/follow.py); seen once under ASan.
+    stats = follower.stats
+    assert stats.records + stats.missed + stats.pending == 4 * 3000, stats
 
 
 def test_follows_rotation_into_new_segments_without_loss(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ _REPAIR_RACE = """
     import json, os, sys, threading
     import mmaplog
     from mmaplog import _truncation
+    _truncation._watcher.failed = True  # no inotify watch: the faulting store, not the watcher thread, repairs
     case, path = sys.argv[1], sys.argv[2]
     rotate = case == "rotate"
     w = mmaplog.RingWriter(path, size=(64 if rotate else 1024) * 256, rotate=3 if rotate else 0)
@@ -173,6 +174,8 @@ _SENT = """
         signal.signal(signal.SIGBUS, lambda *a: seen.append(1))
     elif mode == "ignore":
         signal.signal(signal.SIGBUS, signal.SIG_IGN)
+    from mmaplog import _truncation
+    _truncation._watcher.failed = True        # no inotify watch: the next store finds the cut
     w = mmaplog.RingWriter(path, size=64 * 256)
     w.write("open")
     os.truncate(path, 0)
@@ -281,6 +284,8 @@ def test_a_hole_the_disk_cannot_back_is_counted_and_does_not_loop(small_tmpfs: P
     proc = _run(
         """
         import json, os, sys, mmaplog
+        from mmaplog import _truncation
+        _truncation._watcher.failed = True  # no inotify watch: the repair must come after the disk filled up
         path = sys.argv[1]
         w = mmaplog.RingWriter(path, size=512 * 256)
         w.write("before")

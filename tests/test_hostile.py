@@ -395,12 +395,15 @@ def test_rotating_writer_survives_truncation_of_its_live_file(tmp_path: Path) ->
 def test_writer_survives_truncation_with_faulthandler_enabled_after_it(tmp_path: Path) -> None:
     """With faulthandler installed after the writer (it sees the fault first and re-raises it), the writer still survives.
 
-    The child cuts its own file between two writes microseconds apart, so the second write's store is what finds the
-    cut (not the writer's once-a-second size check, which would repair it without a fault)."""
+    The child cuts its own file between two writes microseconds apart, without the guard's inotify watch, so the
+    second write's store is what finds the cut (not the watcher or the writer's once-a-second size check, which
+    would repair it without a fault)."""
     path = tmp_path / "a.mmlog"
     proc = _child(
         """
         import faulthandler, os, sys, mmaplog
+        from mmaplog import _truncation
+        _truncation._watcher.failed = True  # no inotify watch: the store, not the watcher thread, finds the cut
         w = mmaplog.RingWriter(sys.argv[1], size=1024 * 256)
         faulthandler.enable()
         w.write("before the cut")

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,14 @@ def env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 def _killed_child(code: str, env: dict[str, str], *args: object) -> dict[str, object]:
-    """Run ``code`` (which prints one JSON line, then is SIGKILLed by itself) and return what it printed."""
-    prologue = "import json, os, signal, sys, mmaplog\nfrom mmaplog import layout as L\n"
+    """Run ``code`` (which prints one JSON line, then is SIGKILLed by itself) and return what it printed.
+
+    The child cuts its own file and then writes: with the guard's inotify watch on, its watcher thread would
+    notice the cut at some instant in between.  These tests are of the transitions that notice a cut without
+    it (flush, close, rotation, reopen), as where inotify is missing, so the child runs without the watch.
+    """
+    prologue = ("import json, os, signal, sys, mmaplog\nfrom mmaplog import layout as L\n"
+                "from mmaplog import _truncation\n_truncation._watcher.failed = True\n")
     epilogue = "\nprint(json.dumps(out), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
     proc = subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code) + epilogue, *map(str, args)],
                           capture_output=True, text=True, timeout=120, env=env)
@@ -111,7 +118,8 @@ def test_records_stored_past_the_cut_in_the_last_page_survive_a_flush(tmp_path: 
 
 def test_records_a_killed_writer_stored_past_the_cut_are_put_back_at_reopen(tmp_path: Path,
                                                                            env: dict[str, str]) -> None:
-    """Stores past the new end inside the last partial page, then SIGKILL before any check: the records are
+    """Stores past the new end inside the last partial page, then SIGKILL before anything noticed the cut (here:
+    no inotify watcher, as on a system without inotify; with it, the window is the watcher's wake-up): the records are
     only in the page cache, past the file's end, where a reader cannot see them.  The next writer reads that
     page through a map before extending the file (which zeroes it on ext4) and stores them again.  (Writeback
     of that page, about 30 s later by default, would zero them first: the next writer must come soon.)"""
@@ -134,6 +142,48 @@ def test_records_a_killed_writer_stored_past_the_cut_are_put_back_at_reopen(tmp_
     scan = mmaplog.scan(path)
     assert [r.message for r in scan.iter_records()] == ["first"] + [f"r{i}" for i in range(8)] + ["after the reopen"]
     assert (scan.stats.short, scan.stats.invalid, scan.stats.gaps) == (0, 0, 0)
+
+
+def test_a_cut_that_never_faults_is_noticed_and_repaired_without_a_write(tmp_path: Path,
+                                                                       env: dict[str, str]) -> None:
+    """A cut inside the page the writer stores into raises no SIGBUS.  The guard's inotify watch tells the
+    writer at once: the file is extended back while the writer is idle, so the records it acknowledges next,
+    stored where the cut was, are in the file when it is SIGKILLed (no flush, no close, no later check)."""
+    path = tmp_path / "a.mmlog"
+    cut = L.DATA_OFFSET + 4 * SLOT + 10  # slot 4 part-way: the next records are stored past the end
+    code = f"""
+import json, os, signal, sys, mmaplog
+w = mmaplog.RingWriter(sys.argv[1], {SLOTS * SLOT}, slot_size={SLOT})
+for i in range(4):
+    w.write(f"before {{i}}")
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps([w.write(f"after {{i}}") for i in range(8)]), flush=True)
+sys.stdin.readline()
+"""
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "ready\n"
+        os.truncate(path, cut)
+        deadline = time.monotonic() + 60
+        while os.path.getsize(path) < FILE_SIZE:  # extended back by the writer, which has not written since
+            assert time.monotonic() < deadline, "nothing noticed the cut in 60 s"
+            time.sleep(0.005)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        seqs = json.loads(child.stdout.readline())
+        assert seqs == list(range(5, 13)), seqs
+    finally:
+        child.kill()
+        _, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, err
+    assert "truncated to" in err, err
+    scan = mmaplog.scan(path)
+    shown = [r.message for r in scan.iter_records()]
+    assert shown == [f"before {i}" for i in range(4)] + [f"after {i}" for i in range(8)], (shown, scan.stats, err)
+    assert (scan.stats.short, scan.stats.invalid) == (0, 0), (scan.stats, err)
 
 
 def test_used_slots_cut_away_are_counted_at_close(tmp_path: Path, env: dict[str, str]) -> None:
@@ -262,3 +312,38 @@ def test_a_named_segment_cut_to_nothing_is_one_formaterror_naming_it(tmp_path: P
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and segment.name in result.stderr
     scan = mmaplog.scan(path)
     assert [r.message for r in scan.iter_records()] == ["r16", "r17"] and scan.stats.unreadable == 1
+
+
+@pytest.mark.parametrize("second_cut", [0, 100, L.NAME_OFFSET + L.NAME_ENTRY_SIZE + 3])
+def test_a_cut_racing_the_repair_never_leaves_a_full_size_file_without_its_header(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_cut: int) -> None:
+    """Another process cuts the file again between the repair's size check and its extension (the inotify watch
+    runs the repair as soon as the first cut happens, so the two meet): the extension then leaves zeros where the
+    header or names were, at full size, which no later size check would notice.  The repair checks the header
+    and the names after extending and writes them again."""
+    from mmaplog import _series
+
+    path = tmp_path / "a.mmlog"
+    with RingWriter(path, SLOTS * SLOT, slot_size=SLOT, guard_truncation=False) as w:
+        w.write("one", logger="app.first")
+        w.write("two", logger="app.second")
+        header, names = w._map.header, dict(w._names)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.truncate(path, L.DATA_OFFSET + 3 * SLOT)
+            real_fallocate = os.posix_fallocate
+
+            def cut_then_fallocate(fd_: int, offset: int, length: int) -> None:
+                os.truncate(path, second_cut)  # the second cut lands after the repair looked at the size
+                real_fallocate(fd_, offset, length)
+
+            monkeypatch.setattr(os, "posix_fallocate", cut_then_fallocate)
+            _series.restore_size(fd, header, names)
+            monkeypatch.undo()
+        finally:
+            os.close(fd)
+        assert os.path.getsize(path) == FILE_SIZE
+        w.write("three", logger="app.second")
+    records = mmaplog.read(path)
+    assert [(r.logger, r.message) for r in records][-1] == ("app.second", "three")
+    assert all(r.logger in ("app.first", "app.second") for r in records)

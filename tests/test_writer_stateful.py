@@ -342,7 +342,6 @@ class LifecycleBase(RuleBasedStateMachine):
     """The model and the rules; :func:`_machine` makes a concrete class per write path and size."""
 
     pure = False
-    short = False  # the short variant of the default suite (leaves out the sequence of an open finding)
     zygote: Zygote  # set per test: writer processes of one write path
 
     def __init__(self) -> None:
@@ -787,10 +786,7 @@ class LifecycleBase(RuleBasedStateMachine):
 
     # Preconditions depend only on the model, never on the file system: whether a rotating writer has made a
     # new file yet is timing, and a precondition that changed between a run and its replay breaks shrinking.
-    # Open finding (docs/RELIABILITY.md section 7): a live file cut short and then moved while a flight-recorder
-    # writer is open can lose a record acknowledged after the move (not diagnosed yet).  The short variant in the
-    # default suite leaves that sequence out; the long variant (-m slow) keeps it.
-    @precondition(lambda self: "move" not in SKIP and not (self.short and self.cut_pending and self.child is not None))
+    @precondition(lambda self: "move" not in SKIP)
     @rule()
     def move_live(self) -> None:
         """Rename the live file away (its records stay readable there); a new file takes the path."""
@@ -1100,7 +1096,7 @@ class ConcurrentReader:
 
 
 @contextlib.contextmanager
-def _machine(pure: bool, tmp: Path, short: bool = False) -> Any:
+def _machine(pure: bool, tmp: Path) -> Any:
     """The state machine class for one write path, with its fork server running."""
     env = dict(os.environ)
     env.pop("MMAPLOG_PURE_PYTHON", None)
@@ -1109,8 +1105,7 @@ def _machine(pure: bool, tmp: Path, short: bool = False) -> Any:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     zygote = Zygote(env, tmp / "fork-server.log")
     try:
-        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote,
-                                                                              "short": short})
+        yield type(f"Lifecycle{'Pure' if pure else 'C'}", (LifecycleBase,), {"pure": pure, "zygote": zygote})
     finally:
         zygote.close()
 
@@ -1129,9 +1124,9 @@ def test_writer_lifecycle(pure: bool, tmp_path: Path) -> None:
 
     The same lifecycles every run (derandomized, unless ``MMAPLOG_STATEFUL_RANDOM=1``), so the default suite
     checks a fixed set and a new failure there is a regression; random exploration is the long variant's job
-    (``-m slow``), where an open finding may still show (docs/RELIABILITY.md §7)."""
+    (``-m slow``, docs/RELIABILITY.md §7)."""
     fixed = not os.environ.get("MMAPLOG_STATEFUL_RANDOM")
-    with _machine(pure, tmp_path, short=True) as machine:
+    with _machine(pure, tmp_path) as machine:
         run_state_machine_as_test(
             machine, settings=settings(max_examples=int(os.environ.get("MMAPLOG_STATEFUL_EXAMPLES", "10")),
                                        stateful_step_count=15, phases=_FAST_PHASES, derandomize=fixed,
