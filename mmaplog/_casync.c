@@ -55,6 +55,7 @@
 /* %f and %.Nf in integer arithmetic where that is exact (see _slot.h): the async producer only. */
 #define MMAPLOG_FAST_FIXED
 #include "_slot.h"
+#include "_emitter.h"
 
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1, POLICY_DROP_OLDEST = 2 };
 enum { STATE_RUNNING = 0, STATE_STOPPED = 1, STATE_ABANDONED = 2 };
@@ -196,7 +197,7 @@ typedef struct {
     pthread_cond_t work, room;
     PyObject *key_map, *key_closed, *key_level, *key_logger, *key_msg, *key_args, *key_fields, *key_exception,
         *key_time_ns, *key_thread;
-    PyObject *count_type;          /* itertools.count when its layout is the one claim() reads, else NULL */
+    PyObject *counter_type;        /* mmaplog._cwrite.Counter (claimed with one increment), or NULL */
 } Queue;
 
 #define QUEUE_KEYS(X) X(key_map, "_map") X(key_closed, "_closed") X(key_level, "level") X(key_logger, "logger") \
@@ -605,6 +606,27 @@ static int wait_for_room(Queue *self)
     }
 }
 
+/* The writer's counter type, mmaplog._cwrite.Counter (a new reference), whose values mmaplog_claim takes with one
+ * increment; None where _cwrite is not there (the counters are then taken with next()); NULL with an exception. */
+static PyObject *cwrite_counter_type(void)
+{
+    PyObject *module = PyImport_ImportModule("mmaplog._cwrite");
+    if (module == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ImportError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *type = PyObject_GetAttrString(module, "Counter");
+    Py_DECREF(module);
+    if (type != NULL && !PyType_Check(type)) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_TypeError, "mmaplog._cwrite.Counter is not a type");
+        return NULL;
+    }
+    return type;
+}
+
 /* Drop entry ``e`` (taken by this producer): its slot gets the invalid trailer of its position (the commit
  * protocol's first step, which a reader counts as a slot in flight, never a record), so the slot shows neither
  * the record nor what it held a lap before. */
@@ -643,88 +665,6 @@ static void drop_oldest_if_full(Queue *self, unsigned long long head)
         __atomic_compare_exchange_n(&self->freed, &f, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
         return;
     }
-}
-
-/* Next value of an itertools.count; -1 with an exception set on failure. */
-static int next_u64(PyObject *counter, unsigned long long *out)
-{
-    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
-    if (value == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
-        return -1;
-    }
-    *out = PyLong_AsUnsignedLongLong(value);
-    Py_DECREF(value);
-    if (*out == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    return 0;
-}
-
-/* ---- claims from the writer's counters
- *
- * next() on an itertools.count makes an int for every claim, and a record claims two (its seq and its slot
- * position): in a profile of the producer that was a quarter of its instructions.  CPython's count (3.10 to
- * 3.13, builds with the GIL) keeps its next value in a Py_ssize_t while it counts by 1 below PY_SSIZE_T_MAX,
- * and its __next__ returns that field and increments it; a claim here does the same to the field.  The
- * layout is checked against live objects when a queue is made (checked_count_type); a counter of another
- * type, in its int form (past PY_SSIZE_T_MAX, or a step other than 1) or negative goes through __next__. */
-typedef struct {
-    PyObject_HEAD
-    Py_ssize_t cnt;     /* the next value (fast form), PY_SSIZE_T_MAX in the int form */
-    PyObject *long_cnt; /* the next value as an int (int form), NULL in the fast form */
-    PyObject *long_step;
-} CountView;
-
-static inline int claim(Queue *self, PyObject *counter, unsigned long long *out)
-{
-    if ((PyObject *)Py_TYPE(counter) == self->count_type) {
-        CountView *c = (CountView *)counter;
-        if (c->long_cnt == NULL && c->cnt >= 0 && c->cnt < PY_SSIZE_T_MAX) {
-            *out = (unsigned long long)c->cnt++;
-            return 0;
-        }
-    }
-    return next_u64(counter, out);
-}
-
-/* itertools.count (a new reference) when it behaves as claim() assumes, else None; NULL with an exception. */
-static PyObject *checked_count_type(void)
-{
-#ifdef Py_GIL_DISABLED
-    Py_RETURN_NONE;
-#else
-    PyObject *module = PyImport_ImportModule("itertools");
-    PyObject *type = module ? PyObject_GetAttrString(module, "count") : NULL;
-    Py_XDECREF(module);
-    if (type == NULL)
-        return NULL;
-    PyObject *fast = PyObject_CallFunction(type, "n", (Py_ssize_t)1234567), *slow = NULL, *value = NULL;
-    int ok = fast != NULL && PyType_Check(type) && Py_TYPE(fast) == (PyTypeObject *)type &&
-             ((PyTypeObject *)type)->tp_basicsize == (Py_ssize_t)sizeof(CountView) &&
-             ((CountView *)fast)->cnt == 1234567 && ((CountView *)fast)->long_cnt == NULL;
-    if (ok) { /* __next__ returns the field and increments it, and sees an increment made here */
-        value = PyIter_Next(fast);
-        ok = value != NULL && PyLong_CheckExact(value) && PyLong_AsSsize_t(value) == 1234567 &&
-             ((CountView *)fast)->cnt == 1234568;
-        Py_XDECREF(value);
-        ((CountView *)fast)->cnt++;
-        value = ok ? PyIter_Next(fast) : NULL;
-        ok = value != NULL && PyLong_AsSsize_t(value) == 1234569 && ((CountView *)fast)->cnt == 1234570;
-        Py_XDECREF(value);
-    }
-    if (ok) { /* and the int form marks itself the way claim() looks for */
-        slow = PyObject_CallFunction(type, "K", 1ULL << 63);
-        ok = slow != NULL && ((CountView *)slow)->cnt == PY_SSIZE_T_MAX && ((CountView *)slow)->long_cnt != NULL;
-    }
-    Py_XDECREF(fast);
-    Py_XDECREF(slow);
-    PyErr_Clear();
-    if (ok)
-        return type;
-    Py_DECREF(type);
-    Py_RETURN_NONE;
-#endif
 }
 
 enum { Q_TAKEN = 1, Q_NOT_TAKEN = 0, Q_ERROR = -1, Q_UNFORMATTED = 2 };
@@ -808,7 +748,8 @@ static int enqueue(Queue *self, long level, PyObject *level_obj, PyObject *logge
         }
         /* The claim: no Python code runs from here to the publication of the entry. */
         unsigned long long seq, pos;
-        if (claim(self, self->seqs, &seq) < 0 || claim(self, self->positions, &pos) < 0) {
+        if (mmaplog_claim(self->seqs, (PyTypeObject *)self->counter_type, &seq) < 0 ||
+            mmaplog_claim(self->positions, (PyTypeObject *)self->counter_type, &pos) < 0) {
             PyErr_Clear();
             count_drop(self);
             return Q_TAKEN;
@@ -1249,15 +1190,15 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         Py_XDECREF(fault);
         return -1;
     }
-    PyObject *count_type = checked_count_type();
-    if (count_type == NULL) {
+    PyObject *counter_type = cwrite_counter_type();
+    if (counter_type == NULL) {
         Py_DECREF(wdict);
         Py_DECREF(full);
         Py_DECREF(fault);
         return -1;
     }
-    if (count_type == Py_None)
-        Py_CLEAR(count_type);
+    if (counter_type == Py_None)
+        Py_CLEAR(counter_type);
     self->stride = ((sizeof(Entry) + (size_t)payload + 63) / 64) * 64;
     unsigned long long slots = 1;
     /* "drop_oldest": room for a batch in flight beyond ``capacity`` waiting entries, so a producer drops the
@@ -1276,7 +1217,7 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
         Py_DECREF(wdict);
         Py_DECREF(full);
         Py_DECREF(fault);
-        Py_XDECREF(count_type);
+        Py_XDECREF(counter_type);
         PyErr_NoMemory();
         return -1;
     }
@@ -1292,7 +1233,7 @@ static int queue_init(Queue *self, PyObject *args, PyObject *kwds)
     self->names = names;
     self->full = full;
     self->fault = fault;
-    self->count_type = count_type;
+    self->counter_type = counter_type;
     Py_INCREF(describe);
     self->describe = describe;
     Py_INCREF(fallback);
@@ -1343,7 +1284,7 @@ static int queue_traverse(Queue *self, visitproc visit, void *arg)
     Py_VISIT(self->positions);
     Py_VISIT(self->seqs);
     Py_VISIT(self->names);
-    Py_VISIT(self->count_type);
+    Py_VISIT(self->counter_type);
     return 0;
 }
 
@@ -1399,7 +1340,7 @@ static void queue_dealloc(Queue *self)
     Py_CLEAR(self->positions);
     Py_CLEAR(self->seqs);
     Py_CLEAR(self->names);
-    Py_CLEAR(self->count_type);
+    Py_CLEAR(self->counter_type);
 #define DROP(field, text) Py_CLEAR(self->field);
     QUEUE_KEYS(DROP)
 #undef DROP
@@ -1409,49 +1350,18 @@ static void queue_dealloc(Queue *self)
 
 /* ------------------------------------------------------------------------------------------ emitters */
 
-/* The state behind one level method; the method itself is a builtin function bound to it. */
+/* The state behind one level method (_emitter.h: its target is the Queue); the method itself is a builtin
+ * function bound to it. */
 typedef struct {
-    PyObject_HEAD
-    Queue *queue;
-    PyObject *level;    /* the level number (int) */
-    PyObject *name;     /* the logger's name (str) */
-    PyObject *fallback; /* the Python level method, for keyword arguments and anything unusual */
+    MMAPLOG_EMITTER_HEAD
     long level_value;
     long lid;           /* the logger's id in the writer's name table, once known (-1 before) */
 } Emitter;
 
-static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->queue);
-    Py_VISIT(self->level);
-    Py_VISIT(self->name);
-    Py_VISIT(self->fallback);
-    return 0;
-}
-
-static int emitter_clear(Emitter *self)
-{
-    Py_CLEAR(self->queue);
-    Py_CLEAR(self->level);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->fallback);
-    return 0;
-}
-
-static void emitter_dealloc(Emitter *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    emitter_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
-
 static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Queue *queue = self->queue;
+    Queue *queue = (Queue *)self->target;
     if (queue == NULL || self->fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "mmaplog._casync: the level method was cleared");
         return NULL;
@@ -1477,19 +1387,11 @@ static PyObject *emit(Emitter *self, PyObject *const *args, size_t nargsf, PyObj
         return NULL;
     if (taken == Q_UNFORMATTED) {
         /* Conversions the C formatter does not do (%r, widths, other types): the interpreter's own %. */
-        PyObject *tuple = PyTuple_New(nargs - 1);
-        if (tuple == NULL)
+        PyObject *text = mmaplog_format_args(args[0], args + 1, nargs - 1);
+        if (text == NULL)
             return NULL;
-        for (Py_ssize_t i = 1; i < nargs; i++) {
-            Py_INCREF(args[i]);
-            PyTuple_SET_ITEM(tuple, i - 1, args[i]);
-        }
-        PyObject *text = PyUnicode_Format(args[0], tuple);
-        Py_DECREF(tuple);
-        if (text == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                return NULL; /* KeyboardInterrupt and the like, raised by an argument's __str__ */
-            PyErr_Clear(); /* the fallback renders the failure visibly in the text */
+        if (text == Py_NotImplemented) {
+            Py_DECREF(text);
             return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
         }
         const char *data = PyUnicode_AsUTF8AndSize(text, &len);
@@ -1525,25 +1427,13 @@ static PyObject *make_emitter(Queue *self, PyObject *args)
     PyObject *module = PyType_GetModule(Py_TYPE(self));
     if (module == NULL)
         return NULL;
-    PyTypeObject *type = mod_state(module)->emitter_type;
-    Emitter *state = PyObject_GC_New(Emitter, type);
+    Emitter *state = (Emitter *)mmaplog_emitter_new(mod_state(module)->emitter_type, (PyObject *)self, level, name,
+                                                    fallback, NULL);
     if (state == NULL)
         return NULL;
-    Py_INCREF(type); /* heap type instances own a reference to their type */
-    Py_INCREF(self);
-    state->queue = self;
-    Py_INCREF(level);
-    state->level = level;
-    Py_INCREF(name);
-    state->name = name;
-    Py_INCREF(fallback);
-    state->fallback = fallback;
     state->level_value = value;
     state->lid = -1;
-    PyObject_GC_Track(state);
-    PyObject *method = PyCFunction_New(&emit_def, (PyObject *)state);
-    Py_DECREF(state);
-    return method;
+    return mmaplog_emitter_bind((MmaplogEmitter *)state, &emit_def);
 }
 
 /* ------------------------------------------------------------------------------------------ module */
@@ -1571,11 +1461,7 @@ static PyType_Spec queue_spec = {
 };
 
 static PyType_Slot emitter_slots[] = {
-    {Py_tp_doc, (void *)PyDoc_STR("The state behind one async level method.")},
-    {Py_tp_dealloc, emitter_dealloc},
-    {Py_tp_traverse, emitter_traverse},
-    {Py_tp_clear, emitter_clear},
-    {0, NULL},
+    MMAPLOG_EMITTER_SLOTS("The state behind one async level method."),
 };
 
 static PyType_Spec emitter_spec = {

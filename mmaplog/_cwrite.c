@@ -29,6 +29,7 @@
 
 #include "_checksum.h"
 #include "_slot.h"
+#include "_emitter.h"
 
 static inline int64_t wall_clock_ns(void)
 {
@@ -43,8 +44,8 @@ static inline int64_t wall_clock_ns(void)
 typedef struct {
     PyObject_HEAD
     Py_buffer view;         /* the writable mapping; view.obj is NULL while no ring is targeted */
-    PyObject *positions;    /* itertools.count of slot positions for the targeted file */
-    PyObject *seqs;         /* itertools.count of record sequence numbers (the writer's) */
+    PyObject *positions;    /* counter of slot positions for the targeted file (mmaplog._counter) */
+    PyObject *seqs;         /* counter of record sequence numbers, the writer's (mmaplog._counter) */
     PyObject *names;        /* dict: logger name -> name-table id (the writer's, mutated in place) */
     PyObject *slow;         /* slow(message, level, logger) -> seq: the pure-Python append */
     PyObject *full;         /* full(seq, data, level, logger, stamp, ident) -> seq: the file is full */
@@ -52,6 +53,7 @@ typedef struct {
     PyObject *slow_record;  /* slow_record(record) -> seq: write_batch's pure-Python path for one record */
     PyObject *slow_write;   /* slow_write(message, **options) -> seq: RingWriter.write's pure-Python path */
     PyObject *fault;        /* fault(state) -> seen: the SIGBUS guard caught a store (RingWriter._fault); or None */
+    PyTypeObject *counter_type; /* this module's Counter (borrowed: the module outlives its types' instances) */
     const uint64_t *faults; /* the mapping's fault counter in the SIGBUS guard (mmaplog._sigbus), or NULL */
     uint64_t seen;          /* its value once the last fault was dealt with */
     unsigned long long generation; /* bumped by target() and release(): state taken before a Python call is stale */
@@ -70,6 +72,7 @@ static const char *const RECORD_SLOT_NAMES[RECORD_SLOTS] = {
 typedef struct {
     PyTypeObject *appender_type;
     PyTypeObject *emitter_type;
+    PyTypeObject *counter_type;
     PyObject *record_names[RECORD_SLOTS]; /* interned RECORD_SLOT_NAMES */
     PyObject *str_message, *str_append;   /* interned "message", "_append" */
     /* write()'s keywords (interned) and defaults (20 and ""). */
@@ -159,6 +162,7 @@ static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
                         "Appender: slow, full, failed, slow_record, slow_write and fault must be callables");
         return -1;
     }
+    self->counter_type = type_state(Py_TYPE(self))->counter_type;
     Py_INCREF(fault);
     Py_XSETREF(self->fault, fault);
     Py_INCREF(slow_record);
@@ -239,22 +243,6 @@ static PyObject *appender_release(Appender *self, PyObject *Py_UNUSED(ignored))
 {
     appender_release_view(self);
     Py_RETURN_NONE;
-}
-
-/* Next value of an itertools.count as an unsigned 64-bit number; -1 with an exception set on failure. */
-static int next_u64(PyObject *counter, unsigned long long *out)
-{
-    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
-    if (value == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
-        return -1;
-    }
-    *out = PyLong_AsUnsignedLongLong(value);
-    Py_DECREF(value);
-    if (*out == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    return 0;
 }
 
 static PyObject *call_slow(Appender *self, PyObject *message, PyObject *level, PyObject *logger)
@@ -381,9 +369,9 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
         PyErr_SetString(PyExc_RuntimeError, "the ring was closed");
         return lost(self);
     }
-    if (next_u64(self->seqs, &seq) < 0)
+    if (mmaplog_claim(self->seqs, self->counter_type, &seq) < 0)
         return lost(self);
-    if (next_u64(self->positions, &pos) < 0)
+    if (mmaplog_claim(self->positions, self->counter_type, &pos) < 0)
         return lost(self);
     if (generation != self->generation || self->view.obj == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the ring changed while a record was claimed");
@@ -424,22 +412,27 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
     return PyLong_FromUnsignedLongLong(seq);
 }
 
-/* The fast append; returns the record's seq, or NULL (no exception set) when the slow path must take it. */
+/* What a fast path returns when it leaves the record to the slow path: NotImplemented, a new reference.
+ * NULL always means an exception is set. */
+#define TAKE_SLOW_PATH() Py_NewRef(Py_NotImplemented)
+
+/* The fast append; returns the record's seq, TAKE_SLOW_PATH() when the slow path must take it, or NULL with
+ * an exception set. */
 static PyObject *append_fast_at(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger,
                                 int64_t stamp, unsigned long long ident)
 {
     long level;
     long lid = fast_ids(self, level_obj, logger, &level);
     if (lid < 0 || !PyUnicode_CheckExact(message))
-        return NULL;
+        return TAKE_SLOW_PATH();
     Py_ssize_t n;
     const char *data = PyUnicode_AsUTF8AndSize(message, &n);
     if (data == NULL) { /* lone surrogates: the slow path renders them */
         PyErr_Clear();
-        return NULL;
+        return TAKE_SLOW_PATH();
     }
     if (n > self->payload)
-        return NULL;
+        return TAKE_SLOW_PATH();
     return append_bytes(self, data, n, level, lid, level_obj, logger, stamp, ident);
 }
 
@@ -462,8 +455,9 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
     if (!appender_ready(self))
         return NULL;
     PyObject *res = append_fast(self, args[0], args[1], args[2]);
-    if (res != NULL || PyErr_Occurred())
+    if (res != Py_NotImplemented)
         return res;
+    Py_DECREF(res);
     return call_slow(self, args[0], args[1], args[2]);
 }
 
@@ -504,8 +498,9 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
     }
     if (stamp_obj == Py_None && ident_obj == Py_None) {
         PyObject *res = append_fast(self, args[0], level, logger);
-        if (res != NULL || PyErr_Occurred())
+        if (res != Py_NotImplemented)
             return res;
+        Py_DECREF(res);
         return call_slow(self, args[0], level, logger);
     }
     /* A given time or thread (the stdlib bridge, handlers replaying records): exact ints in range only. */
@@ -530,8 +525,9 @@ static PyObject *appender_write(Appender *self, PyObject *const *args, size_t na
         }
     }
     PyObject *res = append_fast_at(self, args[0], level, logger, stamp, ident);
-    if (res != NULL || PyErr_Occurred())
+    if (res != Py_NotImplemented)
         return res;
+    Py_DECREF(res);
 python:
     if (self->slow_write == Py_None) {
         PyErr_SetString(PyExc_TypeError, "Appender.write needs slow_write");
@@ -726,53 +722,14 @@ static PyType_Spec appender_spec = {
 /* ------------------------------------------------------------------------------------------ Emitters */
 /* Twin: emit_ring and emit_one in mmaplog/logger.py (_emitter) are the Python forms of ring_emit and record_emit. */
 
-/* The state behind one level method; the method itself is a builtin function bound to it. */
+/* The state behind one level method (_emitter.h); the method itself is a builtin function bound to it. */
 typedef struct {
-    PyObject_HEAD
-    PyObject *target;   /* ring: the RingHandler (its _append is looked up per call); record: handle(record) */
-    PyObject *level;    /* the level number (int) */
-    PyObject *name;     /* the logger's name (str) */
-    PyObject *fallback; /* the pure-Python level method, for keyword arguments and anything unusual */
-    PyObject *record;   /* record emitters: the record class (filled in place when it is use_record_type()'s) */
+    MMAPLOG_EMITTER_HEAD
     cwrite_state *state; /* its module's (the emitter holds its type, the type its module) */
 } Emitter;
 
-static int emitter_traverse(Emitter *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->target);
-    Py_VISIT(self->level);
-    Py_VISIT(self->name);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->record);
-    return 0;
-}
-
-static int emitter_clear(Emitter *self)
-{
-    Py_CLEAR(self->target);
-    Py_CLEAR(self->level);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->record);
-    return 0;
-}
-
-static void emitter_dealloc(Emitter *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    emitter_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
-
 static PyType_Slot emitter_slots[] = {
-    {Py_tp_doc, (void *)PyDoc_STR("The state behind one accelerated level method.")},
-    {Py_tp_dealloc, emitter_dealloc},
-    {Py_tp_traverse, emitter_traverse},
-    {Py_tp_clear, emitter_clear},
-    {0, NULL},
+    MMAPLOG_EMITTER_SLOTS("The state behind one accelerated level method."),
 };
 
 static PyType_Spec emitter_spec = {
@@ -782,25 +739,15 @@ static PyType_Spec emitter_spec = {
     .slots = emitter_slots,
 };
 
-/* msg % args for args[1:], or NULL with no exception set when the fallback must render it. */
+/* msg % args for args[1:]; TAKE_SLOW_PATH() when the fallback must render it (the formatting failed), or NULL
+ * with an exception set. */
 static PyObject *format_message(PyObject *msg, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs == 1) {
         Py_INCREF(msg);
         return msg;
     }
-    PyObject *tuple = PyTuple_New(nargs - 1);
-    if (tuple == NULL)
-        return NULL;
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(tuple, i - 1, args[i]);
-    }
-    PyObject *text = PyUnicode_Format(msg, tuple);
-    Py_DECREF(tuple);
-    if (text == NULL && PyErr_ExceptionMatches(PyExc_Exception))
-        PyErr_Clear(); /* the fallback renders the failure visibly in the text */
-    return text;
+    return mmaplog_format_args(msg, args + 1, nargs - 1);
 }
 
 /* The ring handler's current append, when it is an Appender's: writes need no Python call at all. */
@@ -860,7 +807,11 @@ static PyObject *ring_emit(Emitter *self, PyObject *const *args, size_t nargsf, 
     Py_DECREF(append);
     PyObject *text = format_message(args[0], args, nargs);
     if (text == NULL)
-        return PyErr_Occurred() ? NULL : PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        return NULL;
+    if (text == Py_NotImplemented) {
+        Py_DECREF(text);
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
     append = PyObject_GetAttr(self->target, self->state->str_append);
     if (append == NULL) {
         Py_DECREF(text);
@@ -934,24 +885,11 @@ static PyMethodDef record_emit_def = {
 static PyObject *make_emitter(cwrite_state *st, PyMethodDef *def, PyObject *target, PyObject *level, PyObject *name,
                               PyObject *fallback, PyObject *record)
 {
-    Emitter *state = PyObject_GC_New(Emitter, st->emitter_type);
+    Emitter *state = (Emitter *)mmaplog_emitter_new(st->emitter_type, target, level, name, fallback, record);
     if (state == NULL)
         return NULL;
     state->state = st;
-    Py_INCREF(target);
-    state->target = target;
-    Py_INCREF(level);
-    state->level = level;
-    Py_INCREF(name);
-    state->name = name;
-    Py_INCREF(fallback);
-    state->fallback = fallback;
-    Py_XINCREF(record);
-    state->record = record;
-    PyObject_GC_Track(state);
-    PyObject *method = PyCFunction_New(def, (PyObject *)state);
-    Py_DECREF(state);
-    return method;
+    return mmaplog_emitter_bind((MmaplogEmitter *)state, def);
 }
 
 PyDoc_STRVAR(ring_emitter_doc,
@@ -1043,6 +981,7 @@ static int cwrite_traverse(PyObject *module, visitproc visit, void *arg)
     cwrite_state *st = module_state(module);
     Py_VISIT(st->appender_type);
     Py_VISIT(st->emitter_type);
+    Py_VISIT(st->counter_type);
     Py_VISIT(st->record_type);
     return 0;
 }
@@ -1052,6 +991,7 @@ static int cwrite_clear(PyObject *module)
     cwrite_state *st = module_state(module);
     Py_CLEAR(st->appender_type);
     Py_CLEAR(st->emitter_type);
+    Py_CLEAR(st->counter_type);
     Py_CLEAR(st->record_type);
     for (int i = 0; i < RECORD_SLOTS; i++)
         Py_CLEAR(st->record_names[i]);
@@ -1069,6 +1009,83 @@ static int cwrite_clear(PyObject *module)
 }
 
 static void cwrite_free(void *module) { cwrite_clear((PyObject *)module); }
+
+
+/* ------------------------------------------------------------------------------------------ Counter */
+/* The writer's counters (mmaplog/_counter.py): next() takes a value, peek() reads it without taking it.  The C
+ * append and the async producer take a value with one increment (mmaplog_claim in _slot.h), no int made. */
+
+PyDoc_STRVAR(counter_doc,
+"Counter(start, stop)\n--\n\n"
+"Values start, start + 1, ..., stop - 1: ``next()`` takes one (atomic under the GIL), ``peek()`` reads the\n"
+"next one without taking it.  The writer's record seqs and slot positions (mmaplog/_counter.py).");
+
+static PyObject *counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"start", "stop", NULL};
+    PyObject *start_obj, *stop_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Counter", kwlist, &start_obj, &stop_obj))
+        return NULL;
+    unsigned long long start = PyLong_AsUnsignedLongLong(start_obj);
+    if (start == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long stop = PyLong_AsUnsignedLongLong(stop_obj);
+    if (stop == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    MmaplogCounter *self = (MmaplogCounter *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->next = start < stop ? start : stop;
+    self->stop = stop;
+    return (PyObject *)self;
+}
+
+static void counter_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *counter_iternext(MmaplogCounter *self)
+{
+    if (self->next >= self->stop)
+        return NULL; /* exhausted: StopIteration */
+    return PyLong_FromUnsignedLongLong(self->next++);
+}
+
+static PyObject *counter_peek(MmaplogCounter *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(self->next);
+}
+
+static PyObject *counter_repr(MmaplogCounter *self)
+{
+    return PyUnicode_FromFormat("Counter(%llu)", self->next);
+}
+
+static PyMethodDef counter_methods[] = {
+    {"peek", (PyCFunction)counter_peek, METH_NOARGS, "The value next() would take now, without taking it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot counter_slots[] = {
+    {Py_tp_doc, (void *)counter_doc},
+    {Py_tp_new, counter_new},
+    {Py_tp_dealloc, counter_dealloc},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, counter_iternext},
+    {Py_tp_methods, counter_methods},
+    {Py_tp_repr, counter_repr},
+    {0, NULL},
+};
+
+static PyType_Spec counter_spec = {
+    .name = "mmaplog._cwrite.Counter",
+    .basicsize = sizeof(MmaplogCounter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = counter_slots,
+};
 
 static int cwrite_exec(PyObject *module)
 {
@@ -1098,6 +1115,9 @@ static int cwrite_exec(PyObject *module)
         return -1;
     st->emitter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &emitter_spec, NULL);
     if (st->emitter_type == NULL)
+        return -1;
+    st->counter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &counter_spec, NULL);
+    if (st->counter_type == NULL || PyModule_AddType(module, st->counter_type) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", FORMAT_MAJOR) < 0)
         return -1;

@@ -12,7 +12,7 @@ import re
 from json.encoder import encode_basestring
 from typing import Any
 
-__all__ = ["json_string", "json_value"]
+__all__ = ["escape_raw", "json_string", "json_value"]
 
 #: What json's encoder leaves raw but a terminal might act on (DEL, C1) or UTF-8 cannot carry (lone surrogates).
 _JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
@@ -22,10 +22,19 @@ def _json_escape_char(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+def escape_raw(encoded: str) -> str:
+    """JSON text ``encoded`` by :mod:`json` with DEL, C1 controls and lone surrogates escaped as ``\\uXXXX``.
+
+    For callers that encode strings themselves (``json.encoder.encode_basestring``)
+    in a loop over many rows; the result is what :func:`json_string` returns.
+    """
+    return _JSON_RAW.sub(_json_escape_char, encoded)
+
+
 def json_string(text: str) -> str:
     """``text`` as a JSON string literal; non-ASCII stays readable, controls and lone surrogates are escaped."""
     encoded: str = encode_basestring(text)
-    return encoded if text.isprintable() else _JSON_RAW.sub(_json_escape_char, encoded)
+    return encoded if text.isprintable() else escape_raw(encoded)
 
 
 def _finite(value: Any) -> Any:
@@ -45,4 +54,4 @@ def json_value(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
-    return _JSON_RAW.sub(_json_escape_char, text)
+    return escape_raw(text)

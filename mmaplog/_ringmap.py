@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import mmap
 import struct
 from pathlib import Path
 
 from . import _truncation
 from . import layout as L
+from ._counter import counter
 
-__all__ = ["NEVER", "RingMap", "peek", "prefault"]
+__all__ = ["NEVER", "RingMap", "prefault"]
 
 #: The position limit of a ring that never rotates (overwrites its oldest slots).
 NEVER = 1 << 64
@@ -48,7 +48,7 @@ class RingMap:
         self.fd = fd
         self.mm = mm
         self.header = header
-        self.positions = itertools.count(next_pos)
+        self.positions = counter(next_pos)
         self.limit = limit
         self.path = path
         self.guard: _truncation.Region | None = None
@@ -61,11 +61,6 @@ class RingMap:
         # Everything the hot path needs, unpacked in one step.
         payload = L.slot_payload_size(size)
         self.hot = (mm, pack, header.slot_count, header.data_offset, size, body, payload, limit, self.positions)
-
-def peek(counter: itertools.count[int]) -> int:
-    """The next value of an itertools.count without consuming it."""
-    text = repr(counter)
-    return int(text[text.index("(") + 1 : text.index(")")])
 
 def prefault(mm: mmap.mmap, start: int) -> None:
     """Touch every page of the ring once so the hot path never pays a page fault."""

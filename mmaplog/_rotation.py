@@ -7,13 +7,13 @@ import os
 
 from . import _series, _shortfile, _truncation
 from . import layout as L
+from ._counter import peek as _peek
 from ._encode import encode_text as _encode_text
 from ._errors import MmaplogError
 from ._opening import OpeningMixin
 from ._repair import RepairMixin
 from ._ringmap import NEVER as _NEVER
 from ._ringmap import RingMap as _Map
-from ._ringmap import peek as _peek
 from ._ringmap import prefault as _prefault
 from ._series import segment_path
 from ._shortfile import cut_loss as _cut_loss

@@ -12,6 +12,47 @@
 
 #include "_layout.h"
 
+/* Take the next value of a counter (mmaplog/_counter.py: the writer's seqs and a file's positions) as an
+ * unsigned 64-bit number: one tp_iternext call, which the GIL makes atomic.  -1 with an exception set when it
+ * fails or ran out. */
+static int mmaplog_next_u64(PyObject *counter, unsigned long long *out)
+{
+    PyObject *value = Py_TYPE(counter)->tp_iternext ? Py_TYPE(counter)->tp_iternext(counter) : NULL;
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    if (*out == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* mmaplog._cwrite.Counter (mmaplog/_counter.py): the value next() takes now, and the value it stops at. */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long next;
+    unsigned long long stop;
+} MmaplogCounter;
+
+/* Take the next value of ``counter``: one step of a Counter of ``counter_type`` (no int is made; the GIL makes
+ * it atomic, as it does tp_iternext), else mmaplog_next_u64.  -1 with an exception set when it ran out. */
+static inline int mmaplog_claim(PyObject *counter, PyTypeObject *counter_type, unsigned long long *out)
+{
+    if (counter_type != NULL && Py_IS_TYPE(counter, counter_type)) {
+        MmaplogCounter *c = (MmaplogCounter *)counter;
+        if (c->next >= c->stop) {
+            PyErr_SetString(PyExc_RuntimeError, "mmaplog: a counter ran out");
+            return -1;
+        }
+        *out = c->next++;
+        return 0;
+    }
+    return mmaplog_next_u64(counter, out);
+}
+
 #ifndef FMT_UNHANDLED
 #define FMT_UNHANDLED (-2)
 #endif

@@ -11,13 +11,13 @@ are declared here and set by ``RingWriter.__init__``.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from . import _truncation
+from ._counter import Counter
 from ._ringmap import RingMap as _Map
 
 __all__ = ["GIL", "WriterBase", "report"]
@@ -61,7 +61,7 @@ class WriterBase:
     errors: int
     cut_slots: int
     _map: _Map
-    _seqs: itertools.count[int]
+    _seqs: Counter
     _fast: Any
     _retired: list[_Map]
 

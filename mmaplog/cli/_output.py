@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import _codec
 from .. import layout as L
-from .._json import _JSON_RAW, _json_escape_char, json_string, json_value
+from .._json import escape_raw, json_string, json_value
 from ..reader import RECORD_DTYPE, level_name
 
 __all__ = [
@@ -277,7 +277,7 @@ class JsonFormatter(Formatter):
         loggers = {v: json_string(v) for v in set(logger_list)}
         thread_list = rows["thread"].tolist()
         threads = {v: str(v) for v in set(thread_list)}
-        encode, raw, esc = encode_basestring, _JSON_RAW.sub, _json_escape_char
+        encode, escape = encode_basestring, escape_raw
         out = []
         for seq, k, us, level, logger, thread, pid, message, fields, exception, file in zip(
             rows["seq"].tolist(),
@@ -294,7 +294,7 @@ class JsonFormatter(Formatter):
         ):
             text = encode(message)
             if not message.isprintable():
-                text = raw(esc, text)
+                text = escape(text)
             if fields or exception:
                 if fields:
                     text = f'{text},"fields":{json_value(fields)}'
