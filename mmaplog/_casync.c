@@ -214,6 +214,18 @@ static void target_free(Target *t)
     PyMem_RawFree(t);
 }
 
+/* Release every target, the current one too (under the GIL, once nothing queued is left to write): the writer can
+ * then unmap its file and close it, which a buffer export held here would prevent (mmap's own duplicate of the
+ * descriptor, and with it the ring's lock, would stay open after RingWriter.close()). */
+static void release_targets(Queue *self)
+{
+    while (self->targets != NULL) {
+        Target *t = self->targets;
+        self->targets = t->next;
+        target_free(t);
+    }
+}
+
 /* Release the targets (other than the current one) whose entries are all written (under the GIL). */
 static void prune_targets(Queue *self)
 {
@@ -983,6 +995,8 @@ static PyObject *queue_stop(Queue *self, PyObject *const *args, Py_ssize_t nargs
         Py_RETURN_TRUE;
     if (!self->started) {
         self->state = STATE_STOPPED;
+        if (load_acq(&self->tail) == self->head)
+            release_targets(self);
         Py_RETURN_TRUE;
     }
     if (cannot_wait) /* the worker itself (a callback) cannot wait for itself */
@@ -1012,7 +1026,7 @@ static PyObject *queue_stop(Queue *self, PyObject *const *args, Py_ssize_t nargs
                 write_entry(self, entry_at(self, i));
             __atomic_store_n(&self->tail, self->head, __ATOMIC_RELEASE);
             __atomic_store_n(&self->freed, self->head, __ATOMIC_RELEASE);
-            prune_targets(self);
+            release_targets(self);
         }
     }
     return PyBool_FromLong(res);
@@ -1316,11 +1330,7 @@ static void queue_dealloc(Queue *self)
         self->tail = self->freed = self->head;
     }
     int own_sync = self->state != STATE_ABANDONED;
-    while (self->targets != NULL) {
-        Target *t = self->targets;
-        self->targets = t->next;
-        target_free(t);
-    }
+    release_targets(self);
     PyMem_RawFree(self->ring);
     self->ring = NULL;
     if (own_sync) { /* a forked child's copies may be locked by the parent's worker: left alone */

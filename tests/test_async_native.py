@@ -614,3 +614,36 @@ def test_pure_python_keeps_the_python_worker(tmp_path: Path) -> None:
         env=dict(os.environ, PYTHONPATH=str(ROOT), MMAPLOG_PURE_PYTHON="1"), capture_output=True, text=True,
         timeout=WAIT)
     assert child.stdout.strip() == "False", child.stderr
+
+
+@pytest.mark.parametrize("pid", ["-{pid}", ""])
+def test_a_ring_fed_by_the_native_queue_is_released_when_reconfigured_away(tmp_path: Path, pid: str) -> None:
+    """async -> sync on another ring -> async on the first ring again, in one process.
+
+    The native queue held a buffer export of the first ring's mapping after it stopped, so closing the ring
+    could not unmap it, mmap's own duplicate of the descriptor stayed open, and with it the ring's lock: the third
+    configuration was refused ("already open for writing by another writer") on the process's own file.
+    """
+    def table(ring: str, use_async: bool) -> dict[str, Any]:
+        handler: dict[str, Any] = {"type": "ring", "path": str(tmp_path / f"{ring}{pid}.mmlog"), "size": "1 MiB"}
+        return {"level": "INFO", "handlers": [{"type": "async", "handlers": [handler]} if use_async else handler]}
+
+    log = mmaplog.get_logger("app.reload")
+    try:
+        mmaplog.configure(table("B", True))
+        assert any(isinstance(h, AsyncHandler) and h.native for h in _tracked_async())
+        log.info("first %d", 1)
+        mmaplog.configure(table("A", False))
+        log.info("second %d", 2)
+        mmaplog.configure(table("B", True))  # raised ConfigError
+        log.info("third %d", 3)
+    finally:
+        mmaplog.configure({"handlers": []})
+    b = tmp_path / f"B{pid.replace('{pid}', str(os.getpid()))}.mmlog"
+    assert [r.message for r in mmaplog.read(b)] == ["first 1", "third 3"]
+
+
+def _tracked_async() -> list[AsyncHandler]:
+    from mmaplog import _lifecycle
+
+    return [h for h in list(_lifecycle._tracked) if isinstance(h, AsyncHandler)]
