@@ -8,9 +8,6 @@ root stay out), configured through ``dictConfig`` as an application would be:
 * ``stdlib-ring``: ``mmaplog.LoggingHandler`` on the standard path;
 * ``accelerated``: the same handler with ``"accelerate": True``;
 * ``stdlib-ring-source``, ``accelerated-source``: the same two with ``"capture_source": True``;
-* ``accelerated-source-preencoded``: ``accelerated-source`` through a prototype of the handler entry for
-  pre-encoded fields (``_append_fields``, which the C source path uses where a handler has it): what that
-  entry would save, measured with a Python stand-in built on the writer's record path;
 * ``picologging``: picologging's drop-in with its ``FileHandler`` (skipped where not installed).
 
 ``test_flask_requests``: a Flask test client (bench/_flask_app.py) whose view logs through its module's
@@ -50,30 +47,6 @@ ROUNDS = pytest.mark.benchmark(min_time=0.0002, warmup=True)
 _names = itertools.count()
 #: Minimum time per call of each (group, subject) measured in this run, for test_ratios.
 RESULTS: dict[tuple[str, str], float] = {}
-
-
-def prototype_append_fields(ring: Any) -> Callable[[str, int, str, bytes], int]:
-    """A Python stand-in for the proposed ``RingHandler._append_fields(message, level, logger, fields_json)``.
-
-    The writer's record path with the fields already encoded (the C source path encodes the location's JSON
-    itself): what the writer's field path does minus the JSON encoding and the keyword-call layers.  Only for
-    measuring; the real entry also has to follow the handler across fork and close.
-    """
-    writer = ring.writer
-    if not all(hasattr(writer, n) for n in ("_check_live", "_seqs", "_write_record", "_failed")):
-        pytest.skip("the writer's record path is not where this prototype expects it")
-    from mmaplog import layout
-
-    def append_fields(message: str, level: int, logger: str, fields_json: bytes) -> int:
-        try:
-            writer._check_live(time.monotonic())
-            seq = next(writer._seqs)
-            return int(writer._write_record(seq, message.encode("utf-8", "backslashreplace"), fields_json,
-                                            layout.FLAG_FIELDS, level, logger, None, None))
-        except Exception as exc:  # noqa: BLE001 - as the writer: never raise
-            return int(writer._failed(exc))
-
-    return append_fields
 
 
 def configure(tmp: Path, kind: str) -> tuple[logging.Logger, Callable[[], str | None], Callable[[], None]]:
@@ -123,9 +96,6 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
             pytest.skip("the C accelerator is not in use here (MMAPLOG_PURE_PYTHON=1 or not built)")
         if kind.startswith("accelerated"):
             assert "info: ring path" in stdlib.explain(logger.name), stdlib.explain(logger.name)
-        if kind.endswith("preencoded"):
-            ring = logging.getLogger(logger.name.rsplit(".", 1)[0]).handlers[0].ring  # type: ignore[attr-defined]
-            ring._append_fields = prototype_append_fields(ring)
         return Subject(kind, logger.info, logger.debug, close, last=last)
 
     yield build
@@ -133,8 +103,7 @@ def make(tmp_path: Path) -> Iterator[Callable[[str], Subject]]:
         close()
 
 
-ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source",
-           "accelerated-source-preencoded", "picologging"]
+ENABLED = ["stdlib-file", "stdlib-ring", "stdlib-ring-source", "accelerated", "accelerated-source", "picologging"]
 DISABLED = ["stdlib-file", "accelerated"]
 
 
@@ -165,19 +134,17 @@ def test_disabled(benchmark: Any, make: Callable[[str], Subject], kind: str) -> 
         RESULTS[("disabled", subject.name)] = benchmark.stats.stats.min
 
 
-OWN = ["logger", "logger-source", "logger-source-preencoded"]
+OWN = ["logger", "logger-source"]
 
 
 @ROUNDS
 @pytest.mark.parametrize("kind", OWN)
 def test_own_logger_source(benchmark: Any, tmp_path: Path, kind: str) -> None:
-    """mmaplog's own Logger into one ring: plain, with ``capture_source=True``, and with the prototype entry."""
+    """mmaplog's own Logger into one ring: plain and with ``capture_source=True``."""
     import mmaplog
 
     ring = mmaplog.RingHandler(tmp_path / "own.mmlog", size="16 MiB")
     log = mmaplog.Logger(f"bench.own{next(_names)}", [ring], "INFO", capture_source=kind != "logger")
-    if kind.endswith("preencoded"):
-        ring._append_fields = prototype_append_fields(ring)  # type: ignore[attr-defined]
     benchmark.group = "own Logger: 3 args, source location"
     benchmark.extra_info.update(subject=kind)
     try:
@@ -322,7 +289,7 @@ def test_ratios() -> None:
             if other:
                 lines.append(f"{name} ÷ accelerated: {other / fast:.1f}x ({other * 1e6:.2f} µs vs {fast * 1e6:.2f} µs)")
     file = RESULTS.get(("enabled", "stdlib-file"))
-    for name in ("accelerated-source", "accelerated-source-preencoded"):
+    for name in ("accelerated-source",):
         located = RESULTS.get(("enabled", name))
         if located and file:
             lines.append(f"stdlib-file ÷ {name}: {file / located:.1f}x ({located * 1e6:.2f} µs)")

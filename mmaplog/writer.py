@@ -377,6 +377,25 @@ class RingWriter(BatchMixin, ClosingMixin):
             return RingWriter._append(self, message, level, logger)
 
 
+    def _append_fields(self, message: str, level: int, logger: str, fields_json: bytes) -> int:
+        """:meth:`write` with fields already encoded as the writer encodes them (positional; never raises).
+
+        The source-location path (``capture_source``) encodes its three fields in
+        C; this takes them as they are instead of a dict that :meth:`write` would
+        encode again.
+        """
+        try:
+            if self._closed:
+                self.dropped += 1
+                return 0
+            self._check_live(time.monotonic())
+            level = min(max(int(level), 0), 255)
+            seq = next(self._seqs)
+            return self._write_record(seq, _encode_text(message), bytes(fields_json), L.FLAG_FIELDS, level, logger,
+                                      None, None)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
+
     def _write_slow(
         self,
         message: Any,

@@ -297,3 +297,16 @@ def test_an_entry_that_fails_leaves_the_record_to_the_python_path(ring: mmaplog.
     line = next_line()
     log.info("still written")
     assert fields_of(ring.path) == [where(line, "test_an_entry_that_fails_leaves_the_record_to_the_python_path")]
+
+
+def test_the_ring_handler_s_own_entry_writes_the_fields_as_given(ring: mmaplog.RingHandler) -> None:
+    """``RingHandler._append_fields`` is the writer's entry while the ring is open, and the JSON is stored as given."""
+    assert ring.writer is not None and ring._append_fields == ring.writer._append_fields
+    raw = b'{"pathname":"/x/y.py","lineno":7,"funcName":"f"}'
+    seq = ring._append_fields("given", 300, "app.pre", raw)  # a level past 255 is clamped, as write() does
+    assert seq > 0
+    (record,) = list(mmaplog.read(ring.path))
+    assert (record.message, record.logger, record.level, record.fields) == (
+        "given", "app.pre", 255, {"pathname": "/x/y.py", "lineno": 7, "funcName": "f"})
+    ring.close()
+    assert ring._append_fields("after close", 20, "app.pre", raw) == 0  # counted, never raised

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class RingHandler(Handler):
         self._writer: RingWriter | None = writer
         self._write = writer.write
         self._append = _positional_write(writer, self._append_via_write)
+        self._append_fields = _fields_write(writer, self._append_fields_via_write)
         self._write_batch: Any = getattr(writer, "write_batch", None)
         self._lock = threading.RLock()  # re-entrant: a signal handler may log while this thread holds it
         self._dropped_in_child = 0
@@ -132,6 +134,7 @@ class RingHandler(Handler):
             self._closed = True
             self._write = self._drop
             self._append = self._append_via_write
+            self._append_fields = self._append_fields_via_write
             self._write_batch = None
             writer = self._writer
         if writer is not None and self._owns_writer:
@@ -140,6 +143,10 @@ class RingHandler(Handler):
     def _append_via_write(self, message: str, level: int, logger: str) -> int:
         """The loggers' positional entry while there is no writer's own (closed, forked, a custom writer)."""
         return self._write(message, level=level, logger=logger)
+
+    def _append_fields_via_write(self, message: str, level: int, logger: str, fields_json: bytes) -> int:
+        """The pre-encoded fields entry while there is no writer's own: the fields go through ``write``."""
+        return self._write(message, level=level, logger=logger, fields=json.loads(fields_json))
 
     # ------------------------------------------------------------------ fork
     def _drop(self, message: Any, **_: Any) -> int:
@@ -172,6 +179,7 @@ class RingHandler(Handler):
                     self._writer = writer
                     self._write = writer.write
                     self._append = _positional_write(writer, self._append_via_write)
+                    self._append_fields = _fields_write(writer, self._append_fields_via_write)
                     self._write_batch = getattr(writer, "write_batch", None)
         write = self._write
         if write == self._open_in_child:  # re-entered (a signal handler) while this thread opens the file
@@ -185,6 +193,7 @@ class RingHandler(Handler):
         self._parent_path = self.path
         self._write_batch = None
         self._append = self._append_via_write
+        self._append_fields = self._append_fields_via_write
         if self._template is not None and "{pid}" in self._template:
             self._reopen_pending = True
             self._write = self._open_in_child
@@ -199,3 +208,8 @@ class RingHandler(Handler):
 def _positional_write(writer: RingWriter, fallback: Callable[[str, int, str], int]) -> Callable[[str, int, str], int]:
     """The writer's positional fast entry (``RingWriter._append``), unless a subclass replaced :meth:`RingWriter.write`."""
     return writer._append if type(writer).write is RingWriter.write else fallback
+
+
+def _fields_write(writer: RingWriter, fallback: Any) -> Any:
+    """The writer's entry for pre-encoded fields (``RingWriter._append_fields``), on the same terms as :func:`_positional_write`."""
+    return writer._append_fields if type(writer).write is RingWriter.write else fallback
