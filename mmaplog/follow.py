@@ -392,6 +392,7 @@ class Follower(Iterator[Record]):
         self.close()
 
 
+# Twin: follow() repeats Follower's keyword signature on purpose (the public function is the documented entry).
 def follow(
     paths: PathArg | Sequence[PathArg],
     *,

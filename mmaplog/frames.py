@@ -94,6 +94,8 @@ def _stats_json(result: Scan) -> str:
     return json.dumps(dataclasses.asdict(result.stats), separators=(",", ":"))
 
 
+# Twin: read_arrow and read_dataframe repeat mmaplog.read()'s keyword signature on purpose (the public API mirrors
+# it); the filtering itself is reader.filter_mask, shared.
 def read_arrow(
     paths: Paths,
     *,
@@ -138,6 +140,7 @@ def read_arrow(
     return table.replace_schema_metadata({STATS_KEY: _stats_json(result).encode()})
 
 
+# Twin: mmaplog.read()'s keyword signature, as read_arrow (above).
 def read_dataframe(
     paths: Paths,
     *,

@@ -267,6 +267,7 @@ class TcpSink(_SyslogItems):
         self._written = 0
         self._unconfirmed: list[Item] = []
 
+    # Twin: connected and in_flight are the sink interface RelpClient (ship/relp.py) has too.
     @property
     def connected(self) -> bool:
         return self._sock is not None
