@@ -46,9 +46,14 @@ class RepairMixin(WriterBase):
         m.slot = -1
 
     def _file_changed(self) -> None:
-        """Another process changed the live file (inotify, in the watcher thread): was it cut short?"""
-        if not self._closed and os.getpid() == self._pid:
-            self._check_size(self._map)
+        """Another process changed the live file (inotify, in the watcher thread): was it cut short?
+
+        The map is taken under the writer's lock (re-entered by the check), so a rotation that ran while this
+        thread waited for it is seen: the check is of the file records go to now.
+        """
+        with self._lock:
+            if not self._closed and os.getpid() == self._pid:
+                self._check_size(self._map)
 
     def _retire(self, old: _Map) -> None:
         """Keep the map rotated away mapped and guarded until the next rotation, then unmap it.
