@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +57,7 @@ class RingHandler(Handler):
             writer = RingWriter(self._template, **self._options)
         self._writer: RingWriter | None = writer
         self._write = writer.write
-        self._append = _positional_write(writer, self._append_via_write)
-        self._append_fields = _fields_write(writer, self._append_fields_via_write)
+        self._take_entries(writer)
         self._write_batch: Any = getattr(writer, "write_batch", None)
         self._lock = threading.RLock()  # re-entrant: a signal handler may log while this thread holds it
         self._dropped_in_child = 0
@@ -133,12 +131,24 @@ class RingHandler(Handler):
                 return
             self._closed = True
             self._write = self._drop
-            self._append = self._append_via_write
-            self._append_fields = self._append_fields_via_write
+            self._drop_entries()
             self._write_batch = None
             writer = self._writer
         if writer is not None and self._owns_writer:
             writer.close()
+
+    def _take_entries(self, writer: RingWriter) -> None:
+        """The writer's positional entries (``_append``, ``_append_fields``), unless a subclass replaced ``write``."""
+        if type(writer).write is RingWriter.write:
+            self._append = writer._append
+            self._append_fields = writer._append_fields
+        else:
+            self._drop_entries()
+
+    def _drop_entries(self) -> None:
+        """The positional entries through ``write`` (closed, forked, a custom writer)."""
+        self._append = self._append_via_write
+        self._append_fields = self._append_fields_via_write
 
     def _append_via_write(self, message: str, level: int, logger: str) -> int:
         """The loggers' positional entry while there is no writer's own (closed, forked, a custom writer)."""
@@ -178,8 +188,7 @@ class RingHandler(Handler):
                 else:
                     self._writer = writer
                     self._write = writer.write
-                    self._append = _positional_write(writer, self._append_via_write)
-                    self._append_fields = _fields_write(writer, self._append_fields_via_write)
+                    self._take_entries(writer)
                     self._write_batch = getattr(writer, "write_batch", None)
         write = self._write
         if write == self._open_in_child:  # re-entered (a signal handler) while this thread opens the file
@@ -192,8 +201,7 @@ class RingHandler(Handler):
             return
         self._parent_path = self.path
         self._write_batch = None
-        self._append = self._append_via_write
-        self._append_fields = self._append_fields_via_write
+        self._drop_entries()
         if self._template is not None and "{pid}" in self._template:
             self._reopen_pending = True
             self._write = self._open_in_child
@@ -204,12 +212,3 @@ class RingHandler(Handler):
     def __repr__(self) -> str:
         return f"<RingHandler {str(self.path)!r} level={self.level}>"
 
-
-def _positional_write(writer: RingWriter, fallback: Callable[[str, int, str], int]) -> Callable[[str, int, str], int]:
-    """The writer's positional fast entry (``RingWriter._append``), unless a subclass replaced :meth:`RingWriter.write`."""
-    return writer._append if type(writer).write is RingWriter.write else fallback
-
-
-def _fields_write(writer: RingWriter, fallback: Any) -> Any:
-    """The writer's entry for pre-encoded fields (``RingWriter._append_fields``), on the same terms as :func:`_positional_write`."""
-    return writer._append_fields if type(writer).write is RingWriter.write else fallback
