@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from . import _series, _shortfile, _truncation
+from . import _series, _truncation
 from . import layout as L
 from ._counter import peek as _peek
 from ._encode import encode_text as _encode_text
@@ -184,13 +184,9 @@ class RotationMixin(OpeningMixin, RepairMixin):
                 region = m.guard if m.guard is not None and m.guard.live and m is self._map else None
                 if region is not None:
                     _truncation.bump(region)
-                saved = _shortfile.readable_valid(m.mm, h, have)
-                _series.restore_size(m.fd, h, dict(self._names), m.mm)
+                after, kept = _truncation.extend_back(m.fd, m.mm, h, dict(self._names), have, region)
                 if region is not None:
-                    _truncation.remap(region)
                     m.seen = region.seen
-                after = set(_shortfile.readable_valid(m.mm, h, have))
-                kept = _shortfile.put_back(m.mm, h, have, saved, set(saved) - after)
                 lost = _cut_loss(h, have, after | kept, _peek(m.positions))
                 self.cut_slots += lost
                 _report(f"{self.path}: the ring file was truncated to {have} bytes by another "

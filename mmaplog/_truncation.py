@@ -53,7 +53,7 @@ from typing import Any
 from . import _native, _series, _shortfile
 from . import layout as L
 
-__all__ = ["Region", "bump", "counter", "faults", "forget", "notice_changes", "remap", "reset_after_fork", "say",
+__all__ = ["Region", "bump", "counter", "extend_back", "faults", "forget", "notice_changes", "remap", "reset_after_fork", "say",
            "supported", "unnotice", "watch"]
 
 _sigbus: Any = _native.guard()
@@ -267,18 +267,30 @@ def _repair(region: Region, mm: mmap.mmap, names: Mapping[str, int]) -> None:
     header = region.header
     size = header.file_size
     have = os.fstat(region.fd).st_size
-    saved: dict[tuple[int, int], bytes] = {}
-    if have < size:
-        # Stores past the cut inside the page holding the new end did not fault; extending the file zeroes that
-        # page's tail on some file systems (ext4): take the valid slots there first, put them back after.
-        saved = _shortfile.readable_valid(mm, header, have)
-        _series.restore_size(region.fd, header, names, mm)  # sparse if it must: a store may still fault (counted)
-        region.repairs += 1
-        say(region, f"truncated {region.repairs}",
-            f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
-            f"extended it back to {size} bytes and went on writing; records in the cut part are gone")
-    remap(region)
-    if saved:
-        _shortfile.put_back(mm, header, have, saved, set(saved) - set(_shortfile.readable_valid(mm, header, have)))
+    if have >= size:
+        remap(region)
+        return
+    extend_back(region.fd, mm, header, names, have, region)  # sparse if it must: a store may still fault (counted)
+    region.repairs += 1
+    say(region, f"truncated {region.repairs}",
+        f"the ring file was truncated to {have} bytes by another process (logrotate copytruncate?); "
+        f"extended it back to {size} bytes and went on writing; records in the cut part are gone")
+
+
+def extend_back(fd: int, mm: mmap.mmap, header: L.FileHeader, names: Mapping[str, int], have: int,
+                region: Region | None) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """Extend the ring file cut to ``have`` bytes back to its size, keeping what was stored past the cut.
+
+    Stores past the cut inside the page holding the new end did not fault; extending the file zeroes that
+    page's tail on some file systems (ext4), so the valid slots there are taken from the map first and put back
+    after.  ``region`` (None: not guarded) is mapped again in between, dropping any page a fault made anonymous.
+    Returns the valid slots past the cut after the extension and those put back (see mmaplog._shortfile).
+    """
+    saved = _shortfile.readable_valid(mm, header, have)
+    _series.restore_size(fd, header, names, mm)
+    if region is not None:
+        remap(region)
+    after = set(_shortfile.readable_valid(mm, header, have))
+    return after, _shortfile.put_back(mm, header, have, saved, set(saved) - after)
 
 
