@@ -108,8 +108,9 @@ class BatchMixin(RepairMixin):
                     except struct.error:  # a level outside 0..255 is clamped, as write() does
                         level = min(max(int(r.level), 0), 255)
                         body = pack(pos, seq, r.time_ns, r.thread, n, n, n, 0, lid, level, _WHOLE, data)
-                    if pos != last + 1 or pos == end:
-                        # A run holds consecutive positions and stops at the ring's end.
+                    if not bodies or pos != last + 1 or pos == end:
+                        # A run holds consecutive positions and stops at the ring's end.  An empty run starts here
+                        # whatever ``last`` says: position 1 (a new file) would otherwise extend a run at 0.
                         written += self._commit_run(m, first, bodies, checks)
                         first = pos
                         end = pos + count - (pos - 1) % count
@@ -142,6 +143,7 @@ class BatchMixin(RepairMixin):
         n = len(bodies)
         if not n:
             return 0
+        done = 0  # slots committed whole into m so far
         try:
             mm, _, count, base, size, body_len, _, _, _ = m.hot
             off = base + (first - 1) % count * size
@@ -163,6 +165,7 @@ class BatchMixin(RepairMixin):
                 mm[off + start * size : off + stop * size] = block
                 for i in range(start, stop):
                     _trailer(mm, at + i * size, checks[i], (first + i) & _MASK32)
+                done = stop
             if _faults(m.slot) != before or before != m.seen:  # a slot went to the guard's anonymous page
                 kept = self._store_again(m, [(off + i * size, body, first + i) for i, body in enumerate(bodies)], n)
                 if kept == -2:  # its file was rotated away meanwhile: write the run's records in the current one
@@ -170,9 +173,13 @@ class BatchMixin(RepairMixin):
                 return kept
             return n
         except Exception as exc:  # noqa: BLE001
-            for _ in range(n):
+            if m.mm.closed and m is not self._map:
+                # Rotated away twice (and unmapped) since the run's positions were taken: the slots committed
+                # before are in its file; the rest are written again, whole, in the current one.
+                return done + sum(self._write_body_again(body) != 0 for body in bodies[done:])
+            for _ in range(n - done):
                 self._failed(exc)
-            return 0
+            return done
         finally:
             bodies.clear()
             checks.clear()

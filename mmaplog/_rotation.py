@@ -147,13 +147,16 @@ class RotationMixin(OpeningMixin, RepairMixin):
                 return
             self._next_check = now + _CHECK_INTERVAL
         try:
-            m = self._map
-            if self._closed or self._rotating or self._registering:
-                return
-            self._check_size(m)
-            if _series.names_file(m.fd, self.path):
-                return
-            self._rotate(m, "moved")
+            # Under the lock: a rotation on another thread releases the map it retired before (its descriptor
+            # closed, and its number perhaps reused by another file).
+            with self._lock:
+                m = self._map
+                if self._closed or self._rotating or self._registering:
+                    return
+                self._check_size(m)
+                if _series.names_file(m.fd, self.path):
+                    return
+                self._rotate(m, "moved")
         except Exception as exc:  # noqa: BLE001 - a check must never fail a write
             self._report_once("check", f"{self.path}: cannot check the live file ({type(exc).__name__}: {exc})")
 

@@ -213,3 +213,58 @@ def test_a_reopened_writer_never_reuses_a_seq_of_the_sealed_segment(tmp_path: Pa
     assert [s for s, _ in shown] == sorted({s for s, _ in shown}), "a seq shown twice"
     missing = [x for x in sent if x not in shown and x[0] >= shown[0][0]]  # the oldest may be pruned (rotate=3)
     assert not missing, f"acknowledged records not read: {missing} (the reopened writer's seq: {out['after']})"
+
+
+_BATCH_RUN_ROTATED_AWAY = """
+    import json, sys, threading
+    import mmaplog
+    from mmaplog import LogRecord, RingWriter
+    path = sys.argv[1]
+    w = RingWriter(path, 256 * 16, slot_size=256, rotate=5)
+    w.write("fill", logger="app")
+    parked, go = threading.Event(), threading.Event()
+    first = w._map
+    writer_thread = None
+
+    class Gate:
+        # The positions of the first file; the batching thread parks after claiming its third slot.
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+        def __iter__(self):
+            return self
+        def __next__(self):
+            pos = next(self.inner)
+            if threading.current_thread() is writer_thread:
+                self.calls += 1
+                if self.calls == 3:
+                    parked.set()
+                    go.wait()
+            return pos
+
+    first.hot = first.hot[:8] + (Gate(first.positions),)
+    batch = [LogRecord("app", 20, "run %d", (i,), None, i, 1) for i in range(5)]
+    out = {}
+    writer_thread = threading.Thread(target=lambda: out.update(written=w.write_batch(batch)))
+    writer_thread.start()
+    assert parked.wait(60)
+    segment = first.header.segment
+    while w.header.segment < segment + 2:    # rotated away twice: its map is unmapped
+        w.write("other", logger="app")
+    assert first.mm.closed
+    go.set()
+    writer_thread.join()
+    w.close()
+    found = sorted(r.message for r in mmaplog.read(path) if r.message.startswith("run "))
+    print(json.dumps({"written": out["written"], "dropped": w.dropped, "errors": w.errors, "found": found}))
+"""
+
+
+def test_a_batch_run_whose_file_is_rotated_away_and_unmapped_before_its_commit_is_written(tmp_path: Path) -> None:
+    """The pure path packs a batch's one-slot records into a run and commits it at the end: when its file was
+    rotated away twice (and unmapped) in between, the run is written again in the current file, not dropped.
+
+    Pure path only: the C batch claims and commits each record before the next.
+    """
+    out = _run(_BATCH_RUN_ROTATED_AWAY, "pure", tmp_path / "app.mmlog")
+    assert out["written"] == 5 and out["dropped"] == 0 and out["errors"] == 0, out
+    assert out["found"] == [f"run {i}" for i in range(5)], out
