@@ -7,7 +7,9 @@
   shared machine what the producer pays, without the time it was descheduled);
 * sustained: records per second of producer and worker together (the clock
   stops when ``flush()`` returns), one and two producer threads, against the
-  direct path with as many threads;
+  direct path with as many threads; two threads also kept on one core (Linux:
+  the GIL then never moves between cores), with the scheduler's facts behind
+  the figures (where the producers ran, how long the worker waited for a CPU);
 * burst: p99.9 and max of each call of a 100,000-call burst, async against direct;
 * GIL freedom: the speed of a CPU-bound pure-Python loop while the worker writes
   1,000,000 queued records, against the same loop with no logging at all.
@@ -122,15 +124,62 @@ def written(handler: mmaplog.AsyncHandler) -> Callable[[], None]:
     return handler.flush
 
 
-def sustained(logger: mmaplog.Logger, threads: int, per_thread: int, after: Callable[[], None]) -> float:
-    """Records per second from ``threads`` threads, until ``after()`` (the async flush) returns."""
+def _task_fields(tid: int, name: str) -> list[str] | None:
+    """The fields of /proc/self/task/<tid>/<name> (Linux), or None."""
+    try:
+        with open(f"/proc/self/task/{tid}/{name}") as file:
+            text = file.read()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split() if name == "stat" else text.split()
+
+
+def worker_tid() -> int | None:
+    """The native worker thread of the (one) open async handler, by its name (Linux), or None."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as file:
+                if file.read().strip() == "mmaplog-async":
+                    return int(tid)
+        except OSError:
+            continue
+    return None
+
+
+def runqueue_wait_ns(tid: int | None) -> int:
+    """Nanoseconds thread ``tid`` has spent runnable but waiting for a CPU (schedstat), 0 where unknown."""
+    fields = _task_fields(tid, "schedstat") if tid is not None else None
+    return int(fields[1]) if fields else 0
+
+
+def last_cpu() -> int:
+    """The CPU the calling thread last ran on (Linux; -1 elsewhere)."""
+    fields = _task_fields(threading.get_native_id(), "stat")
+    return int(fields[36]) if fields and len(fields) > 36 else -1
+
+
+def sustained(logger: mmaplog.Logger, threads: int, per_thread: int, after: Callable[[], None],
+              cpu: int | None = None, cpus: set[int] | None = None) -> float:
+    """Records per second from ``threads`` threads, until ``after()`` (the async flush) returns.
+
+    ``cpu``: each producer thread is kept on that CPU (the worker is not).  ``cpus`` collects the CPU each
+    producer thread last ran on.
+    """
     start_line = threading.Barrier(threads + 1)
 
     def produce() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
         info = logger.info
         start_line.wait()
         for _ in range(per_thread):
             info(MESSAGE, *ARGS)
+        if cpus is not None:
+            cpus.add(last_cpu())
 
     workers = [threading.Thread(target=produce) for _ in range(threads)]
     for worker in workers:
@@ -150,14 +199,26 @@ def test_sustained_throughput(benchmark: Any, setup: Setup, scale: Scale) -> Non
     rates: dict[str, list[float]] = {}
     native = setup.async_handler._native
     waits_before = native.room_waits if native is not None else 0
+    worker = worker_tid() if native is not None else None
+    # one core for the "one core" layout: the two producer threads hand the GIL to each other there
+    one_core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
+    queued_wait: dict[str, int] = {}
+    two_cores = {"direct": 0, "async": 0}
 
     def run() -> None:
         for _ in range(rounds):
-            for threads in (1, 2):
-                rates.setdefault(f"direct_{threads}", []).append(
-                    sustained(setup.direct, threads, per_thread, lambda: None))
-                rates.setdefault(f"async_{threads}", []).append(
-                    sustained(setup.asynchronous, threads, per_thread, written(setup.async_handler)))
+            for threads, cpu in ((1, None), (2, None), *(((2, one_core),) if one_core is not None else ())):
+                layout = f"{threads}" if cpu is None else f"{threads}_one_core"
+                for name, logger, after in (("direct", setup.direct, lambda: None),
+                                            ("async", setup.asynchronous, written(setup.async_handler))):
+                    ran_on: set[int] = set()
+                    before = runqueue_wait_ns(worker)
+                    rates.setdefault(f"{name}_{layout}", []).append(
+                        sustained(logger, threads, per_thread, after, cpu, ran_on))
+                    if name == "async":
+                        queued_wait[layout] = queued_wait.get(layout, 0) + runqueue_wait_ns(worker) - before
+                    if layout == "2":
+                        two_cores[name] += len(ran_on) > 1
 
     benchmark.group = "async native"
     benchmark.pedantic(run, rounds=1, iterations=1)
@@ -167,6 +228,15 @@ def test_sustained_throughput(benchmark: Any, setup: Setup, scale: Scale) -> Non
         "ratio_sustained_1_thread": best["records_per_s_async_1"] / best["records_per_s_direct_1"],
         "ratio_sustained_2_threads": best["records_per_s_async_2"] / best["records_per_s_direct_1"],
         "ratio_sustained_2_threads_vs_direct_2": best["records_per_s_async_2"] / best["records_per_s_direct_2"],
+        **({"ratio_sustained_2_threads_one_core": best["records_per_s_async_2_one_core"] / best["records_per_s_direct_1"],
+            "ratio_direct_2_threads_one_core_vs_1": best["records_per_s_direct_2_one_core"] / best["records_per_s_direct_1"]}
+           if "records_per_s_async_2_one_core" in best else {}),
+        # rounds of two threads whose producers ended on two different cores (the GIL moved between cores)
+        "rounds_2_threads_on_two_cores_direct": float(two_cores["direct"]),
+        "rounds_2_threads_on_two_cores_async": float(two_cores["async"]),
+        # the worker's time runnable but without a CPU, per 1,000 records (all rounds of that layout)
+        **{f"worker_runqueue_wait_us_per_1k_records_{layout}": wait / 1e3 / (rounds * per_thread * int(layout[0]) / 1e3)
+           for layout, wait in queued_wait.items() if worker is not None},
         # how often a producer found the queue full and waited (the worker behind: the run measured the worker)
         "producer_room_waits": float(native.room_waits - waits_before) if native is not None else float("nan"),
     })
