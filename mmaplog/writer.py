@@ -386,12 +386,14 @@ class RingWriter(BatchMixin, ClosingMixin):
             return RingWriter._append(self, message, level, logger)
 
 
+    # Twin: _cwrite.c Appender.append_fields is the C form of this method (same bytes; tests run both). See docs/MAP.md.
     def _append_fields(self, message: str, level: int, logger: str, fields_json: bytes) -> int:
         """:meth:`write` with fields already encoded as the writer encodes them (positional; never raises).
 
         The source-location path (``capture_source``) encodes its three fields in
         C; this takes them as they are instead of a dict that :meth:`write` would
-        encode again.
+        encode again.  Where the C append is in use, ``Appender.append_fields``
+        stands in for it (a record of one slot in C) and calls it for the rest.
         """
         try:
             if self._closed:
