@@ -34,6 +34,8 @@ typedef struct {
     int lasti;      /* the instruction offset in ``code`` */
     int line;
     PyObject *json; /* the location's JSON (bytes), or NULL where the writer's own encoding must decide */
+    PyObject *srcfile; /* the logging._srcfile ``internal`` was decided for (a strong reference), or NULL */
+    int internal;      /* whether the standard library's findCaller would skip this frame (see source_call) */
 } Location;
 
 typedef struct {
@@ -233,29 +235,71 @@ static inline int frame_lasti(PyFrameObject *frame)
 #endif
 }
 
-/* The line of ``frame`` (running ``code``) and its location's JSON (a new reference, or NULL with no exception
- * set where the writer's encoding must decide), from the table when the call site was seen before. */
-static int locate(ModuleState *st, PyFrameObject *frame, PyCodeObject *code, PyObject **json)
+/* Whether a frame of ``code`` is one the standard path must decide about: a caller inside logging itself
+ * (logging.info(), ...: ``srcfile``, logging's own file) or importlib's bootstrap, which findCaller may skip.
+ * Runs no Python code; -1 (no exception left set) when the comparison failed. */
+static int internal_caller(ModuleState *st, PyCodeObject *code, PyObject *srcfile)
+{
+    PyObject *filename = code->co_filename;
+    if (!PyUnicode_Check(filename))
+        return 1;
+    int internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
+    if (!internal)
+        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return internal;
+}
+
+/* The line of ``frame`` (running ``code``), its location's JSON (a new reference, or NULL with no exception
+ * set where the writer's encoding must decide) and, for the standard library's loggers (``srcfile`` not NULL),
+ * whether the caller is one findCaller may skip (``*internal``), from the table when the call site was seen
+ * before.  Nothing here runs Python code until the entry is filled. */
+static int locate(ModuleState *st, PyFrameObject *frame, PyCodeObject *code, PyObject *srcfile, int *internal,
+                  PyObject **json)
 {
     int lasti = frame_lasti(frame);
     uintptr_t key = ((uintptr_t)code >> 4) ^ ((uintptr_t)(unsigned)lasti * 2654435761u);
     Location *loc = &st->locations[(key ^ (key >> 8)) % LOCATION_SLOTS];
+    *internal = !PyUnicode_Check(code->co_filename);
     if (loc->code == (PyObject *)code && loc->lasti == lasti && lasti >= 0) {
-        *json = Py_XNewRef(loc->json);
-        return loc->line;
+        int line = loc->line;
+        *json = Py_XNewRef(loc->json); /* taken before a release below may run code that reuses the entry */
+        if (srcfile != NULL && !*internal) {
+            if (loc->srcfile != srcfile) {
+                int verdict = internal_caller(st, code, srcfile);
+                PyObject *old = loc->srcfile;
+                loc->srcfile = verdict < 0 ? NULL : Py_NewRef(srcfile);
+                loc->internal = verdict;
+                Py_XDECREF(old);
+                *internal = verdict != 0;
+            }
+            else {
+                *internal = loc->internal;
+            }
+        }
+        return line;
     }
+    int verdict = srcfile != NULL && !*internal ? internal_caller(st, code, srcfile) : 0;
+    if (srcfile != NULL && !*internal)
+        *internal = verdict != 0;
     int line = PyFrame_GetLineNumber(frame);
     *json = source_json(code->co_filename, line, code->co_name);
     if (lasti < 0)
         return line;
     /* Fill the entry first, release what it held after: a release may run Python code that logs again. */
-    PyObject *old_code = loc->code, *old_json = loc->json;
+    PyObject *old_code = loc->code, *old_json = loc->json, *old_srcfile = loc->srcfile;
     loc->code = Py_NewRef((PyObject *)code);
     loc->lasti = lasti;
     loc->line = line;
     loc->json = Py_XNewRef(*json);
+    loc->srcfile = srcfile != NULL && verdict >= 0 ? Py_NewRef(srcfile) : NULL;
+    loc->internal = verdict;
     Py_XDECREF(old_code);
     Py_XDECREF(old_json);
+    Py_XDECREF(old_srcfile);
     return line;
 }
 
@@ -373,32 +417,27 @@ static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, P
         return NULL;
     PyCodeObject *code = PyFrame_GetCode(frame);
     PyObject *filename = code->co_filename;
-    /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
-     * skip: the standard path decides.  mmaplog's own loggers take the caller as it is. */
-    int internal = !PyUnicode_Check(filename);
-    if (stdlib && !internal) {
-        internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
-        if (!internal)
-            internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
-    }
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        internal = 1;
-    }
+    /* A caller the standard library's findCaller may skip (internal_caller): the standard path decides.
+     * mmaplog's own loggers take the caller as it is. */
+    PyObject *json;
+    int internal;
+    int lineno = locate(st, frame, code, srcfile, &internal, &json);
     if (internal) {
+        Py_XDECREF(json);
         Py_DECREF(code);
         return NULL;
     }
-    if (nargs == 2) {
+    /* A lone str, int or float is formatted as it is (what the plain path's C formatter assumes too): only
+     * other types are asked whether they are mappings, an ABC check that costs more than the whole record. */
+    if (nargs == 2 && !PyUnicode_CheckExact(args[1]) && !PyLong_CheckExact(args[1]) && !PyFloat_CheckExact(args[1])) {
         int mapping = PyDict_Check(args[1]) ? 1 : PyObject_IsInstance(args[1], st->mapping);
         if (mapping != 0) { /* the standard library formats with the mapping itself */
+            Py_XDECREF(json);
             Py_DECREF(code);
             PyErr_Clear();
             return NULL;
         }
     }
-    PyObject *json;
-    int lineno = locate(st, frame, code, &json);
     if (json != NULL) {
         int done = append_located(st, ring, args, nargs, level, name, json);
         Py_DECREF(json);
@@ -944,6 +983,7 @@ static int module_clear(PyObject *module)
     for (int i = 0; i < LOCATION_SLOTS; i++) {
         Py_CLEAR(st->locations[i].code);
         Py_CLEAR(st->locations[i].json);
+        Py_CLEAR(st->locations[i].srcfile);
     }
     return 0;
 }
