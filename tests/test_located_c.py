@@ -76,6 +76,21 @@ def test_the_writer_s_entry_is_the_c_one_where_built(tmp_path: Path) -> None:
             assert entry.__func__ is RingWriter._append_fields  # type: ignore[attr-defined]
 
 
+@pytest.mark.skipif(not C_WRITER, reason="the C write accelerator is not in use here")
+def test_an_appender_without_its_callbacks_refuses_instead_of_crashing() -> None:
+    """``append_fields`` on an Appender made with ``__new__`` alone, or without ``slow_fields`` for a record it
+    cannot write itself: an exception, never a crash."""
+    cwrite = writer_module._cwrite
+    assert cwrite is not None
+    with pytest.raises(RuntimeError, match="not initialised"):
+        cwrite.Appender.__new__(cwrite.Appender).append_fields("m", 20, "", b"{}")
+    bare = cwrite.Appender(iter(()), print, print, print, fault=print)
+    with pytest.raises(TypeError, match="slow_fields"):
+        bare.append_fields("m", 20, "", b"{}")  # no ring targeted: the Python path, which it does not have
+    with pytest.raises(TypeError):
+        bare.append_fields("m", 20, "")
+
+
 @settings(max_examples=200, deadline=None)
 @given(message=MESSAGES, level=st.integers(-5, 300), logger=LOGGERS, path=PATHS,
        line=st.integers(-(1 << 31), (1 << 31) - 1), func=TEXT, slot_size=st.sampled_from([64, 128, 256, 1024]))
