@@ -13,13 +13,15 @@ _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-fiel
 setup(
     ext_modules=[
         Extension("mmaplog._cwrite", ["mmaplog/_cwrite.c"], optional=True, extra_compile_args=_FLAGS,
-                  depends=["mmaplog/_checksum.h", "mmaplog/_layout.h", "mmaplog/_slot.h", "mmaplog/_emitter.h"]),
+                  depends=["mmaplog/_checksum.h", "mmaplog/_layout.h", "mmaplog/_slot.h", "mmaplog/_emitter.h",
+                           "mmaplog/_located.h"]),
         # The async handler's native queue and worker thread (writes slots without the GIL).
         Extension("mmaplog._casync", ["mmaplog/_casync.c"], optional=True, extra_compile_args=_FLAGS,
                   depends=["mmaplog/_checksum.h", "mmaplog/_layout.h", "mmaplog/_slot.h", "mmaplog/_emitter.h"]),
         Extension("mmaplog._cread", ["mmaplog/_cread.c"], optional=True, extra_compile_args=_FLAGS,
                   depends=["mmaplog/_checksum.h", "mmaplog/_layout.h"]),
-        Extension("mmaplog._cstdlib", ["mmaplog/_cstdlib.c"], optional=True, extra_compile_args=_FLAGS),
+        Extension("mmaplog._cstdlib", ["mmaplog/_cstdlib.c"], optional=True, extra_compile_args=_FLAGS,
+                  depends=["mmaplog/_located.h"]),
         # The SIGBUS guard: used by both write paths (MMAPLOG_PURE_PYTHON=1 turns off only the two above).
         Extension("mmaplog._sigbus", ["mmaplog/_sigbus.c"], optional=True, extra_compile_args=_FLAGS),
     ],

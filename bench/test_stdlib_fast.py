@@ -293,6 +293,8 @@ def test_ratios() -> None:
         located = RESULTS.get(("enabled", name))
         if located and file:
             lines.append(f"stdlib-file ÷ {name}: {file / located:.1f}x ({located * 1e6:.2f} µs)")
+        if located and fast:
+            lines.append(f"{name} ÷ accelerated: {located / fast:.2f}x (the caller's location's cost)")
     off_std, off_fast = RESULTS.get(("disabled", "stdlib-file")), RESULTS.get(("disabled", "accelerated"))
     if off_std and off_fast:
         lines.append(f"disabled level: accelerated {off_fast * 1e9:.0f} ns, stdlib {off_std * 1e9:.0f} ns "

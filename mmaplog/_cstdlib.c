@@ -16,8 +16,27 @@
 #include <Python.h>
 #include <stddef.h>
 #include "structmember.h"
+#if PY_VERSION_HEX < 0x030B0000
+#include "frameobject.h" /* f_lasti */
+#endif
+#include "_located.h"
 
 enum { PLAN_STALE = 0, PLAN_DISABLED = 1, PLAN_STANDARD = 2, PLAN_RING = 3, PLAN_SOURCE = 4 };
+
+/* The location of a call site: a code object and the offset of its call instruction determine the line, and
+ * with the code's file and function names the location's JSON (a code object's names do not change).  Kept in
+ * a small direct-mapped table, so a call site that logs again costs a lookup instead of a walk of the code's
+ * line table and an encoding. */
+enum { LOCATION_SLOTS = 256 };
+
+typedef struct {
+    PyObject *code; /* a strong reference (NULL: the entry is empty) */
+    int lasti;      /* the instruction offset in ``code`` */
+    int line;
+    PyObject *json; /* the location's JSON (bytes), or NULL where the writer's own encoding must decide */
+    PyObject *srcfile; /* the logging._srcfile ``internal`` was decided for (a strong reference), or NULL */
+    int internal;      /* whether the standard library's findCaller would skip this frame (see source_call) */
+} Location;
 
 typedef struct {
     unsigned long long generation; /* bumped by every configuration change that may matter */
@@ -35,6 +54,10 @@ typedef struct {
     PyObject *mapping;             /* collections.abc.Mapping */
     PyTypeObject *method_type;
     PyTypeObject *source_type;
+    PyObject *cwrite;                  /* mmaplog._cwrite, once its writer was met: holds the API below alive */
+    const MmaplogLocatedApi *located;  /* its entry for records with pre-encoded fields (_located.h), or NULL */
+    int located_tried;                 /* 1 once the import of that entry was tried */
+    Location locations[LOCATION_SLOTS];
 } ModuleState;
 
 typedef struct {
@@ -203,11 +226,140 @@ static PyObject *source_json(PyObject *filename, int line, PyObject *function)
     return bytes;
 }
 
-/* Write `text` with the location through the handler's pre-encoded entry ``_append_fields(message, level,
- * logger, fields_json)`` when it has one: 1 written, 0 not there (or the JSON needs the writer's encoding),
- * -1 failed. */
-static int append_located(ModuleState *st, PyObject *ring, PyObject *text, PyObject *level, PyObject *name,
-                          PyObject *filename, int line, PyObject *function)
+static inline int frame_lasti(PyFrameObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyFrame_GetLasti(frame);
+#else
+    return frame->f_lasti;
+#endif
+}
+
+/* Whether a frame of ``code`` is one the standard path must decide about: a caller inside logging itself
+ * (logging.info(), ...: ``srcfile``, logging's own file) or importlib's bootstrap, which findCaller may skip.
+ * Runs no Python code; -1 (no exception left set) when the comparison failed. */
+static int internal_caller(ModuleState *st, PyCodeObject *code, PyObject *srcfile)
+{
+    PyObject *filename = code->co_filename;
+    if (!PyUnicode_Check(filename))
+        return 1;
+    int internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
+    if (!internal)
+        internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return internal;
+}
+
+/* The line of ``frame`` (running ``code``), its location's JSON (a new reference, or NULL with no exception
+ * set where the writer's encoding must decide) and, for the standard library's loggers (``srcfile`` not NULL),
+ * whether the caller is one findCaller may skip (``*internal``), from the table when the call site was seen
+ * before.  Nothing here runs Python code until the entry is filled. */
+static int locate(ModuleState *st, PyFrameObject *frame, PyCodeObject *code, PyObject *srcfile, int *internal,
+                  PyObject **json)
+{
+    int lasti = frame_lasti(frame);
+    uintptr_t key = ((uintptr_t)code >> 4) ^ ((uintptr_t)(unsigned)lasti * 2654435761u);
+    Location *loc = &st->locations[(key ^ (key >> 8)) % LOCATION_SLOTS];
+    *internal = !PyUnicode_Check(code->co_filename);
+    if (loc->code == (PyObject *)code && loc->lasti == lasti && lasti >= 0) {
+        int line = loc->line;
+        *json = Py_XNewRef(loc->json); /* taken before a release below may run code that reuses the entry */
+        if (srcfile != NULL && !*internal) {
+            if (loc->srcfile != srcfile) {
+                int verdict = internal_caller(st, code, srcfile);
+                PyObject *old = loc->srcfile;
+                loc->srcfile = verdict < 0 ? NULL : Py_NewRef(srcfile);
+                loc->internal = verdict;
+                Py_XDECREF(old);
+                *internal = verdict != 0;
+            }
+            else {
+                *internal = loc->internal;
+            }
+        }
+        return line;
+    }
+    int verdict = srcfile != NULL && !*internal ? internal_caller(st, code, srcfile) : 0;
+    if (srcfile != NULL && !*internal)
+        *internal = verdict != 0;
+    int line = PyFrame_GetLineNumber(frame);
+    *json = source_json(code->co_filename, line, code->co_name);
+    if (lasti < 0)
+        return line;
+    /* Fill the entry first, release what it held after: a release may run Python code that logs again. */
+    PyObject *old_code = loc->code, *old_json = loc->json, *old_srcfile = loc->srcfile;
+    loc->code = Py_NewRef((PyObject *)code);
+    loc->lasti = lasti;
+    loc->line = line;
+    loc->json = Py_XNewRef(*json);
+    loc->srcfile = srcfile != NULL && verdict >= 0 ? Py_NewRef(srcfile) : NULL;
+    loc->internal = verdict;
+    Py_XDECREF(old_code);
+    Py_XDECREF(old_json);
+    Py_XDECREF(old_srcfile);
+    return line;
+}
+
+/* mmaplog._cwrite's entry for records with pre-encoded fields, imported the first time a C writer is met. */
+static const MmaplogLocatedApi *located_api(ModuleState *st)
+{
+    if (!st->located_tried) {
+        st->located_tried = 1;
+        PyObject *module = PyImport_ImportModule("mmaplog._cwrite");
+        PyObject *capsule = module ? PyObject_GetAttrString(module, "_located_api") : NULL;
+        const MmaplogLocatedApi *api = capsule ? PyCapsule_GetPointer(capsule, LOCATED_API_CAPSULE) : NULL;
+        Py_XDECREF(capsule);
+        if (api != NULL && api->version == LOCATED_API_VERSION) {
+            st->cwrite = module;
+            st->located = api;
+        }
+        else {
+            Py_XDECREF(module);
+        }
+        PyErr_Clear();
+    }
+    return st->located;
+}
+
+/* The C writer behind a handler's ``_append_fields`` when it is ``Appender.append_fields`` of mmaplog._cwrite's
+ * own Appender type; NULL otherwise (a Python method, another writer). */
+static PyObject *fields_appender(ModuleState *st, PyObject *append, const MmaplogLocatedApi **api)
+{
+    if (!PyCFunction_Check(append))
+        return NULL;
+    PyObject *owner = PyCFunction_GET_SELF(append);
+    *api = located_api(st);
+    if (*api == NULL || owner == NULL || Py_TYPE(owner) != (*api)->appender_type ||
+        PyCFunction_GET_FUNCTION(append) != (*api)->method)
+        return NULL;
+    return owner;
+}
+
+/* ``msg % args`` as the standard library renders it (args[1:] of a level method's arguments); NULL with no
+ * exception set when that raised: the standard path must show the failure. */
+static PyObject *render(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1)
+        return Py_NewRef(args[0]);
+    PyObject *tuple = PyTuple_New(nargs - 1);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i - 1, Py_NewRef(args[i]));
+    PyObject *text = PyUnicode_Format(args[0], tuple);
+    Py_DECREF(tuple);
+    return text;
+}
+
+/* Write the record with the location's JSON through the handler's pre-encoded entry ``_append_fields(message,
+ * level, logger, fields_json)`` when it has one: straight into the C writer when the entry is its own (no
+ * Python call), else by calling the entry.  1 written, 0 no entry (the caller writes the fields through
+ * ``_write``), -1 failed or the text could not be rendered (the standard path takes the call). */
+static int append_located(ModuleState *st, PyObject *ring, PyObject *const *args, Py_ssize_t nargs, PyObject *level,
+                          PyObject *name, PyObject *json)
 {
     PyObject *append = NULL;
     if (lookup_attr(ring, st->str_append_fields, &append) < 0) {
@@ -216,15 +368,29 @@ static int append_located(ModuleState *st, PyObject *ring, PyObject *text, PyObj
     }
     if (append == NULL)
         return 0;
-    PyObject *json = source_json(filename, line, function);
-    if (json == NULL) {
-        Py_DECREF(append);
-        return 0;
+    const MmaplogLocatedApi *api = NULL;
+    PyObject *appender = fields_appender(st, append, &api);
+    PyObject *res = NULL;
+    if (appender != NULL) {
+        Py_INCREF(appender);
+        res = api->append_fields(appender, args[0], args + 1, nargs - 1, level, name, json);
+        if (res == Py_NotImplemented) { /* a conversion the C formatter leaves to % */
+            Py_DECREF(res);
+            PyObject *text = render(args, nargs);
+            res = text ? api->append_fields(appender, text, NULL, 0, level, name, json) : NULL;
+            Py_XDECREF(text);
+        }
+        Py_DECREF(appender);
     }
-    PyObject *call[4] = {text, level, name, json};
-    PyObject *res = PyObject_Vectorcall(append, call, 4, NULL);
+    else {
+        PyObject *text = render(args, nargs);
+        if (text != NULL) {
+            PyObject *call[4] = {text, level, name, json};
+            res = PyObject_Vectorcall(append, call, 4, NULL);
+            Py_DECREF(text);
+        }
+    }
     Py_DECREF(append);
-    Py_DECREF(json);
     if (res == NULL) {
         PyErr_Clear();
         return -1;
@@ -233,8 +399,8 @@ static int append_located(ModuleState *st, PyObject *ring, PyObject *text, PyObj
     return 1;
 }
 
-/* The "source" plan: msg % args and the caller's location as fields, through ``ring._write``.
- * Returns NULL with no exception set when the standard path must take the call. */
+/* The "source" plan: msg % args and the caller's location as fields, through the handler's ``_append_fields``
+ * (or ``ring._write`` with a dict).  Returns NULL with no exception set when the standard path must take the call. */
 static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, PyObject *name, PyObject *const *args,
                              Py_ssize_t nargs, int stdlib)
 {
@@ -251,56 +417,42 @@ static PyObject *source_call(ModuleState *st, PyObject *level, PyObject *ring, P
         return NULL;
     PyCodeObject *code = PyFrame_GetCode(frame);
     PyObject *filename = code->co_filename;
-    /* A caller inside logging itself (logging.info(), ...) or importlib's bootstrap, which findCaller may
-     * skip: the standard path decides.  mmaplog's own loggers take the caller as it is. */
-    int internal = !PyUnicode_Check(filename);
-    if (stdlib && !internal) {
-        internal = PyUnicode_Check(srcfile) && PyUnicode_Compare(filename, srcfile) == 0;
-        if (!internal)
-            internal = PyUnicode_Find(filename, st->str_importlib, 0, PY_SSIZE_T_MAX, 1) != -1;
-    }
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        internal = 1;
-    }
+    /* A caller the standard library's findCaller may skip (internal_caller): the standard path decides.
+     * mmaplog's own loggers take the caller as it is. */
+    PyObject *json;
+    int internal;
+    int lineno = locate(st, frame, code, srcfile, &internal, &json);
     if (internal) {
+        Py_XDECREF(json);
         Py_DECREF(code);
         return NULL;
     }
-    PyObject *text;
-    if (nargs == 1) {
-        text = Py_NewRef(args[0]);
+    /* A lone str, int or float is formatted as it is (what the plain path's C formatter assumes too): only
+     * other types are asked whether they are mappings, an ABC check that costs more than the whole record. */
+    if (nargs == 2 && !PyUnicode_CheckExact(args[1]) && !PyLong_CheckExact(args[1]) && !PyFloat_CheckExact(args[1])) {
+        int mapping = PyDict_Check(args[1]) ? 1 : PyObject_IsInstance(args[1], st->mapping);
+        if (mapping != 0) { /* the standard library formats with the mapping itself */
+            Py_XDECREF(json);
+            Py_DECREF(code);
+            PyErr_Clear();
+            return NULL;
+        }
     }
-    else {
-        if (nargs == 2) {
-            int mapping = PyDict_Check(args[1]) ? 1 : PyObject_IsInstance(args[1], st->mapping);
-            if (mapping != 0) { /* the standard library formats with the mapping itself */
-                Py_DECREF(code);
+    if (json != NULL) {
+        int done = append_located(st, ring, args, nargs, level, name, json);
+        Py_DECREF(json);
+        if (done != 0) {
+            Py_DECREF(code);
+            if (done < 0)
                 return NULL;
-            }
-        }
-        PyObject *tuple = PyTuple_New(nargs - 1);
-        if (tuple == NULL) {
-            Py_DECREF(code);
-            return NULL;
-        }
-        for (Py_ssize_t i = 1; i < nargs; i++)
-            PyTuple_SET_ITEM(tuple, i - 1, Py_NewRef(args[i]));
-        text = PyUnicode_Format(args[0], tuple);
-        Py_DECREF(tuple);
-        if (text == NULL) {
-            Py_DECREF(code);
-            return NULL;
+            Py_RETURN_NONE;
         }
     }
-    int lineno = PyFrame_GetLineNumber(frame);
-    int done = append_located(st, ring, text, level, name, filename, lineno, code->co_name);
-    if (done != 0) {
+    PyObject *text = render(args, nargs);
+    if (text == NULL) {
         Py_DECREF(code);
-        Py_DECREF(text);
-        if (done < 0)
-            return NULL;
-        Py_RETURN_NONE;
+        PyErr_Clear();
+        return NULL;
     }
     PyObject *line = PyLong_FromLong(lineno);
     PyObject *fields = PyDict_New();
@@ -802,6 +954,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->method_type);
     Py_VISIT(st->source_type);
     Py_VISIT(st->mapping);
+    Py_VISIT(st->cwrite);
     return 0;
 }
 
@@ -824,6 +977,14 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->mapping);
     Py_CLEAR(st->method_type);
     Py_CLEAR(st->source_type);
+    st->located = NULL;
+    st->located_tried = 0;
+    Py_CLEAR(st->cwrite);
+    for (int i = 0; i < LOCATION_SLOTS; i++) {
+        Py_CLEAR(st->locations[i].code);
+        Py_CLEAR(st->locations[i].json);
+        Py_CLEAR(st->locations[i].srcfile);
+    }
     return 0;
 }
 

@@ -30,6 +30,7 @@
 #include "_checksum.h"
 #include "_slot.h"
 #include "_emitter.h"
+#include "_located.h"
 
 static inline int64_t wall_clock_ns(void)
 {
@@ -53,6 +54,10 @@ typedef struct {
     PyObject *slow_record;  /* slow_record(record) -> seq: write_batch's pure-Python path for one record */
     PyObject *slow_write;   /* slow_write(message, **options) -> seq: RingWriter.write's pure-Python path */
     PyObject *fault;        /* fault(state) -> seen: the SIGBUS guard caught a store (RingWriter._fault); or None */
+    PyObject *slow_fields;  /* slow_fields(message, level, logger, fields_json) -> seq: RingWriter._append_fields in
+                             * Python, for the records with fields that append_fields leaves to it; or None */
+    PyObject *moved_fields; /* moved_fields(seq, data, fields_json, level, logger, stamp, ident, pos, body) -> seq:
+                             * a record with fields whose map was rotated away during a fault's repair; or None */
     PyTypeObject *counter_type; /* this module's Counter (borrowed: the module outlives its types' instances) */
     const uint64_t *faults; /* the mapping's fault counter in the SIGBUS guard (mmaplog._sigbus), or NULL */
     uint64_t seen;          /* its value once the last fault was dealt with */
@@ -80,6 +85,7 @@ typedef struct {
     PyObject *default_level, *empty_name;
     PyObject *record_type;                       /* mmaplog.LogRecord, once use_record_type() was called */
     Py_ssize_t record_type_offsets[RECORD_SLOTS]; /* where its slots live; [0] == 0: read by attribute */
+    MmaplogLocatedApi located;                   /* published as the capsule LOCATED_API_CAPSULE (_located.h) */
 } cwrite_state;
 
 static inline cwrite_state *module_state(PyObject *module) { return (cwrite_state *)PyModule_GetState(module); }
@@ -123,6 +129,8 @@ static int appender_traverse(Appender *self, visitproc visit, void *arg)
     Py_VISIT(self->slow_record);
     Py_VISIT(self->slow_write);
     Py_VISIT(self->fault);
+    Py_VISIT(self->slow_fields);
+    Py_VISIT(self->moved_fields);
     return 0;
 }
 
@@ -136,6 +144,8 @@ static int appender_clear(Appender *self)
     Py_CLEAR(self->slow_record);
     Py_CLEAR(self->slow_write);
     Py_CLEAR(self->fault);
+    Py_CLEAR(self->slow_fields);
+    Py_CLEAR(self->moved_fields);
     return 0;
 }
 
@@ -150,19 +160,27 @@ static void appender_dealloc(Appender *self)
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", "fault", NULL};
-    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None, *fault = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOO:Appender", kwlist, &seqs, &slow, &full, &failed,
-                                     &slow_record, &slow_write, &fault))
+    static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", "fault", "slow_fields",
+                             "moved_fields", NULL};
+    PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None, *fault = Py_None,
+             *slow_fields = Py_None, *moved_fields = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOOOO:Appender", kwlist, &seqs, &slow, &full, &failed,
+                                     &slow_record, &slow_write, &fault, &slow_fields, &moved_fields))
         return -1;
     if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed) ||
         (slow_record != Py_None && !PyCallable_Check(slow_record)) ||
-        (slow_write != Py_None && !PyCallable_Check(slow_write)) || (fault != Py_None && !PyCallable_Check(fault))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "Appender: slow, full, failed, slow_record, slow_write and fault must be callables");
+        (slow_write != Py_None && !PyCallable_Check(slow_write)) || (fault != Py_None && !PyCallable_Check(fault)) ||
+        (slow_fields != Py_None && !PyCallable_Check(slow_fields)) ||
+        (moved_fields != Py_None && !PyCallable_Check(moved_fields))) {
+        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed, slow_record, slow_write, fault, slow_fields "
+                                         "and moved_fields must be callables");
         return -1;
     }
     self->counter_type = type_state(Py_TYPE(self))->counter_type;
+    Py_INCREF(slow_fields);
+    Py_XSETREF(self->slow_fields, slow_fields);
+    Py_INCREF(moved_fields);
+    Py_XSETREF(self->moved_fields, moved_fields);
     Py_INCREF(fault);
     Py_XSETREF(self->fault, fault);
     Py_INCREF(slow_record);
@@ -293,11 +311,16 @@ static long fast_ids(Appender *self, PyObject *level_obj, PyObject *logger, long
     return lid;
 }
 
-/* The slot commit protocol lives in _slot.h (shared with the async worker in _casync.c). */
+/* The slot commit protocol lives in _slot.h (shared with the async worker in _casync.c).  ``fields`` is NULL for
+ * a plain record, else the record's fields (bytes), stored after the message. */
 static inline void store_slot(Appender *self, unsigned char *slot, const unsigned char *header, const char *data,
-                              Py_ssize_t n, unsigned long long pos)
+                              Py_ssize_t n, PyObject *fields, unsigned long long pos)
 {
-    mmaplog_store_slot(slot, self->size, self->payload, self->count, header, data, n, pos);
+    if (fields == NULL)
+        mmaplog_store_slot(slot, self->size, self->payload, self->count, header, data, n, pos);
+    else
+        mmaplog_store_slot2(slot, self->size, self->payload, self->count, header, data, n, PyBytes_AS_STRING(fields),
+                            PyBytes_GET_SIZE(fields), pos);
 }
 
 #define FAULT_ATTEMPTS 3
@@ -318,13 +341,43 @@ static long long call_fault(Appender *self, int state)
     return seen;
 }
 
+/* A record with fields whose map was rotated away while its fault was repaired: the writer keeps it if the
+ * rotated file holds the slot as committed (``body``: the slot before its trailer), else writes it again with its
+ * fields in the current file (moved_fields; 0 and counted when closed, or when there is no moved_fields). */
+static PyObject *fields_moved(Appender *self, const unsigned char *header, const char *data, Py_ssize_t n,
+                              PyObject *fields, unsigned long long pos, unsigned long long seq, PyObject *level_obj,
+                              PyObject *logger, int64_t stamp, unsigned long long ident)
+{
+    if (self->moved_fields == NULL || self->moved_fields == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "a record with fields went to a rotated map and cannot be written again");
+        return lost(self);
+    }
+    Py_ssize_t body_len = self->size - SLOT_TRAILER_SIZE, en = PyBytes_GET_SIZE(fields);
+    PyObject *body = PyBytes_FromStringAndSize(NULL, body_len);
+    PyObject *bytes = body ? PyBytes_FromStringAndSize(data, n) : NULL;
+    if (bytes == NULL) {
+        Py_XDECREF(body);
+        return lost(self);
+    }
+    char *out = PyBytes_AS_STRING(body);
+    memset(out, 0, (size_t)body_len);
+    memcpy(out, header, SLOT_HEADER_SIZE);
+    memcpy(out + SLOT_HEADER_SIZE, data, (size_t)n);
+    memcpy(out + SLOT_HEADER_SIZE + n, PyBytes_AS_STRING(fields), (size_t)en);
+    PyObject *res = PyObject_CallFunction(self->moved_fields, "KOOOOLKKO", seq, bytes, fields, level_obj, logger,
+                                          (long long)stamp, ident, pos, body);
+    Py_DECREF(bytes);
+    Py_DECREF(body);
+    return res ? res : lost(self);
+}
+
 /* The guard's counter moved across the store of record ``seq`` at ``offset``: the store went to an anonymous
  * page.  The writer repairs the file and maps it again over the same addresses (Python code, under its lock);
  * then, if this appender still targets that mapping, the record is stored again, so that a write call that
  * returns a seq leaves a readable record.  A second fault (the disk cannot back the page) counts it as lost. */
 static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned char *header, const char *data,
-                             Py_ssize_t n, unsigned long long pos, unsigned long long seq, PyObject *level_obj,
-                             PyObject *logger, int64_t stamp, unsigned long long ident)
+                             Py_ssize_t n, PyObject *fields, unsigned long long pos, unsigned long long seq,
+                             PyObject *level_obj, PyObject *logger, int64_t stamp, unsigned long long ident)
 {
     if (self->fault == Py_None)
         return PyLong_FromUnsignedLongLong(seq);
@@ -338,6 +391,8 @@ static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned c
         if (generation != self->generation || self->view.obj == NULL || self->faults == NULL) {
             /* Closed or rotated while the repair ran: the writer keeps the record if the rotated file holds it,
              * else writes it again in the current file (fault(3, None, record); 0 and counted when closed). */
+            if (fields != NULL)
+                return fields_moved(self, header, data, n, fields, pos, seq, level_obj, logger, stamp, ident);
             PyObject *bytes = PyBytes_FromStringAndSize(data, n);
             if (bytes == NULL)
                 return lost(self);
@@ -347,7 +402,7 @@ static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned c
             return res ? res : lost(self);
         }
         self->seen = (uint64_t)seen;
-        store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
+        store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, fields, pos);
         if (__atomic_load_n(self->faults, __ATOMIC_ACQUIRE) == self->seen)
             return PyLong_FromUnsignedLongLong(seq);
     }
@@ -357,11 +412,13 @@ static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned c
     return PyLong_FromLong(0);
 }
 
-/* Claim, copy and commit one record of ``n <= payload`` UTF-8 bytes; returns its seq (never NULL).
+/* Claim, copy and commit one record: ``n`` UTF-8 bytes of message, then ``fields`` (bytes: the record has
+ * FLAG_FIELDS; NULL: none), together at most one payload (the caller checked it).  Returns its seq (never NULL).
  * Between the claim and the commit no Python code runs (only itertools.count's C __next__ on exact counters);
  * the generation check makes that a rule, not an assumption. */
-static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
-                              PyObject *level_obj, PyObject *logger, int64_t stamp, unsigned long long ident)
+static inline __attribute__((always_inline)) PyObject *
+append_slot(Appender *self, const char *data, Py_ssize_t n, PyObject *fields, long level, long lid, PyObject *level_obj,
+            PyObject *logger, int64_t stamp, unsigned long long ident)
 {
     unsigned long long seq, pos;
     unsigned long long generation = self->generation;
@@ -381,8 +438,10 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
         PyObject *bytes = PyBytes_FromStringAndSize(data, n);
         if (bytes == NULL)
             return lost(self);
-        PyObject *res = PyObject_CallFunction(self->full, "KOOOLK", seq, bytes, level_obj, logger, (long long)stamp,
-                                              ident);
+        PyObject *res = fields == NULL
+            ? PyObject_CallFunction(self->full, "KOOOLK", seq, bytes, level_obj, logger, (long long)stamp, ident)
+            : PyObject_CallFunction(self->full, "KOOOLKO", seq, bytes, level_obj, logger, (long long)stamp, ident,
+                                    fields);
         Py_DECREF(bytes);
         return res ? res : lost(self);
     }
@@ -390,26 +449,42 @@ static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, lo
         return lost(self);
 
     unsigned char header[SLOT_HEADER_SIZE];
-    uint32_t rec_len = (uint32_t)n;
-    uint16_t length = (uint16_t)n, part = 0, lid16 = (uint16_t)lid;
+    Py_ssize_t en = fields == NULL ? 0 : PyBytes_GET_SIZE(fields);
+    uint32_t rec_len = (uint32_t)(n + en), msg_len = (uint32_t)n;
+    uint16_t length = (uint16_t)(n + en), part = 0, lid16 = (uint16_t)lid;
     memcpy(header + OFF_POS, &pos, 8);
     memcpy(header + OFF_SEQ, &seq, 8);
     memcpy(header + OFF_TIME_NS, &stamp, 8);
     memcpy(header + OFF_THREAD, &ident, 8);
     memcpy(header + OFF_REC_LEN, &rec_len, 4);
-    memcpy(header + OFF_MSG_LEN, &rec_len, 4);
+    memcpy(header + OFF_MSG_LEN, &msg_len, 4);
     memcpy(header + OFF_LENGTH, &length, 2);
     memcpy(header + OFF_PART, &part, 2);
     memcpy(header + OFF_LOGGER_ID, &lid16, 2);
     header[OFF_LEVEL] = (unsigned char)level;
-    header[OFF_FLAGS] = FLAG_WHOLE;
+    header[OFF_FLAGS] = fields == NULL ? FLAG_WHOLE : (FLAG_WHOLE | FLAG_FIELDS);
 
     Py_ssize_t offset = self->base + (Py_ssize_t)((pos - 1) % self->count) * self->size;
-    store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, pos);
+    store_slot(self, (unsigned char *)self->view.buf + offset, header, data, n, fields, pos);
     /* The SIGBUS guard's check: one load.  A moved counter means the store may sit in an anonymous page. */
     if (self->faults != NULL && __atomic_load_n(self->faults, __ATOMIC_ACQUIRE) != self->seen)
-        return after_fault(self, offset, header, data, n, pos, seq, level_obj, logger, stamp, ident);
+        return after_fault(self, offset, header, data, n, fields, pos, seq, level_obj, logger, stamp, ident);
     return PyLong_FromUnsignedLongLong(seq);
+}
+
+/* append_slot for a plain record and for one with fields: each its own copy, so the plain one has no branch
+ * on fields left (bench/icount.py counts the difference). */
+static PyObject *append_bytes(Appender *self, const char *data, Py_ssize_t n, long level, long lid, PyObject *level_obj,
+                              PyObject *logger, int64_t stamp, unsigned long long ident)
+{
+    return append_slot(self, data, n, NULL, level, lid, level_obj, logger, stamp, ident);
+}
+
+static PyObject *append_with_fields(Appender *self, const char *data, Py_ssize_t n, PyObject *fields, long level,
+                                    long lid, PyObject *level_obj, PyObject *logger)
+{
+    return append_slot(self, data, n, fields, level, lid, level_obj, logger, wall_clock_ns(),
+                       (unsigned long long)PyThread_get_thread_ident());
 }
 
 /* What a fast path returns when it leaves the record to the slow path: NotImplemented, a new reference.
@@ -688,9 +763,106 @@ static PyObject *appender_append_records(Appender *self, PyObject *records)
     return PyLong_FromLong(written);
 }
 
+/* ------------------------------------------------------------------------------- records with fields */
+/* Twin: RingWriter._append_fields (mmaplog/writer.py) is the Python form of Appender.append_fields. */
+
+/* One record of ``n`` message bytes and ``fields`` (bytes) in one slot, FLAG_FIELDS; TAKE_SLOW_PATH() when it
+ * does not fit one slot or the logger has no id yet (or the writer is closed: fast_ids says so). */
+static PyObject *append_fields_fast(Appender *self, const char *data, Py_ssize_t n, long level, long lid,
+                                    PyObject *level_obj, PyObject *logger, PyObject *fields)
+{
+    if (n > self->payload - PyBytes_GET_SIZE(fields))
+        return TAKE_SLOW_PATH();
+    return append_with_fields(self, data, n, fields, level, lid, level_obj, logger);
+}
+
+/* The record with its fields in Python: RingWriter._append_fields (long records, new names, rotation checks). */
+static PyObject *call_slow_fields(Appender *self, PyObject *message, PyObject *level, PyObject *logger,
+                                  PyObject *fields)
+{
+    if (self->slow_fields == NULL || self->slow_fields == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "Appender.append_fields needs slow_fields");
+        return NULL;
+    }
+    PyObject *args[4] = {message, level, logger, fields};
+    return PyObject_Vectorcall(self->slow_fields, args, 4, NULL);
+}
+
+/* append_fields with the message as a str: C when the record fits one slot, else the Python path. */
+static PyObject *append_fields_text(Appender *self, PyObject *message, PyObject *level_obj, PyObject *logger,
+                                    PyObject *fields)
+{
+    long level;
+    long lid = PyBytes_CheckExact(fields) ? fast_ids(self, level_obj, logger, &level) : -1;
+    if (lid >= 0 && PyUnicode_CheckExact(message)) {
+        Py_ssize_t n;
+        const char *data = PyUnicode_AsUTF8AndSize(message, &n);
+        if (data != NULL) {
+            PyObject *res = append_fields_fast(self, data, n, level, lid, level_obj, logger, fields);
+            if (res != Py_NotImplemented)
+                return res;
+            Py_DECREF(res);
+        }
+        else {
+            PyErr_Clear(); /* lone surrogates: the slow path renders them */
+        }
+    }
+    return call_slow_fields(self, message, level_obj, logger, fields);
+}
+
+PyDoc_STRVAR(appender_append_fields_doc,
+"append_fields(message, level, logger, fields_json)\n--\n\n"
+"Append one record whose fields are already encoded as the writer encodes them (bytes), as\n"
+"RingWriter._append_fields does; returns its seq (0 if it was lost); never raises.");
+
+static PyObject *appender_append_fields(Appender *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_fields(message, level, logger, fields_json) takes 4 arguments");
+        return NULL;
+    }
+    if (!appender_ready(self))
+        return NULL;
+    return append_fields_text(self, args[0], args[1], args[2], args[3]);
+}
+
+/* MmaplogLocatedApi.append_fields (_located.h): ``msg % args`` formatted straight into UTF-8 where the level
+ * methods' formatter takes it, then append_fields. */
+static PyObject *located_append_fields(PyObject *appender, PyObject *msg, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *level_obj, PyObject *logger, PyObject *fields)
+{
+    Appender *self = (Appender *)appender;
+    if (!appender_ready(self))
+        return NULL;
+    if (nargs == 0)
+        return append_fields_text(self, msg, level_obj, logger, fields);
+    long level;
+    long lid = PyBytes_CheckExact(fields) && PyUnicode_CheckExact(msg) ? fast_ids(self, level_obj, logger, &level)
+                                                                       : -1;
+    if (lid < 0)
+        return TAKE_SLOW_PATH(); /* the caller renders the text; append_fields_text sends it to Python */
+    Py_ssize_t fmt_len;
+    const char *fmt = PyUnicode_AsUTF8AndSize(msg, &fmt_len);
+    if (fmt == NULL) {
+        PyErr_Clear();
+        return TAKE_SLOW_PATH();
+    }
+    char text[SLOT_PAYLOAD_STACK];
+    Py_ssize_t room = self->payload - PyBytes_GET_SIZE(fields);
+    Py_ssize_t n = room < 0 ? FMT_UNHANDLED
+                            : format_utf8(fmt, fmt_len, args, nargs, text, room < SLOT_PAYLOAD_STACK ? room
+                                                                                                   : SLOT_PAYLOAD_STACK);
+    if (n == -1)
+        return NULL;
+    if (n < 0)
+        return TAKE_SLOW_PATH(); /* a conversion it leaves to %, or longer than the room: the caller renders it */
+    return append_with_fields(self, text, n, fields, level, lid, level_obj, logger);
+}
+
 static PyMethodDef appender_methods[] = {
     {"append", (PyCFunction)(void (*)(void))appender_append, METH_FASTCALL, appender_append_doc},
     {"append_records", (PyCFunction)appender_append_records, METH_O, appender_append_records_doc},
+    {"append_fields", (PyCFunction)(void (*)(void))appender_append_fields, METH_FASTCALL, appender_append_fields_doc},
     {"write", (PyCFunction)(void (*)(void))appender_write, METH_FASTCALL | METH_KEYWORDS, appender_write_doc},
     {"target", (PyCFunction)appender_target, METH_VARARGS, appender_target_doc},
     {"release", (PyCFunction)appender_release, METH_NOARGS, appender_release_doc},
@@ -1121,6 +1293,15 @@ static int cwrite_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", FORMAT_MAJOR) < 0)
         return -1;
+    st->located.version = LOCATED_API_VERSION;
+    st->located.appender_type = st->appender_type;
+    st->located.method = (PyCFunction)(void (*)(void))appender_append_fields;
+    st->located.append_fields = located_append_fields;
+    PyObject *capsule = PyCapsule_New(&st->located, LOCATED_API_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObject(module, "_located_api", capsule) < 0) {
+        Py_XDECREF(capsule);
+        return -1;
+    }
     return PyModule_AddType(module, st->appender_type);
 }
 

@@ -86,6 +86,25 @@ static inline void mmaplog_store_slot(unsigned char *slot, Py_ssize_t size, Py_s
     __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
 }
 
+/* mmaplog_store_slot for a payload of two pieces, ``data`` then ``extra`` (a record's message and its fields),
+ * with the same protocol and check. */
+static inline void mmaplog_store_slot2(unsigned char *slot, Py_ssize_t size, Py_ssize_t payload,
+                                       unsigned long long count, const unsigned char *header, const char *data,
+                                       Py_ssize_t n, const char *extra, Py_ssize_t en, unsigned long long pos)
+{
+    uint64_t *word = (uint64_t *)(slot + size - SLOT_TRAILER_SIZE);
+    __atomic_store_n(word, (uint64_t)mmaplog_invalid_echo(pos, count) << 32, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(slot, header, SLOT_HEADER_SIZE);
+    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
+    if (en > 0)
+        memcpy(slot + SLOT_HEADER_SIZE + n, extra, (size_t)en);
+    memset(slot + SLOT_HEADER_SIZE + n + en, 0, (size_t)(payload - n - en));
+    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n + en));
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
+}
+
 /* ---- msg % args straight into UTF-8, for the conversions logging calls use most.
  *
  * Handles %d %i %u (exact int within 64 bits), %s (exact str or int), %f and %.Nf (exact float, through

@@ -179,8 +179,11 @@ class RingWriter(BatchMixin, ClosingMixin):
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
                                           _weak(self._failed), _weak(self._write_one), _weak(self._write_py),
-                                          _weak(self._fault))
+                                          _weak(self._fault), slow_fields=_weak(self._append_fields),
+                                          moved_fields=_weak(self._append_fields_moved))
             self._append = self._fast.append  # type: ignore[method-assign]
+            # Taken after the Python method above was bound for the rare cases: C from here on.
+            self._append_fields = self._fast.append_fields  # type: ignore[method-assign]
             if type(self).write is RingWriter.write:  # a subclass's own write() stays in charge
                 self.write = self._fast.write  # type: ignore[method-assign]
         self._use(first)
@@ -365,9 +368,15 @@ class RingWriter(BatchMixin, ClosingMixin):
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
 
-    def _append_full(self, seq: int, data: bytes, level: int, logger: str, stamp: int, ident: int) -> int:
-        """The C append claimed a position past the end of the file: rotate and write record ``seq`` there."""
+    def _append_full(self, seq: int, data: bytes, level: int, logger: str, stamp: int, ident: int,
+                     fields_json: bytes = b"") -> int:
+        """The C append claimed a position past the end of the file: rotate and write record ``seq`` there.
+
+        ``fields_json``: the record's fields as encoded (``Appender.append_fields``), kept with it.
+        """
         try:
+            if fields_json:
+                return self._write_record(seq, data, fields_json, L.FLAG_FIELDS, level, logger, stamp, ident)
             return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
@@ -377,22 +386,44 @@ class RingWriter(BatchMixin, ClosingMixin):
             return RingWriter._append(self, message, level, logger)
 
 
+    # Twin: _cwrite.c Appender.append_fields is the C form of this method (same bytes; tests run both). See docs/MAP.md.
     def _append_fields(self, message: str, level: int, logger: str, fields_json: bytes) -> int:
         """:meth:`write` with fields already encoded as the writer encodes them (positional; never raises).
 
         The source-location path (``capture_source``) encodes its three fields in
         C; this takes them as they are instead of a dict that :meth:`write` would
-        encode again.
+        encode again.  Where the C append is in use, ``Appender.append_fields``
+        stands in for it (a record of one slot in C) and calls it for the rest.
         """
         try:
             if self._closed:
                 self.dropped += 1
                 return 0
             self._check_live(time.monotonic())
-            level = min(max(int(level), 0), 255)
+            if type(level) is not int or not 0 <= level <= 255:  # min() and max() cost more than the record
+                level = min(max(int(level), 0), 255)
             seq = next(self._seqs)
             return self._write_record(seq, _encode_text(message), bytes(fields_json), L.FLAG_FIELDS, level, logger,
                                       None, None)
+        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
+            return self._failed(exc)
+
+    def _append_fields_moved(self, seq: int, data: bytes, fields_json: bytes, level: int, logger: str, stamp: int,
+                             ident: int, pos: int, body: bytes) -> int:
+        """``Appender.append_fields``'s record went to a map rotated away while its fault was repaired.
+
+        Kept if a rotated file still holds the slot as committed (``body``: the slot before its trailer, at
+        position ``pos``), else written again with its fields in the current file.  Never raises.
+        """
+        try:
+            with self._lock:
+                old = [m for m in self._retired if not m.mm.closed]
+            for m in old:
+                h = m.header
+                off = h.data_offset + (pos - 1) % h.slot_count * h.slot_size
+                if len(body) == h.slot_size - L.SLOT_TRAILER_SIZE and self._held(m, [(off, body, pos)]):
+                    return seq
+            return self._write_record(seq, data, fields_json, L.FLAG_FIELDS, level, logger, stamp, ident)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
 
