@@ -125,7 +125,7 @@ __all__ = [
 MAGIC: Final = b"\x89MMAPLOG"
 #: (major, minor) that writers write.  A reader refuses a newer major and reads a newer minor.
 #: 2.0: slots and header are checked with CRC-32 instead of adler32 (docs/FORMAT.md, "Version history").
-FORMAT_VERSION: Final = (2, 0)
+FORMAT_VERSION: Final = (2, 1)
 #: Majors this reader reads: 1 (adler32 checks) and 2 (CRC-32 checks).
 READ_MAJORS: Final = (1, 2)
 

@@ -103,13 +103,13 @@ def test_a_writer_refuses_to_append_to_a_format_1_0_file_and_leaves_it_alone(tmp
     assert path.read_bytes() == before
 
 
-def test_new_files_are_format_2_0_with_a_crc32_header_check(tmp_path: Path) -> None:
-    """The header says 2.0 and its check word is CRC-32 of its first 216 bytes."""
+def test_new_files_are_format_2_1_with_a_crc32_header_check(tmp_path: Path) -> None:
+    """The header says 2.1 and its check word is CRC-32 of its first 216 bytes."""
     path = tmp_path / "a.mmlog"
     RingWriter(path, size=4 * 256).close()
     raw = path.read_bytes()
-    assert mmaplog.FORMAT_VERSION == (2, 0)
-    assert struct.unpack_from("<HH", raw, 8) == (2, 0)
+    assert mmaplog.FORMAT_VERSION == (2, 1)  # 2.1: the source-location fields (docs/FORMAT.md)
+    assert struct.unpack_from("<HH", raw, 8) == (2, 1)
     assert struct.unpack_from("<I", raw, 216)[0] == zlib.crc32(raw[:216])
 
 
