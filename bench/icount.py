@@ -72,10 +72,14 @@ def _totals(prefix: str) -> list[int]:
     return out
 
 
-def measure(calls: int) -> dict[str, dict[str, float]]:
-    """Run the child under callgrind and return instructions per call by group and subject."""
+def counted_run(script: str, calls: int, tool: str) -> tuple[list[tuple[str, ...]], list[int]]:
+    """Run ``script --child CALLS WORKDIR`` under callgrind, counting only inside ``itertools.starmap``.
+
+    Returns the child's ``case`` lines (tab-split, without the word ``case``) and the totals of its dumps:
+    two per case (the warm-up loop, then the counted one).  ``tool`` names the caller in errors.
+    """
     if shutil.which("valgrind") is None:
-        raise SystemExit("icount: valgrind is not installed (apt-get install valgrind)")
+        raise SystemExit(f"{tool}: valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         prefix = f"{tmp}/callgrind.out"
         workdir = Path(tmp, "logs")
@@ -83,20 +87,25 @@ def measure(calls: int) -> dict[str, dict[str, float]]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONHASHSEED="0")
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--toggle-collect=starmap_next",
-             "--dump-after=starmap_dealloc", sys.executable, __file__, "--child", str(calls), str(workdir)],
+             "--dump-after=starmap_dealloc", sys.executable, script, "--child", str(calls), str(workdir)],
             capture_output=True, text=True, env=env, check=False,
         )
         if proc.returncode != 0:
-            raise SystemExit(f"icount: the counted run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-        labels = [line.split("\t") for line in proc.stdout.splitlines() if line.startswith(("case\t", "skip\t"))]
-        measured = [label for label in labels if label[0] == "case"]
+            raise SystemExit(f"{tool}: the counted run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        cases = [tuple(line.split("\t")[1:]) for line in proc.stdout.splitlines() if line.startswith("case\t")]
         totals = _totals(prefix)
-        if len(totals) < 2 * len(measured):
-            raise SystemExit(f"icount: expected {2 * len(measured)} profiles, callgrind wrote {len(totals)}")
-        out: dict[str, dict[str, float]] = {}
-        for i, (_, group, name) in enumerate(measured):
-            out.setdefault(group, {})[name] = totals[2 * i + 1] / calls
-        return out
+        if len(totals) < 2 * len(cases):
+            raise SystemExit(f"{tool}: expected {2 * len(cases)} profiles, callgrind wrote {len(totals)}")
+        return cases, totals
+
+
+def measure(calls: int) -> dict[str, dict[str, float]]:
+    """Run the child under callgrind and return instructions per call by group and subject."""
+    cases, totals = counted_run(__file__, calls, "icount")
+    out: dict[str, dict[str, float]] = {}
+    for i, (group, name) in enumerate(cases):
+        out.setdefault(group, {})[name] = totals[2 * i + 1] / calls
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

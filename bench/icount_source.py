@@ -20,11 +20,7 @@ import argparse
 import itertools
 import logging
 import logging.config
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._subjects import ARGS, MESSAGE
-from bench.icount import WARMUP, _totals
+from bench.icount import WARMUP, counted_run
 
 CASES = ["accelerated", "accelerated-source", "logger", "logger-source"]
 #: The calls' arguments: the hot-path benchmarks' three, and one (a lone argument takes a check of its own).
@@ -74,25 +70,8 @@ def child(calls: int, workdir: Path) -> None:
 
 def measure(calls: int) -> dict[tuple[str, str], float]:
     """Run the child under callgrind and return instructions per call by (shape, logger)."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("icount_source: valgrind is not installed (apt-get install valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
-        prefix = f"{tmp}/callgrind.out"
-        workdir = Path(tmp, "logs")
-        workdir.mkdir()
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONHASHSEED="0")
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--toggle-collect=starmap_next",
-             "--dump-after=starmap_dealloc", sys.executable, __file__, "--child", str(calls), str(workdir)],
-            capture_output=True, text=True, env=env, check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"icount_source: the counted run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-        labels = [tuple(line.split("\t")[1:3]) for line in proc.stdout.splitlines() if line.startswith("case\t")]
-        totals = _totals(prefix)
-        if len(totals) < 2 * len(labels):
-            raise SystemExit(f"icount_source: expected {2 * len(labels)} profiles, callgrind wrote {len(totals)}")
-        return {(shape, kind): totals[2 * i + 1] / calls for i, (shape, kind) in enumerate(labels)}
+    cases, totals = counted_run(__file__, calls, "icount_source")
+    return {(shape, kind): totals[2 * i + 1] / calls for i, (shape, kind) in enumerate(cases)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,6 +94,25 @@ def test_a_store_that_faulted_into_a_file_rotated_away_meanwhile_is_written_agai
     assert out["found"] == [out["seq"]], out
 
 
+#: Inserted into a child script (after ``parked``, ``go`` and ``writer_thread`` exist): positions that park the
+#: writing thread, once, right after it claims its ``at``-th position, until ``go`` is set.
+_GATE = """
+    class Gate:
+        def __init__(self, inner, at):
+            self.inner, self.at, self.calls = inner, at, 0
+        def __iter__(self):
+            return self
+        def __next__(self):
+            pos = next(self.inner)
+            if threading.current_thread() is writer_thread:
+                self.calls += 1
+                if self.calls == self.at:
+                    parked.set()
+                    go.wait()
+            return pos
+"""
+
+
 _PARKED_BETWEEN_PARTS = """
     import json, os, sys, threading
     import mmaplog
@@ -105,23 +124,9 @@ _PARKED_BETWEEN_PARTS = """
     parked, go = threading.Event(), threading.Event()
     first = w._map
     writer_thread = None
-
-    class Gate:
-        # The positions of the first file; the writing thread parks after claiming its record's second slot.
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-        def __iter__(self):
-            return self
-        def __next__(self):
-            pos = next(self.inner)
-            if threading.current_thread() is writer_thread:
-                self.calls += 1
-                if self.calls == 2:
-                    parked.set()
-                    go.wait()
-            return pos
-
-    first.hot = first.hot[:8] + (Gate(first.positions),)
+""" + _GATE + """
+    # The positions of the first file; the writing thread parks after claiming its record's second slot.
+    first.hot = first.hot[:8] + (Gate(first.positions, 2),)
     out = {}
     writer_thread = threading.Thread(target=lambda: out.update(seq=w.write("L" * 300, logger="app")))
     writer_thread.start()
@@ -225,23 +230,9 @@ _BATCH_RUN_ROTATED_AWAY = """
     parked, go = threading.Event(), threading.Event()
     first = w._map
     writer_thread = None
-
-    class Gate:
-        # The positions of the first file; the batching thread parks after claiming its third slot.
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-        def __iter__(self):
-            return self
-        def __next__(self):
-            pos = next(self.inner)
-            if threading.current_thread() is writer_thread:
-                self.calls += 1
-                if self.calls == 3:
-                    parked.set()
-                    go.wait()
-            return pos
-
-    first.hot = first.hot[:8] + (Gate(first.positions),)
+""" + _GATE + """
+    # The positions of the first file; the batching thread parks after claiming its third slot.
+    first.hot = first.hot[:8] + (Gate(first.positions, 3),)
     batch = [LogRecord("app", 20, "run %d", (i,), None, i, 1) for i in range(5)]
     out = {}
     writer_thread = threading.Thread(target=lambda: out.update(written=w.write_batch(batch)))
