@@ -3,6 +3,7 @@
 #
 #   tools/sanitize.sh [FUZZ_CASES]        (default 20000 fuzz cases; about 5 minutes)
 #   SANITIZE_BITFLIP=1 tools/sanitize.sh  (and every bit of a small file flipped: 10 more minutes)
+#   SANITIZE_TESTS="tests/test_x.py ..." SANITIZE_THREAD=0 tools/sanitize.sh 100   (a quick pass over some tests)
 #
 # Copies the working tree to a temporary folder, builds mmaplog/_cwrite.c,
 # mmaplog/_cread.c, the async queue mmaplog/_casync.c, the stdlib accelerator mmaplog/_cstdlib.c and the SIGBUS
@@ -36,9 +37,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$work" MMAPLOG_REQUIRE_NATIVE=1
 cd "$work"
 "$python" -c 'import mmaplog._cwrite, mmaplog._cread, mmaplog._casync, mmaplog._cstdlib, mmaplog._sigbus, sys; print("sanitized build:", mmaplog._cread.__file__, file=sys.stderr)'
-"$python" -m pytest -q -p no:cacheprovider tests/test_cwrite.py tests/test_cread.py tests/test_writer.py \
+# SANITIZE_TESTS: other test files for this pass (space-separated), e.g. only those a change touched.
+# shellcheck disable=SC2086
+"$python" -m pytest -q -p no:cacheprovider ${SANITIZE_TESTS:-tests/test_cwrite.py tests/test_cread.py tests/test_writer.py \
     tests/test_write_batch.py tests/test_reader.py tests/test_logger.py tests/test_async.py tests/test_hostile.py tests/test_guard.py \
-    tests/test_cli.py tests/test_follow.py tests/test_async_native.py tests/test_stdlib_fast.py
+    tests/test_cli.py tests/test_follow.py tests/test_async_native.py tests/test_stdlib_fast.py tests/test_located_c.py \
+    tests/test_source_location.py tests/test_emitters.py}
 "$python" tools/fuzz.py --cases "$cases" --cli-every 0 --memory-every 0 --seed-dir "$work/seeds"
 if [ "${SANITIZE_BITFLIP:-0}" != 0 ]; then
     "$python" tools/fuzz.py --bitflip --seed-dir "$work/seeds-bitflip"
