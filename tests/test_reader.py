@@ -260,7 +260,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "text": (b"hello world, just text\n" * 10, "bad magic"),
         "truncated_header": (raw[:100], "truncated header"),
         # (A file cut past its header is read for what it holds: tests/test_short_file.py.)
-        "newer_major": (raw[:8] + struct.pack("<H", 3) + raw[10:], "format version 3.0 is not supported"),
+        "newer_major": (raw[:8] + struct.pack("<HH", 3, 0) + raw[12:], "format version 3.0 is not supported"),
         "corrupt_header": (raw[:100] + b"\xff" + raw[101:], "checksum mismatch"),
     }
     header = mmaplog.scan(good).files[0].header
