@@ -56,8 +56,6 @@ typedef struct {
     PyObject *fault;        /* fault(state) -> seen: the SIGBUS guard caught a store (RingWriter._fault); or None */
     PyObject *slow_fields;  /* slow_fields(message, level, logger, fields_json) -> seq: RingWriter._append_fields in
                              * Python, for the records with fields that append_fields leaves to it; or None */
-    PyObject *moved_fields; /* moved_fields(seq, data, fields_json, level, logger, stamp, ident, pos, body) -> seq:
-                             * a record with fields whose map was rotated away during a fault's repair; or None */
     PyTypeObject *counter_type; /* this module's Counter (borrowed: the module outlives its types' instances) */
     const uint64_t *faults; /* the mapping's fault counter in the SIGBUS guard (mmaplog._sigbus), or NULL */
     uint64_t seen;          /* its value once the last fault was dealt with */
@@ -130,7 +128,6 @@ static int appender_traverse(Appender *self, visitproc visit, void *arg)
     Py_VISIT(self->slow_write);
     Py_VISIT(self->fault);
     Py_VISIT(self->slow_fields);
-    Py_VISIT(self->moved_fields);
     return 0;
 }
 
@@ -145,7 +142,6 @@ static int appender_clear(Appender *self)
     Py_CLEAR(self->slow_write);
     Py_CLEAR(self->fault);
     Py_CLEAR(self->slow_fields);
-    Py_CLEAR(self->moved_fields);
     return 0;
 }
 
@@ -161,26 +157,23 @@ static void appender_dealloc(Appender *self)
 static int appender_init(Appender *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"seqs", "slow", "full", "failed", "slow_record", "slow_write", "fault", "slow_fields",
-                             "moved_fields", NULL};
+                             NULL};
     PyObject *seqs, *slow, *full, *failed, *slow_record = Py_None, *slow_write = Py_None, *fault = Py_None,
-             *slow_fields = Py_None, *moved_fields = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOOOO:Appender", kwlist, &seqs, &slow, &full, &failed,
-                                     &slow_record, &slow_write, &fault, &slow_fields, &moved_fields))
+             *slow_fields = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOOO:Appender", kwlist, &seqs, &slow, &full, &failed,
+                                     &slow_record, &slow_write, &fault, &slow_fields))
         return -1;
     if (!PyCallable_Check(slow) || !PyCallable_Check(full) || !PyCallable_Check(failed) ||
         (slow_record != Py_None && !PyCallable_Check(slow_record)) ||
         (slow_write != Py_None && !PyCallable_Check(slow_write)) || (fault != Py_None && !PyCallable_Check(fault)) ||
-        (slow_fields != Py_None && !PyCallable_Check(slow_fields)) ||
-        (moved_fields != Py_None && !PyCallable_Check(moved_fields))) {
-        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed, slow_record, slow_write, fault, slow_fields "
-                                         "and moved_fields must be callables");
+        (slow_fields != Py_None && !PyCallable_Check(slow_fields))) {
+        PyErr_SetString(PyExc_TypeError, "Appender: slow, full, failed, slow_record, slow_write, fault and "
+                                         "slow_fields must be callables");
         return -1;
     }
     self->counter_type = type_state(Py_TYPE(self))->counter_type;
     Py_INCREF(slow_fields);
     Py_XSETREF(self->slow_fields, slow_fields);
-    Py_INCREF(moved_fields);
-    Py_XSETREF(self->moved_fields, moved_fields);
     Py_INCREF(fault);
     Py_XSETREF(self->fault, fault);
     Py_INCREF(slow_record);
@@ -341,36 +334,6 @@ static long long call_fault(Appender *self, int state)
     return seen;
 }
 
-/* A record with fields whose map was rotated away while its fault was repaired: the writer keeps it if the
- * rotated file holds the slot as committed (``body``: the slot before its trailer), else writes it again with its
- * fields in the current file (moved_fields; 0 and counted when closed, or when there is no moved_fields). */
-static PyObject *fields_moved(Appender *self, const unsigned char *header, const char *data, Py_ssize_t n,
-                              PyObject *fields, unsigned long long pos, unsigned long long seq, PyObject *level_obj,
-                              PyObject *logger, int64_t stamp, unsigned long long ident)
-{
-    if (self->moved_fields == NULL || self->moved_fields == Py_None) {
-        PyErr_SetString(PyExc_RuntimeError, "a record with fields went to a rotated map and cannot be written again");
-        return lost(self);
-    }
-    Py_ssize_t body_len = self->size - SLOT_TRAILER_SIZE, en = PyBytes_GET_SIZE(fields);
-    PyObject *body = PyBytes_FromStringAndSize(NULL, body_len);
-    PyObject *bytes = body ? PyBytes_FromStringAndSize(data, n) : NULL;
-    if (bytes == NULL) {
-        Py_XDECREF(body);
-        return lost(self);
-    }
-    char *out = PyBytes_AS_STRING(body);
-    memset(out, 0, (size_t)body_len);
-    memcpy(out, header, SLOT_HEADER_SIZE);
-    memcpy(out + SLOT_HEADER_SIZE, data, (size_t)n);
-    memcpy(out + SLOT_HEADER_SIZE + n, PyBytes_AS_STRING(fields), (size_t)en);
-    PyObject *res = PyObject_CallFunction(self->moved_fields, "KOOOOLKKO", seq, bytes, fields, level_obj, logger,
-                                          (long long)stamp, ident, pos, body);
-    Py_DECREF(bytes);
-    Py_DECREF(body);
-    return res ? res : lost(self);
-}
-
 /* The guard's counter moved across the store of record ``seq`` at ``offset``: the store went to an anonymous
  * page.  The writer repairs the file and maps it again over the same addresses (Python code, under its lock);
  * then, if this appender still targets that mapping, the record is stored again, so that a write call that
@@ -390,14 +353,16 @@ static PyObject *after_fault(Appender *self, Py_ssize_t offset, const unsigned c
             return PyLong_FromLong(0);
         if (generation != self->generation || self->view.obj == NULL || self->faults == NULL) {
             /* Closed or rotated while the repair ran: the writer keeps the record if the rotated file holds it,
-             * else writes it again in the current file (fault(3, None, record); 0 and counted when closed). */
-            if (fields != NULL)
-                return fields_moved(self, header, data, n, fields, pos, seq, level_obj, logger, stamp, ident);
+             * else writes it again, with its fields, in the current file (fault(3, None, record); 0 and counted
+             * when closed). */
             PyObject *bytes = PyBytes_FromStringAndSize(data, n);
             if (bytes == NULL)
                 return lost(self);
-            PyObject *res = PyObject_CallFunction(self->fault, "iO(KOOOLKK)", 3, Py_None, seq, bytes, level_obj,
-                                                  logger, (long long)stamp, ident, pos);
+            PyObject *res = fields == NULL
+                ? PyObject_CallFunction(self->fault, "iO(KOOOLKK)", 3, Py_None, seq, bytes, level_obj, logger,
+                                        (long long)stamp, ident, pos)
+                : PyObject_CallFunction(self->fault, "iO(KOOOLKKO)", 3, Py_None, seq, bytes, level_obj, logger,
+                                        (long long)stamp, ident, pos, fields);
             Py_DECREF(bytes);
             return res ? res : lost(self);
         }

@@ -92,8 +92,9 @@ class RepairMixin(WriterBase):
         as lost.  ``state`` 2: the caller's map changed under the repair: counted as
         lost.  ``state`` 3 (the C append): the map was rotated away while the
         fault was dealt with; ``record`` is ``(seq, data, level, logger, stamp,
-        ident, pos)``: the record is kept if the rotated file holds it, else
-        written again in the current file (returns its seq, or 0 when lost).
+        ident, pos)``, or that and ``fields_json`` (``Appender.append_fields``):
+        the record is kept if the rotated file holds it, else written again, with
+        its fields, in the current file (returns its seq, or 0 when lost).
         With ``state`` 0 and a map ``m`` that is no longer the current one
         (rotated away between the store and this call), returns -2 and counts
         nothing: the caller keeps or writes the record again (see
@@ -182,10 +183,12 @@ class RepairMixin(WriterBase):
     def _rewrite_moved(self, record: tuple[Any, ...]) -> int:
         """The C append's record went to a map rotated away while its fault was dealt with: keep it or write it again.
 
-        ``record`` is ``(seq, data, level, logger, stamp, ident, pos)``.  Never raises.
+        ``record`` is ``(seq, data, level, logger, stamp, ident, pos)``, and ``fields_json`` after them for a
+        record with fields (``Appender.append_fields``).  Never raises.
         """
         try:
-            seq, data, level, logger, stamp, ident, pos = record
+            seq, data, level, logger, stamp, ident, pos, *rest = record
+            fields_json = rest[0] if rest else b""
             with self._lock:
                 old = [m for m in self._retired if not m.mm.closed]
             for m in old:
@@ -199,6 +202,7 @@ class RepairMixin(WriterBase):
                     check, commit = L.SLOT_TRAILER_STRUCT.unpack_from(raw, body_len)
                     if rpos == pos and rseq == seq and commit == pos & _MASK32 and check == L.slot_check(raw[:body_len]):
                         return int(seq)
-            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+            return self._write_record(seq, data, fields_json, L.FLAG_FIELDS if fields_json else 0, level, logger,
+                                      stamp, ident)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)

@@ -69,25 +69,9 @@ static inline uint32_t mmaplog_invalid_echo(unsigned long long pos, unsigned lon
  * trailer that matches neither the old nor the new body (check 0, commit echo of no position the slot holds
  * meanwhile), then the body, then the real trailer in one aligned 8-byte store.  The release fences keep each
  * step's stores visible before the next step's on weakly ordered CPUs (AArch64); a reader that reads the slot
- * twice and finds both copies equal has a whole slot.  The check is CRC-32 of the header and the message as
- * they now lie in the slot, contiguous and in cache; the padding is zero (docs/FORMAT.md). */
-static inline void mmaplog_store_slot(unsigned char *slot, Py_ssize_t size, Py_ssize_t payload,
-                                      unsigned long long count, const unsigned char *header, const char *data,
-                                      Py_ssize_t n, unsigned long long pos)
-{
-    uint64_t *word = (uint64_t *)(slot + size - SLOT_TRAILER_SIZE);
-    __atomic_store_n(word, (uint64_t)mmaplog_invalid_echo(pos, count) << 32, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(slot, header, SLOT_HEADER_SIZE);
-    memcpy(slot + SLOT_HEADER_SIZE, data, (size_t)n);
-    memset(slot + SLOT_HEADER_SIZE + n, 0, (size_t)(payload - n));
-    uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n));
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
-}
-
-/* mmaplog_store_slot for a payload of two pieces, ``data`` then ``extra`` (a record's message and its fields),
- * with the same protocol and check. */
+ * twice and finds both copies equal has a whole slot.  The payload is ``data`` then ``extra`` (a record's
+ * message and its fields; ``en`` 0 for none).  The check is CRC-32 of the header and the payload as they now
+ * lie in the slot, contiguous and in cache; the padding is zero (docs/FORMAT.md). */
 static inline void mmaplog_store_slot2(unsigned char *slot, Py_ssize_t size, Py_ssize_t payload,
                                        unsigned long long count, const unsigned char *header, const char *data,
                                        Py_ssize_t n, const char *extra, Py_ssize_t en, unsigned long long pos)
@@ -103,6 +87,14 @@ static inline void mmaplog_store_slot2(unsigned char *slot, Py_ssize_t size, Py_
     uint32_t check = mmaplog_crc32_update(0, slot, (size_t)(SLOT_HEADER_SIZE + n + en));
     __atomic_thread_fence(__ATOMIC_RELEASE);
     __atomic_store_n(word, ((uint64_t)(pos & 0xFFFFFFFFu) << 32) | check, __ATOMIC_RELAXED);
+}
+
+/* mmaplog_store_slot2 for a payload of one piece (inlined: the fields' branch folds away). */
+static inline void mmaplog_store_slot(unsigned char *slot, Py_ssize_t size, Py_ssize_t payload,
+                                      unsigned long long count, const unsigned char *header, const char *data,
+                                      Py_ssize_t n, unsigned long long pos)
+{
+    mmaplog_store_slot2(slot, size, payload, count, header, data, n, NULL, 0, pos);
 }
 
 /* ---- msg % args straight into UTF-8, for the conversions logging calls use most.

@@ -179,8 +179,7 @@ class RingWriter(BatchMixin, ClosingMixin):
         if _cwrite is not None:
             self._fast = _cwrite.Appender(self._seqs, _weak(self._append_slow), _weak(self._append_full),
                                           _weak(self._failed), _weak(self._write_one), _weak(self._write_py),
-                                          _weak(self._fault), slow_fields=_weak(self._append_fields),
-                                          moved_fields=_weak(self._append_fields_moved))
+                                          _weak(self._fault), slow_fields=_weak(self._append_fields))
             self._append = self._fast.append  # type: ignore[method-assign]
             # Taken after the Python method above was bound for the rare cases: C from here on.
             self._append_fields = self._fast.append_fields  # type: ignore[method-assign]
@@ -375,9 +374,8 @@ class RingWriter(BatchMixin, ClosingMixin):
         ``fields_json``: the record's fields as encoded (``Appender.append_fields``), kept with it.
         """
         try:
-            if fields_json:
-                return self._write_record(seq, data, fields_json, L.FLAG_FIELDS, level, logger, stamp, ident)
-            return self._write_record(seq, data, b"", 0, level, logger, stamp, ident)
+            return self._write_record(seq, data, fields_json, L.FLAG_FIELDS if fields_json else 0, level, logger, stamp,
+                                      ident)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
 
@@ -405,25 +403,6 @@ class RingWriter(BatchMixin, ClosingMixin):
             seq = next(self._seqs)
             return self._write_record(seq, _encode_text(message), bytes(fields_json), L.FLAG_FIELDS, level, logger,
                                       None, None)
-        except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
-            return self._failed(exc)
-
-    def _append_fields_moved(self, seq: int, data: bytes, fields_json: bytes, level: int, logger: str, stamp: int,
-                             ident: int, pos: int, body: bytes) -> int:
-        """``Appender.append_fields``'s record went to a map rotated away while its fault was repaired.
-
-        Kept if a rotated file still holds the slot as committed (``body``: the slot before its trailer, at
-        position ``pos``), else written again with its fields in the current file.  Never raises.
-        """
-        try:
-            with self._lock:
-                old = [m for m in self._retired if not m.mm.closed]
-            for m in old:
-                h = m.header
-                off = h.data_offset + (pos - 1) % h.slot_count * h.slot_size
-                if len(body) == h.slot_size - L.SLOT_TRAILER_SIZE and self._held(m, [(off, body, pos)]):
-                    return seq
-            return self._write_record(seq, data, fields_json, L.FLAG_FIELDS, level, logger, stamp, ident)
         except Exception as exc:  # noqa: BLE001 - logging never raises into the caller
             return self._failed(exc)
 

@@ -385,7 +385,7 @@ def test_a_located_record_whose_file_rotates_during_the_repair_is_written_again_
         from mmaplog import _truncation
         from mmaplog.writer import RingWriter
         _truncation._watcher.failed = True
-        moved, real_fault, real_moved = [], RingWriter._fault, RingWriter._append_fields_moved
+        moved, real_fault, real_moved = [], RingWriter._fault, RingWriter._rewrite_moved
         def fault(self, state, m=None, record=None):
             seen = real_fault(self, state, m, record)
             if state == 0 and not moved:  # rotate now, before the faulting store is made again
@@ -394,11 +394,12 @@ def test_a_located_record_whose_file_rotates_during_the_repair_is_written_again_
                 while self.header.segment == first:
                     self.write("filler", logger="other")
             return seen
-        def append_fields_moved(self, *args):
-            moved.append("written again")
-            return real_moved(self, *args)
+        def rewrite_moved(self, record):
+            if len(record) == 8:  # the C append's record with its fields
+                moved.append("written again")
+            return real_moved(self, record)
         RingWriter._fault = fault
-        RingWriter._append_fields_moved = append_fields_moved
+        RingWriter._rewrite_moved = rewrite_moved
         path = sys.argv[1]
         w = RingWriter(path, size=64 * 256, rotate=3)
         w.write("fill", logger="app")
